@@ -1,0 +1,48 @@
+# NextTrack Streams. `make demo` and `make test` each do all set-up first (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+KAFKA_STAMP := $(VENV)/.kafka-fetched
+PYTEST_ARGS ?=
+
+.PHONY: setup venv kafka demo test lint format bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (need Python >= 3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)  ## create .venv and install the package with test extras
+
+kafka: $(STAMP)  ## fetch the Kafka broker jars from Maven Central (cached in ~/.cache/nexttrack)
+	$(VENV)/bin/nexttrack broker fetch
+
+setup: venv kafka  ## everything: virtualenv, packages, Kafka jars
+
+demo: setup  ## start a broker, generate data, train, stream events, show recommendations
+	$(VENV)/bin/nexttrack demo
+
+test: setup  ## lint, then the whole test suite (starts its own Kafka broker)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+
+lint: venv  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv  ## apply ruff formatting and autofixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup  ## passthrough vs full worker throughput and latency on a local broker
+	$(VENV)/bin/nexttrack bench --events 20000
+
+clean:  ## remove the virtualenv and local state (keeps the Maven/pip caches)
+	rm -rf $(VENV) .nexttrack .pytest_cache

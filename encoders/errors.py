@@ -1,0 +1,13 @@
+"""Errors raised by session encoders."""
+
+from __future__ import annotations
+
+from schemas.errors import NextTrackError
+
+
+class EncoderError(NextTrackError):
+    """Base of errors raised by ``encoders``."""
+
+
+class EncoderStateError(EncoderError):
+    """A serialised state does not fit this encoder (wrong size, dtype or version)."""

@@ -1,0 +1,112 @@
+"""Recommendations: the output stream (topic ``recommendations``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.validation import check_schema, decode_object, opt_str, req_int, req_str
+
+RECOMMENDATION_SCHEMA = "recommendation/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendedItem:
+    """One recommended track with the scores that explain it."""
+
+    track_id: str
+    score: float
+    cf_score: float | None = None
+    cb_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "score": round(float(self.score), 6),
+            "cf_score": None if self.cf_score is None else round(float(self.cf_score), 6),
+            "cb_score": None if self.cb_score is None else round(float(self.cb_score), 6),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The answer to one play event (``event_id``) or one request (``request_id``)."""
+
+    session_id: str | None
+    user_id: str | None
+    event_id: str | None
+    model_version: str
+    generated_at: int
+    fusion_method: str
+    cf_weight: float
+    cb_weight: float
+    session_length: int
+    items: list[RecommendedItem]
+    request_id: str | None = None
+    variant: str | None = None
+    encoder: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": RECOMMENDATION_SCHEMA,
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "event_id": self.event_id,
+            "model_version": self.model_version,
+            "generated_at": self.generated_at,
+            "fusion_method": self.fusion_method,
+            "cf_weight": self.cf_weight,
+            "cb_weight": self.cb_weight,
+            "session_length": self.session_length,
+            "items": [item.to_dict() for item in self.items],
+        }
+        for name in ("request_id", "variant", "encoder"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.extra)
+        return out
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Recommendation:
+        check_schema(obj, RECOMMENDATION_SCHEMA)
+        items = [
+            RecommendedItem(
+                track_id=item["track_id"],
+                score=item["score"],
+                cf_score=item.get("cf_score"),
+                cb_score=item.get("cb_score"),
+            )
+            for item in obj.get("items", [])
+        ]
+        known = {
+            "schema", "session_id", "user_id", "event_id", "model_version", "generated_at",
+            "fusion_method", "cf_weight", "cb_weight", "session_length", "items", "request_id",
+            "variant", "encoder",
+        }
+        return cls(
+            session_id=opt_str(obj, "session_id"),
+            user_id=opt_str(obj, "user_id"),
+            event_id=opt_str(obj, "event_id"),
+            model_version=req_str(obj, "model_version"),
+            generated_at=req_int(obj, "generated_at"),
+            fusion_method=req_str(obj, "fusion_method"),
+            cf_weight=float(obj["cf_weight"]),
+            cb_weight=float(obj["cb_weight"]),
+            session_length=req_int(obj, "session_length"),
+            items=items,
+            request_id=opt_str(obj, "request_id"),
+            variant=opt_str(obj, "variant"),
+            encoder=opt_str(obj, "encoder"),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Recommendation:
+        return cls.from_dict(decode_object(raw, max_bytes=16 * 1024 * 1024))

@@ -1,0 +1,1 @@
+"""The streaming layer: Faust app, agents, topics, web pages, settings and the CLI."""

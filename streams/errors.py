@@ -1,0 +1,17 @@
+"""Errors raised by the streaming layer."""
+
+from __future__ import annotations
+
+from schemas.errors import NextTrackError
+
+
+class StreamsError(NextTrackError):
+    """Base of errors raised by ``streams``."""
+
+
+class ConfigError(StreamsError):
+    """Settings are invalid; the message names each variable."""
+
+
+class ArtifactsMismatchError(StreamsError):
+    """The artifacts directory does not fit the worker (catalog, dimensions or version)."""
