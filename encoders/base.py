@@ -8,11 +8,15 @@ restore exactly.
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+from encoders.errors import EncoderError, EncoderInputError, EncoderStateError
 
 EncoderName = Literal["mean", "lstm", "transformer"]
 ENCODER_NAMES: tuple[EncoderName, ...] = ("mean", "lstm", "transformer")
@@ -65,3 +69,159 @@ def encode_sequence(encoder: SessionEncoder, items: Sequence[int]) -> np.ndarray
     for item in items:
         state = encoder.step([state], np.asarray([item], dtype=np.int64))[0]
     return state
+
+
+# --------------------------------------------------------------------------------------------
+# Optional helpers shared by the concrete encoders (not part of the protocol).
+# --------------------------------------------------------------------------------------------
+
+#: Version byte written at the start of every serialised state.
+STATE_FORMAT_VERSION = 1
+#: ``format_version`` written into every encoder ``config.json``.
+CONFIG_FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+
+_DTYPE_CODES: dict[str, bytes] = {"float32": b"f", "int64": b"q"}
+# version (uint8), dtype code (1 char), element count (uint32), little endian: 6 bytes.
+_STATE_HEADER = struct.Struct("<BcI")
+
+
+def pack_state(state: np.ndarray, dtype: np.dtype | type, size: int) -> bytes:
+    """Serialise a 1-D state: 6-byte header (version, dtype code, length) + raw little-endian.
+
+    Raises ``EncoderStateError`` when ``state`` is not a 1-D array of ``size`` elements.
+    """
+    dt = np.dtype(dtype)
+    arr = np.asarray(state)
+    if arr.ndim != 1 or arr.shape[0] != size:
+        raise EncoderStateError(f"state has shape {arr.shape}, expected ({size},)")
+    header = _STATE_HEADER.pack(STATE_FORMAT_VERSION, _DTYPE_CODES[dt.name], size)
+    return header + np.ascontiguousarray(arr, dtype=dt.newbyteorder("<")).tobytes()
+
+
+def unpack_state(data: bytes, dtype: np.dtype | type, size: int) -> np.ndarray:
+    """Inverse of :func:`pack_state`; raises ``EncoderStateError`` on any mismatch."""
+    dt = np.dtype(dtype)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EncoderStateError(f"state blob must be bytes, got {type(data).__name__}")
+    blob = bytes(data)
+    if len(blob) < _STATE_HEADER.size:
+        raise EncoderStateError(f"state blob too short ({len(blob)} bytes)")
+    version, code, count = _STATE_HEADER.unpack_from(blob)
+    if version != STATE_FORMAT_VERSION:
+        raise EncoderStateError(f"state format version {version}, expected {STATE_FORMAT_VERSION}")
+    if code != _DTYPE_CODES[dt.name]:
+        raise EncoderStateError(f"state dtype code {code!r}, expected {_DTYPE_CODES[dt.name]!r}")
+    if count != size:
+        raise EncoderStateError(f"state has {count} elements, expected {size}")
+    expected = _STATE_HEADER.size + size * dt.itemsize
+    if len(blob) != expected:
+        raise EncoderStateError(f"state blob has {len(blob)} bytes, expected {expected}")
+    body = np.frombuffer(blob, dtype=dt.newbyteorder("<"), offset=_STATE_HEADER.size)
+    return body.astype(dt, copy=True)
+
+
+def stack_states(states: Sequence[np.ndarray], dtype: np.dtype | type, size: int) -> np.ndarray:
+    """Stack 1-D states into a ``(B, size)`` array; raises ``EncoderStateError`` on a bad one."""
+    if len(states) == 0:
+        return np.zeros((0, size), dtype=dtype)
+    try:
+        batch = np.stack([np.asarray(s) for s in states])
+    except ValueError as exc:
+        raise EncoderStateError(f"states of different shapes: {exc}") from exc
+    if batch.ndim != 2 or batch.shape[1] != size:
+        raise EncoderStateError(f"states have shape {batch.shape[1:]}, expected ({size},)")
+    if batch.dtype != np.dtype(dtype):
+        if np.dtype(dtype).kind == "i" and batch.dtype.kind not in "iu":
+            raise EncoderStateError(f"states have dtype {batch.dtype}, expected {dtype}")
+        batch = batch.astype(dtype)
+    return batch
+
+
+def check_items(items: np.ndarray, n_items: int, batch: int) -> np.ndarray:
+    """Validate a step's item indices: int, 1-D, one per state, in ``[0, n_items)``."""
+    arr = np.asarray(items)
+    if arr.ndim != 1 or arr.shape[0] != batch:
+        raise EncoderInputError(f"items has shape {arr.shape}, expected ({batch},)")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise EncoderInputError(f"items must be integer indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_items):
+        raise EncoderInputError(f"item index out of range [0, {n_items})")
+    return arr
+
+
+def write_encoder_config(directory: Path, config: dict[str, Any]) -> None:
+    """Write ``config.json`` (adds ``format_version``) into ``directory`` (created)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"format_version": CONFIG_FORMAT_VERSION, **config}
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_encoder_config(directory: Path) -> dict[str, Any]:
+    """Read and check ``config.json``; raises ``EncoderError`` when missing or incompatible."""
+    path = directory / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise EncoderError(f"no encoder config at {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise EncoderError(f"encoder config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise EncoderError(f"encoder config {path} is not a JSON object")
+    if config.get("format_version") != CONFIG_FORMAT_VERSION:
+        raise EncoderError(
+            f"encoder config {path} has format_version {config.get('format_version')!r}, "
+            f"expected {CONFIG_FORMAT_VERSION}"
+        )
+    if config.get("name") not in ENCODER_NAMES:
+        raise EncoderError(f"encoder config {path} names unknown encoder {config.get('name')!r}")
+    return config
+
+
+def check_item_vectors(vectors: np.ndarray) -> np.ndarray:
+    """Return ``vectors`` as a C-contiguous float32 ``(n_items, dim)`` array, all finite."""
+    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise EncoderError(f"item vectors must be a non-empty 2-D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise EncoderError("item vectors contain NaN or infinite values")
+    return arr
+
+
+def fit_item_vectors(vectors: np.ndarray, dim: int, seed: int = 0, rms: float = 0.1) -> np.ndarray:
+    """Initial ``(n_items, dim)`` embedding table from collaborative vectors of any width.
+
+    Wider vectors are projected onto their top ``dim`` right-singular directions, narrower
+    ones are padded with small noise; the result is rescaled so its root-mean-square entry is
+    ``rms`` and a little noise (1% of ``rms``) breaks ties between identical rows.
+    """
+    src = check_item_vectors(vectors).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    n, d = src.shape
+    if d > dim:
+        _, _, vt = np.linalg.svd(src, full_matrices=False)
+        out = src @ vt[:dim].T
+    elif d < dim:
+        scale = float(np.sqrt(np.mean(src**2))) or 1.0
+        out = np.concatenate([src, rng.normal(0.0, 0.1 * scale, (n, dim - d))], axis=1)
+    else:
+        out = src.copy()
+    current = float(np.sqrt(np.mean(out**2)))
+    out = out * (rms / current) if current > 0 else np.zeros_like(out)
+    out += rng.normal(0.0, 0.01 * rms, out.shape)
+    return out.astype(np.float32)
+
+
+def load_weights(directory: Path) -> dict[str, Any]:
+    """Load ``weights.pt`` (a torch ``state_dict``) safely: ``weights_only=True``, on the CPU."""
+    import torch  # local: the protocol module itself does not need torch
+
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise EncoderError(f"no encoder weights at {path}") from exc
+    except Exception as exc:  # pickle / zip errors of a corrupted or foreign file
+        raise EncoderError(f"cannot read encoder weights {path}: {exc}") from exc

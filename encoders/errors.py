@@ -11,3 +11,7 @@ class EncoderError(NextTrackError):
 
 class EncoderStateError(EncoderError):
     """A serialised state does not fit this encoder (wrong size, dtype or version)."""
+
+
+class EncoderInputError(EncoderError):
+    """A step got item indices that do not fit (wrong shape or dtype, out of range)."""

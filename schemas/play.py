@@ -22,7 +22,17 @@ PLAY_SCHEMA = "play/v1"
 EventType = Literal["play", "skip"]
 EVENT_TYPES: tuple[EventType, ...] = ("play", "skip")
 _KNOWN = frozenset(
-    {"schema", "event_id", "user_id", "session_id", "track_id", "event_type", "ts", "ms_played", "context"}
+    {
+        "schema",
+        "event_id",
+        "user_id",
+        "session_id",
+        "track_id",
+        "event_type",
+        "ts",
+        "ms_played",
+        "context",
+    }
 )
 
 

@@ -86,9 +86,20 @@ class Recommendation:
             for item in obj.get("items", [])
         ]
         known = {
-            "schema", "session_id", "user_id", "event_id", "model_version", "generated_at",
-            "fusion_method", "cf_weight", "cb_weight", "session_length", "items", "request_id",
-            "variant", "encoder",
+            "schema",
+            "session_id",
+            "user_id",
+            "event_id",
+            "model_version",
+            "generated_at",
+            "fusion_method",
+            "cf_weight",
+            "cb_weight",
+            "session_length",
+            "items",
+            "request_id",
+            "variant",
+            "encoder",
         }
         return cls(
             session_id=opt_str(obj, "session_id"),

@@ -55,9 +55,13 @@ def check_schema(obj: dict[str, Any], expected: str) -> None:
     """Require ``obj["schema"] == expected``."""
     got = obj.get("schema")
     if got is None:
-        raise SchemaError("missing_field", f"field 'schema' is required (expected {expected!r})", "schema")
+        raise SchemaError(
+            "missing_field", f"field 'schema' is required (expected {expected!r})", "schema"
+        )
     if got != expected:
-        raise SchemaError("wrong_schema", f"field 'schema' is {got!r}, expected {expected!r}", "schema")
+        raise SchemaError(
+            "wrong_schema", f"field 'schema' is {got!r}, expected {expected!r}", "schema"
+        )
 
 
 def _type_name(value: Any) -> str:
@@ -99,7 +103,9 @@ def req_int(obj: dict[str, Any], name: str, *, minimum: int | None = None) -> in
             "wrong_type", f"field {name!r} must be an integer, got {_type_name(value)}", name
         )
     if minimum is not None and value < minimum:
-        raise SchemaError("invalid_value", f"field {name!r} must be >= {minimum}, got {value}", name)
+        raise SchemaError(
+            "invalid_value", f"field {name!r} must be >= {minimum}, got {value}", name
+        )
     return value
 
 
@@ -161,7 +167,9 @@ def str_list(
     return list(value)
 
 
-def choice(obj: dict[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+def choice(
+    obj: dict[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None
+) -> str:
     """A string field restricted to ``allowed`` (``default`` when absent, if given)."""
     if obj.get(name) is None and default is not None:
         return default

@@ -1,9 +1,80 @@
-"""CLI commands: train (placeholder module, filled in by its feature)."""
+"""CLI commands: ``train`` (artifacts for the worker)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the nexttrack app."""
+    """Add ``train`` to the ``nexttrack`` app."""
+
+    @app.command()
+    def train(
+        events: Path = typer.Option(
+            ...,
+            "--events",
+            exists=True,
+            dir_okay=False,
+            help="events.jsonl (play/v1 records) to train on.",
+        ),
+        catalog: Path | None = typer.Option(
+            None,
+            "--catalog",
+            exists=True,
+            dir_okay=False,
+            help="tracks.jsonl; without it content features are off.",
+        ),
+        out: Path = typer.Option(
+            ..., "--out", help="Artifacts directory to write (replaced atomically)."
+        ),
+        encoder: list[str] = typer.Option(
+            ["mean"], "--encoder", help="mean, lstm, transformer or all; repeatable."
+        ),
+        components: int = typer.Option(64, help="LightFM no_components (vector size)."),
+        epochs: int = typer.Option(15, help="LightFM epochs."),
+        learning_rate: float = typer.Option(0.05, help="LightFM learning rate."),
+        loss: str = typer.Option("warp", help="LightFM loss: warp, bpr, logistic, warp-kos."),
+        encoder_epochs: int | None = typer.Option(None, help="Max epochs for lstm/transformer."),
+        threads: int = typer.Option(2, help="Threads for LightFM and torch."),
+        seed: int = typer.Option(42, help="Random seed."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Train LightFM item vectors, content vectors and session encoders into DIR.
+
+        The directory holds everything `nexttrack worker --artifacts DIR` and
+        `nexttrack evaluate --artifacts DIR` need, with a manifest.json describing it.
+        """
+        from training.lightfm_model import TrainingConfig
+        from training.pipeline import ALL_ENCODERS, PipelineConfig, train_artifacts
+
+        names = list(ALL_ENCODERS) if "all" in encoder else encoder
+        enc_config = None
+        if any(n != "mean" for n in names):
+            from training.encoder_training import EncoderTrainingConfig
+
+            kwargs = {"seed": seed, "threads": threads}
+            if encoder_epochs is not None:
+                kwargs["epochs"] = encoder_epochs
+            enc_config = EncoderTrainingConfig(**kwargs)
+        config = PipelineConfig(
+            encoders=tuple(names),
+            lightfm=TrainingConfig(
+                no_components=components,
+                epochs=epochs,
+                learning_rate=learning_rate,
+                loss=loss,
+                threads=threads,
+                seed=seed,  # type: ignore[arg-type]
+            ),
+            encoder_training=enc_config,
+            progress=progress,
+        )
+        started = time.perf_counter()
+        path = train_artifacts(events, catalog, out, config)
+        typer.echo(
+            f"artifacts written to {path} ({', '.join(names)}) in "
+            f"{time.perf_counter() - started:.1f}s"
+        )

@@ -1,0 +1,471 @@
+"""Start and stop a real single-node Apache Kafka 4.x broker in KRaft mode.
+
+One JVM runs as broker and controller (``process.roles=broker,controller``), with a PLAINTEXT
+listener for clients and a CONTROLLER listener on a second port, both on ``127.0.0.1``. Its
+jars come from Maven Central (:func:`deploy.kafka.fetch.fetch_kafka`); its storage is formatted
+with ``kafka.tools.StorageTool format --standalone`` (a one-voter dynamic quorum, as the Kafka
+4.x quickstart does); its log goes to ``<data_dir>/broker.log``. Readiness means the broker
+answers a metadata request listing at least one broker.
+
+    with KafkaBroker(tmp_dir) as broker:
+        use(broker.bootstrap_servers)
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from deploy.kafka.errors import (
+    BrokerAlreadyRunningError,
+    BrokerError,
+    BrokerExitedError,
+    BrokerStartTimeout,
+    PortInUseError,
+)
+from deploy.kafka.fetch import DEFAULT_KAFKA_VERSION, fetch_kafka
+from deploy.kafka.java import resolve_java
+from deploy.kafka.probe import port_accepts, probe_broker
+from deploy.kafka.state import (
+    BrokerState,
+    clear_state,
+    is_broker_process,
+    read_state,
+    wait_pid_exit,
+    write_state,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_JVM_OPTS: tuple[str, ...] = ("-Xms256m", "-Xmx512m")
+LOG_NAME = "broker.log"
+
+_LOG4J2 = """\
+# Written by deploy.kafka.launcher: everything to stdout, which goes to broker.log.
+status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, what: str = "PLAINTEXT") -> None:
+    """Raise :class:`PortInUseError` unless ``host:port`` can be bound (as the JVM would, with
+    ``SO_REUSEADDR``, so sockets in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"port {port} on {host} (for the broker's {what} listener) is already in use "
+                f"({exc.strerror}); pick another port or stop whatever listens there"
+            ) from None
+
+
+def new_cluster_id() -> str:
+    """A random Kafka cluster id (22-character URL-safe base64 of a UUID)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def server_properties(
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    extra: Mapping[str, str | int] | None = None,
+) -> str:
+    """The ``server.properties`` text of a combined broker+controller single-node KRaft node."""
+    props: dict[str, str | int] = {
+        "process.roles": "broker,controller",
+        "node.id": 1,
+        "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": 4,
+        "offsets.topic.replication.factor": 1,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "group.initial.rebalance.delay.ms": 0,
+        "auto.create.topics.enable": "true",
+    }
+    props.update(extra or {})
+    lines = ["# Written by deploy.kafka.launcher; rewritten on every start."]
+    lines += [f"{key}={value}" for key, value in props.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _tail_file(path: Path, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class KafkaBroker:
+    """A single-node KRaft Kafka broker run as a ``java`` subprocess.
+
+    Args:
+        data_dir: holds ``server.properties``, ``log4j2.properties``, ``broker.log``,
+            ``broker.json`` (the state file) and the Kafka log directory ``kafka-logs/``.
+            Reusing a data directory keeps its topics.
+        port: the PLAINTEXT (client) port; ``None`` picks a free one.
+        controller_port: the CONTROLLER port; ``None`` picks a free one.
+        host: the interface to listen on and advertise.
+        version: the Kafka version whose jars to use (fetched with Maven when missing).
+        java: the ``java`` binary; default ``$NEXTTRACK_JAVA``, ``$JAVA_HOME/bin/java`` or PATH.
+        libs_dir: a directory of Kafka jars to use instead of fetching ``version``.
+        jvm_opts: JVM options (heap size by default).
+        start_timeout: seconds :meth:`start` waits for the broker to answer.
+        stop_timeout: seconds :meth:`stop` waits after SIGTERM before SIGKILL.
+        detach: ``True`` leaves the broker running when this Python process exits (the CLI's
+            ``broker up``); ``False`` stops it at interpreter exit, and on Linux also when
+            this process dies.
+        extra_properties: more ``server.properties`` entries (override the defaults).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        host: str = "127.0.0.1",
+        version: str = DEFAULT_KAFKA_VERSION,
+        java: str | None = None,
+        libs_dir: Path | str | None = None,
+        jvm_opts: Sequence[str] = DEFAULT_JVM_OPTS,
+        start_timeout: float = 90.0,
+        stop_timeout: float = 30.0,
+        detach: bool = False,
+        extra_properties: Mapping[str, str | int] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.host = host
+        self.version = version
+        self.java = java
+        self.libs_dir = Path(libs_dir) if libs_dir is not None else None
+        self.jvm_opts = tuple(jvm_opts)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.detach = detach
+        self.extra_properties = dict(extra_properties or {})
+        self._want_port = port
+        self._want_controller_port = controller_port
+        self.port: int | None = port
+        self.controller_port: int | None = controller_port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self.startup_seconds: float | None = None
+
+    # -- paths and properties -------------------------------------------------------------
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's stdout/stderr log."""
+        return self.data_dir / LOG_NAME
+
+    @property
+    def properties_file(self) -> Path:
+        """The generated ``server.properties``."""
+        return self.data_dir / "server.properties"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` for clients; only known once started (or attached)."""
+        if self.port is None:
+            raise BrokerError("the broker has no port yet; call start() first")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's pid while started or attached, else ``None``."""
+        return self._proc.pid if self._proc is not None else self._pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the broker log."""
+        return _tail_file(self.log_file, lines)
+
+    @classmethod
+    def attach(cls, data_dir: Path | str, **kwargs: object) -> KafkaBroker | None:
+        """A handle on the broker recorded in ``data_dir`` if its process is alive, else
+        ``None``. :meth:`stop` on the handle stops that process."""
+        state = read_state(Path(data_dir).expanduser())
+        if state is None or not is_broker_process(state.pid, state.data_dir):
+            return None
+        broker = cls(state.data_dir, version=state.version, host=state.host, **kwargs)  # type: ignore[arg-type]
+        broker.port, broker.controller_port, broker._pid = (
+            state.port,
+            state.controller_port,
+            state.pid,
+        )
+        return broker
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        """Whether the broker's process is alive (not whether it answers; see :meth:`ping`)."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._pid is not None and is_broker_process(self._pid, self.data_dir)
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        """Whether the broker answers a metadata request within ``timeout`` seconds."""
+        return self.port is not None and probe_broker(self.bootstrap_servers, timeout)
+
+    def start(self) -> str:
+        """Fetch jars if needed, format storage on first use, start the JVM and wait until it
+        answers; return the bootstrap servers string.
+
+        Raises:
+            PortInUseError, JavaNotFoundError, MavenError, BrokerAlreadyRunningError,
+            BrokerExitedError, BrokerStartTimeout (all :class:`BrokerError`).
+        """
+        if self.is_running():
+            raise BrokerAlreadyRunningError(f"broker already started at {self.bootstrap_servers}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        prior = read_state(self.data_dir)
+        if prior is not None and is_broker_process(prior.pid, self.data_dir):
+            raise BrokerAlreadyRunningError(
+                f"a broker (pid {prior.pid}) already runs from {self.data_dir} at "
+                f"{prior.bootstrap_servers}; stop it first (nexttrack broker down "
+                f"--data-dir {self.data_dir})"
+            )
+        self.port = self._want_port or free_port(self.host)
+        check_port_free(self.host, self.port)
+        self.controller_port = self._want_controller_port or free_port(self.host)
+        if self.controller_port == self.port:
+            raise PortInUseError(f"the controller port must differ from port {self.port}")
+        check_port_free(self.host, self.controller_port, "CONTROLLER")
+        java = resolve_java(self.java)
+        libs = self.libs_dir or fetch_kafka(self.version)
+        t0 = time.monotonic()
+        self._write_config()
+        self._format_storage(java, libs)
+        self._launch(java, libs)
+        try:
+            self._wait_ready(t0 + self.start_timeout)
+        except BaseException:
+            self._kill_quietly()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        logger.info(
+            "Kafka %s broker up at %s (pid %s) in %.1fs",
+            self.version,
+            self.bootstrap_servers,
+            self.pid,
+            self.startup_seconds,
+        )
+        return self.bootstrap_servers
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the broker: SIGTERM (a clean shutdown), then SIGKILL after ``timeout``
+        seconds (default ``stop_timeout``). A no-op when it is not running."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        atexit.unregister(self.stop)
+        pid = self.pid
+        if pid is not None and self.is_running():
+            t0 = time.monotonic()
+            self._signal(signal.SIGTERM)
+            if not self._wait_exit(timeout):
+                logger.warning("broker pid %s ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                self._signal(signal.SIGKILL)
+                if not self._wait_exit(10.0):
+                    raise BrokerError(f"broker pid {pid} did not die after SIGKILL")
+            logger.info("broker pid %s stopped in %.1fs", pid, time.monotonic() - t0)
+        state = read_state(self.data_dir)
+        if state is not None and (
+            state.pid == pid or not is_broker_process(state.pid, self.data_dir)
+        ):
+            clear_state(self.data_dir)
+        self._proc, self._pid = None, None
+
+    def __enter__(self) -> KafkaBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"KafkaBroker(data_dir={str(self.data_dir)!r}, port={self.port}, pid={self.pid})"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        assert self.port is not None and self.controller_port is not None
+        text = server_properties(
+            host=self.host,
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dir=self.data_dir / "kafka-logs",
+            extra=self.extra_properties,
+        )
+        self.properties_file.write_text(text)
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
+
+    def _java_cmd(self, java: str, libs: Path, main: str) -> list[str]:
+        return [
+            java,
+            *self.jvm_opts,
+            "-Djava.awt.headless=true",
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+            main,
+        ]
+
+    def _format_storage(self, java: str, libs: Path) -> None:
+        if (self.data_dir / "kafka-logs" / "meta.properties").is_file():
+            return
+        cmd = self._java_cmd(java, libs, "kafka.tools.StorageTool") + [
+            "format",
+            "--standalone",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(self.properties_file),
+        ]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise BrokerStartTimeout("formatting Kafka storage took over 120s") from None
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+            raise BrokerExitedError(
+                f"formatting Kafka storage in {self.data_dir} failed (exit {proc.returncode}) "
+                f"with {java}; output tail:\n{tail or '(no output)'}"
+            )
+
+    def _launch(self, java: str, libs: Path) -> None:
+        if self.log_file.exists():
+            self.log_file.replace(self.log_file.with_suffix(".log.1"))
+        cmd = self._java_cmd(java, libs, "kafka.Kafka") + [str(self.properties_file)]
+        preexec = None
+        if not self.detach and threading.current_thread() is threading.main_thread():
+            preexec = _die_with_parent
+        with open(self.log_file, "wb") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    cwd=self.data_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                )
+            except OSError as exc:
+                raise BrokerExitedError(f"cannot run {java}: {exc}") from None
+        if not self.detach:
+            atexit.register(self.stop)
+        assert self.port is not None and self.controller_port is not None
+        write_state(
+            BrokerState(
+                pid=self._proc.pid,
+                host=self.host,
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=str(self.data_dir),
+                log_file=str(self.log_file),
+                version=self.version,
+                started_at=time.time(),
+            )
+        )
+        logger.info("started Kafka broker pid %s; log: %s", self._proc.pid, self.log_file)
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self.port is not None
+        while True:
+            if not self.is_running():
+                code = self._proc.returncode if self._proc is not None else "?"
+                raise BrokerExitedError(
+                    f"the Kafka broker exited early (exit {code}); log {self.log_file} "
+                    f"tail:\n{self.log_tail()}"
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerStartTimeout(
+                    f"the Kafka broker did not answer at {self.bootstrap_servers} within "
+                    f"{self.start_timeout:.0f}s; log {self.log_file} tail:\n{self.log_tail()}"
+                )
+            if port_accepts(self.host, self.port) and probe_broker(
+                self.bootstrap_servers, min(5.0, max(left, 0.5))
+            ):
+                return
+            time.sleep(0.2)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        try:
+            if self._proc is not None:
+                self._proc.send_signal(sig)
+            elif self._pid is not None:
+                os.kill(self._pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _wait_exit(self, timeout: float) -> bool:
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return self._pid is None or wait_pid_exit(self._pid, timeout)
+
+    def _kill_quietly(self) -> None:
+        try:
+            self.stop(timeout=5.0)
+        except Exception:
+            logger.exception("could not stop the failed broker")

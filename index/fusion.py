@@ -1,0 +1,203 @@
+"""Fusion of collaborative (cf) and content-based (cb) candidate lists. Pure functions.
+
+Each method turns two candidate lists for ONE query into one ranking of at most ``k`` items,
+sorted by fused score descending, ties broken by item index ascending (deterministic).
+
+* ``weighted_sum``: per list, min-max normalise the raw scores over that list's items,
+  ``n(s) = (s - min) / (max - min)`` (``1.0`` for every item when ``max == min``). An item not
+  in a list gets ``0`` for that list. ``score = cf_weight * n_cf + cb_weight * n_cb``.
+* ``rrf`` (weighted reciprocal rank fusion): ``score = sum_l w_l / (rrf_k + rank_l)`` with the
+  1-based rank inside list ``l`` (raw score desc, item asc); absent items contribute 0. With
+  ``cf_weight == cb_weight`` this is classic RRF (only the weights' ratio matters).
+* ``cf_only`` / ``cb_only``: the items of that list ranked by its raw score (``score`` is the
+  raw score); the other list only supplies the other raw score when it holds the item.
+
+Both lists present with ``weighted_sum``/``rrf``: the union of their items is ranked, so the
+output length is ``min(k, |cf ∪ cb|)``. If one list is ``None`` (or empty) the method degrades
+to the other list alone (its weight taken as 1). ``cf_score``/``cb_score`` of a
+:class:`FusedItem` are the raw scores (inner product / cosine) or ``None`` when the item is not
+in that list. Padding entries (id ``< 0``) are dropped; a duplicated id keeps its best score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from index.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+FusionMethod = Literal["weighted_sum", "rrf", "cf_only", "cb_only"]
+FUSION_METHODS: tuple[FusionMethod, ...] = ("weighted_sum", "rrf", "cf_only", "cb_only")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Candidates of one query in one space: ``ids`` int64 ``(n,)``, ``scores`` float32 ``(n,)``.
+
+    Construction drops padding (``id < 0``), keeps the best score of a duplicated id and
+    rejects NaN scores; the stored arrays are sorted by item id.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if ids.shape != scores.shape:
+            raise InvalidInputError(f"{ids.size} ids but {scores.size} scores")
+        keep = ids >= 0
+        ids, scores = ids[keep], scores[keep]
+        if np.isnan(scores).any():
+            raise InvalidInputError("candidate scores contain NaN")
+        order = np.lexsort((-scores.astype(np.float64), ids))  # by id, best score first
+        ids, scores = ids[order], scores[order]
+        first = np.ones(ids.size, dtype=bool)
+        first[1:] = ids[1:] != ids[:-1]
+        object.__setattr__(self, "ids", ids[first])
+        object.__setattr__(self, "scores", scores[first])
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+
+@dataclass(frozen=True, slots=True)
+class FusedItem:
+    """One ranked item: fused ``score`` and the raw score of each space (``None`` = absent)."""
+
+    item: int
+    score: float
+    cf_score: float | None
+    cb_score: float | None
+
+
+def candidates_from_search(scores: np.ndarray, ids: np.ndarray) -> list[Candidates]:
+    """One :class:`Candidates` per row of a ``(B, k)`` search result (padding dropped)."""
+    return [Candidates(i, s) for s, i in zip(np.asarray(scores), np.asarray(ids), strict=True)]
+
+
+def minmax(scores: np.ndarray) -> np.ndarray:
+    """``(s - min) / (max - min)`` in float64; all ones when ``max == min`` (or one item)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return s
+    lo, hi = float(s.min()), float(s.max())
+    if not hi > lo or not math.isfinite(hi - lo):
+        return np.ones_like(s)
+    return (s - lo) / (hi - lo)
+
+
+def ranks(c: Candidates) -> np.ndarray:
+    """1-based rank of each of ``c.ids`` in its list: raw score desc, then item asc."""
+    order = np.lexsort((c.ids, -c.scores.astype(np.float64)))
+    out = np.empty(c.ids.size, dtype=np.float64)
+    out[order] = np.arange(1, c.ids.size + 1)
+    return out
+
+
+def _lookup(c: Candidates | None, items: np.ndarray) -> np.ndarray:
+    """Raw score of each of ``items`` in ``c`` (float64), NaN where absent."""
+    out = np.full(items.size, np.nan)
+    if c is None or len(c) == 0:
+        return out
+    pos = np.minimum(np.searchsorted(c.ids, items), c.ids.size - 1)
+    hit = c.ids[pos] == items
+    out[hit] = c.scores[pos[hit]]
+    return out
+
+
+def _check_weight(name: str, w: float) -> float:
+    if not (math.isfinite(w) and w >= 0):
+        raise InvalidInputError(f"{name} must be finite and >= 0, got {w}")
+    return float(w)
+
+
+def fuse(
+    cf: Candidates | None,
+    cb: Candidates | None,
+    method: FusionMethod = "weighted_sum",
+    cf_weight: float = 0.7,
+    cb_weight: float = 0.3,
+    k: int = 10,
+    rrf_k: int = 60,
+) -> list[FusedItem]:
+    """Fuse the cf and cb candidates of one query into at most ``k`` items (see module doc)."""
+    if method not in FUSION_METHODS:
+        raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
+    if k < 1:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    if rrf_k < 0:
+        raise InvalidInputError(f"rrf_k must be >= 0, got {rrf_k}")
+    wcf, wcb = _check_weight("cf_weight", cf_weight), _check_weight("cb_weight", cb_weight)
+    has_cf, has_cb = cf is not None and len(cf) > 0, cb is not None and len(cb) > 0
+    if method == "cf_only" and cf is None:
+        raise InvalidInputError("cf_only fusion needs cf candidates")
+    if method == "cb_only" and cb is None:
+        raise InvalidInputError("cb_only fusion needs cb candidates")
+    if method in ("weighted_sum", "rrf") and has_cf and has_cb and wcf == wcb == 0:
+        raise InvalidInputError("cf_weight and cb_weight are both 0")
+    if method in ("weighted_sum", "rrf") and has_cf != has_cb:
+        wcf, wcb = float(has_cf), float(has_cb)  # degrade to the one list present
+
+    if method == "cf_only" or (method != "cb_only" and not has_cb):
+        items = cf.ids if cf is not None else np.zeros(0, np.int64)
+    elif method == "cb_only" or not has_cf:
+        items = cb.ids if cb is not None else np.zeros(0, np.int64)
+    else:
+        items = np.union1d(cf.ids, cb.ids)  # type: ignore[union-attr]
+    if items.size == 0:
+        return []
+    raw_cf, raw_cb = _lookup(cf, items), _lookup(cb, items)
+
+    if method == "cf_only":
+        score = raw_cf
+    elif method == "cb_only":
+        score = raw_cb
+    else:
+        score = np.zeros(items.size)
+        for c, w in ((cf, wcf), (cb, wcb)):
+            if c is None or len(c) == 0 or w == 0:
+                continue
+            part = minmax(c.scores) if method == "weighted_sum" else w / (rrf_k + ranks(c))
+            if method == "weighted_sum":
+                part = w * part
+            score[np.searchsorted(items, c.ids)] += part
+    top = np.lexsort((items, -score))[:k]
+    return [
+        FusedItem(
+            item=int(items[j]),
+            score=float(score[j]),
+            cf_score=None if np.isnan(raw_cf[j]) else float(raw_cf[j]),
+            cb_score=None if np.isnan(raw_cb[j]) else float(raw_cb[j]),
+        )
+        for j in top
+    ]
+
+
+def fuse_batch(
+    cf: Sequence[Candidates | None] | None,
+    cb: Sequence[Candidates | None] | None,
+    method: FusionMethod = "weighted_sum",
+    cf_weight: float = 0.7,
+    cb_weight: float = 0.3,
+    k: int = 10,
+    rrf_k: int = 60,
+) -> list[list[FusedItem]]:
+    """:func:`fuse` for each query of a batch; a ``None`` side means no list for any query."""
+    if cf is None and cb is None:
+        raise InvalidInputError("fuse_batch needs cf or cb candidates")
+    n = len(cf) if cf is not None else len(cb)  # type: ignore[arg-type]
+    cfs = list(cf) if cf is not None else [None] * n
+    cbs = list(cb) if cb is not None else [None] * n
+    if len(cfs) != len(cbs):
+        raise InvalidInputError(f"{len(cfs)} cf lists but {len(cbs)} cb lists")
+    return [
+        fuse(a, b, method, cf_weight, cb_weight, k, rrf_k) for a, b in zip(cfs, cbs, strict=True)
+    ]

@@ -1,0 +1,347 @@
+"""Hybrid retrieval: collaborative (cf) and content-based (cb) spaces, filters, fusion.
+
+For a batch of queries, :meth:`HybridRetriever.recommend` runs ONE index search per space per
+round at a common candidate depth ``D = max(4k, pool, k + max|exclude| + margin)``, divided by
+the share of usable items when a genre/mood filter is active. Per query it drops padding,
+excluded, retired and filtered-out items and keeps the best ``pool = pool_factor * k`` of each
+searched space. A query left with fewer than ``min(k, available)`` candidates is searched
+again at ``2D`` (only those queries), and past ``max_ann_depth`` scored exactly over the usable
+subset, so a list is short only when fewer than ``k`` usable items exist. When the usable
+subset is small (``<= exact_threshold``) or ``D`` would exceed ``max_ann_depth``, the space is
+scored exactly over the subset from the start (cheaper than a deep ANN search).
+
+The candidates of the searched spaces are pooled and every pooled item is scored EXACTLY in
+every space that has a query (``score = <q_space, v_item>``), so each returned item carries
+both ``cf_score`` and ``cb_score`` and fusion (:func:`index.fusion.fuse`) sees complete lists
+over the pool (min-max normalisation and RRF ranks are over the pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Sequence
+from typing import Literal
+
+import numpy as np
+
+from index.ann import IndexType, VectorIndex, as_vectors, exact_search
+from index.errors import InvalidInputError, UnknownItemError
+from index.filters import CatalogFilters
+from index.fusion import FUSION_METHODS, Candidates, FusedItem, FusionMethod, fuse
+
+logger = logging.getLogger(__name__)
+
+Space = Literal["cf", "cb"]
+
+
+class _SpaceData:
+    """One retrieval space: its index and its item vectors (row = item, amortised growth)."""
+
+    def __init__(self, index: VectorIndex, vectors: np.ndarray) -> None:
+        self.index = index
+        self._buf = as_vectors(vectors, index.dim).copy()
+        self.n = self._buf.shape[0]
+        if index.id_space != self.n:
+            raise InvalidInputError(f"index covers {index.id_space} items, vectors {self.n}")
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._buf[: self.n]
+
+    def append(self, x: np.ndarray) -> None:
+        if self.n + x.shape[0] > self._buf.shape[0]:
+            cap = max(self.n + x.shape[0], 2 * self._buf.shape[0])
+            buf = np.empty((cap, self._buf.shape[1]), dtype=np.float32)
+            buf[: self.n] = self._buf[: self.n]
+            self._buf = buf
+        self._buf[self.n : self.n + x.shape[0]] = x
+        self.n += x.shape[0]
+
+
+class HybridRetriever:
+    """cf index (+ optional cb index), their item vectors and the catalog filters.
+
+    Not thread-safe: call the live-catalog methods between batches, from one thread.
+    """
+
+    def __init__(
+        self,
+        cf_index: VectorIndex,
+        cf_vectors: np.ndarray,
+        *,
+        cb_index: VectorIndex | None = None,
+        cb_vectors: np.ndarray | None = None,
+        filters: CatalogFilters | None = None,
+        pool_factor: int = 2,
+        margin: int = 16,
+        exact_threshold: int = 8192,
+        max_ann_depth: int = 1024,
+    ) -> None:
+        """Wrap built indexes. Items retired in any index or in ``filters`` are retired
+        everywhere."""
+        self._spaces: dict[Space, _SpaceData] = {"cf": _SpaceData(cf_index, cf_vectors)}
+        if (cb_index is None) != (cb_vectors is None):
+            raise InvalidInputError("cb_index and cb_vectors go together")
+        if cb_index is not None and cb_vectors is not None:
+            self._spaces["cb"] = _SpaceData(cb_index, cb_vectors)
+            if self._spaces["cb"].n != self.n_items:
+                raise InvalidInputError("cf and cb spaces cover different numbers of items")
+        self.filters = filters if filters is not None else CatalogFilters(self.n_items)
+        if self.filters.n_items != self.n_items:
+            raise InvalidInputError(f"filters cover {self.filters.n_items} items, not {self.n_items}")
+        if min(pool_factor, max_ann_depth) < 1 or margin < 0 or exact_threshold < 0:
+            raise InvalidInputError("pool_factor, max_ann_depth >= 1; margin, exact_threshold >= 0")
+        self.pool_factor, self.margin = pool_factor, margin
+        self.exact_threshold, self.max_ann_depth = exact_threshold, max_ann_depth
+        retired = self.filters.retired_mask.copy()
+        for space in self._spaces.values():
+            retired |= ~space.index.live_mask()
+        self.retire(np.flatnonzero(retired))
+
+    @classmethod
+    def build(
+        cls,
+        cf_vectors: np.ndarray,
+        cb_vectors: np.ndarray | None = None,
+        genres: Sequence[Sequence[str]] | None = None,
+        moods: Sequence[Sequence[str]] | None = None,
+        *,
+        kind: IndexType = "hnsw",
+        cb_kind: IndexType | None = None,
+        retired: Collection[int] = (),
+    ) -> HybridRetriever:
+        """Build the indexes (``cb_kind`` defaults to ``kind``) and filters from arrays."""
+        cf = as_vectors(cf_vectors, name="cf_vectors")
+        n = cf.shape[0]
+        filters = CatalogFilters.from_lists(genres or [[]] * n, moods, retired)
+        cb_index = None
+        if cb_vectors is not None:
+            cb_index = VectorIndex.build(cb_vectors, cb_kind or kind)
+        return cls(VectorIndex.build(cf, kind), cf, cb_index=cb_index, cb_vectors=cb_vectors,
+                   filters=filters)  # fmt: skip
+
+    @property
+    def n_items(self) -> int:
+        """Catalog size (retired items included)."""
+        return self._spaces["cf"].n
+
+    @property
+    def has_content(self) -> bool:
+        """Whether a content-based (cb) space exists."""
+        return "cb" in self._spaces
+
+    def vectors(self, space: Space) -> np.ndarray:
+        """Item vectors of ``space`` (a view; do not modify)."""
+        return self._spaces[space].vectors
+
+    # ------------------------------------------------------------------ retrieval
+    def recommend(
+        self,
+        cf_queries: np.ndarray,
+        cb_queries: np.ndarray | None = None,
+        exclude: Sequence[Collection[int]] | None = None,
+        k: int = 10,
+        method: FusionMethod = "weighted_sum",
+        cf_weight: float = 0.7,
+        cb_weight: float = 0.3,
+        genre_filter: Sequence[str] | None = None,
+        mood_filter: Sequence[str] | None = None,
+        rrf_k: int = 60,
+    ) -> list[list[FusedItem]]:
+        """Top-``k`` fused items per query row (see module doc), never an excluded, retired
+        or filtered-out item; ``min(k, usable items not excluded)`` items per query.
+
+        ``cf_only`` searches cf, ``cb_only`` searches cb; ``weighted_sum``/``rrf`` search
+        both when ``cb_queries`` is given, else degrade to cf alone.
+        """
+        if method not in FUSION_METHODS:
+            raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
+        if k < 1:
+            raise InvalidInputError(f"k must be >= 1, got {k}")
+        queries: dict[Space, np.ndarray] = {"cf": as_vectors(cf_queries, self._dim("cf"), "cf_queries")}
+        b = queries["cf"].shape[0]
+        if cb_queries is not None:
+            if not self.has_content:
+                raise InvalidInputError("cb_queries given but the retriever has no cb space")
+            queries["cb"] = as_vectors(cb_queries, self._dim("cb"), "cb_queries")
+            if queries["cb"].shape[0] != b:
+                raise InvalidInputError(f"{b} cf queries but {queries['cb'].shape[0]} cb queries")
+        if method == "cb_only" and "cb" not in queries:
+            raise InvalidInputError("cb_only needs cb_queries and a cb space")
+        excl = self._exclusions(exclude, b)
+        searched: list[Space] = {"cf_only": ["cf"], "cb_only": ["cb"]}.get(method, list(queries))  # type: ignore[assignment]
+
+        usable = self.filters.usable_mask(genre_filter, mood_filter)
+        n_usable = int(usable.sum())
+        want = np.array([min(k, n_usable - int(usable[e].sum())) for e in excl], dtype=np.int64)
+        pool = max(k, self.pool_factor * k)
+        filtered = self.filters.allowed_mask(genre_filter, mood_filter) is not None
+        cands = {
+            s: self._candidates(s, queries[s], usable, excl, want, pool, filtered) for s in searched
+        }
+        out: list[list[FusedItem]] = []
+        for r in range(b):
+            ids = np.unique(np.concatenate([cands[s][r] for s in searched]))
+            lists = {s: Candidates(ids, self._spaces[s].vectors[ids] @ queries[s][r]) for s in queries}
+            out.append(fuse(lists["cf"], lists.get("cb"), method, cf_weight, cb_weight, k, rrf_k))
+        return out
+
+    def similar(
+        self,
+        item: int,
+        k: int = 10,
+        *,
+        use_cf: bool = True,
+        use_cb: bool = True,
+        method: FusionMethod = "weighted_sum",
+        cf_weight: float = 0.7,
+        cb_weight: float = 0.3,
+        genre_filter: Sequence[str] | None = None,
+        mood_filter: Sequence[str] | None = None,
+    ) -> list[FusedItem]:
+        """Items most similar to ``item`` (its own vectors as queries), the item excluded.
+
+        ``use_cf``/``use_cb`` pick the searched spaces (``method`` applies when both are
+        used; ``use_cb`` is ignored without a cb space). A retired item may be queried.
+        """
+        if not 0 <= item < self.n_items:
+            raise UnknownItemError(f"item {item} outside 0..{self.n_items - 1}")
+        use_cb = use_cb and self.has_content
+        if not (use_cf or use_cb):
+            raise InvalidInputError("similar() needs use_cf or use_cb (with a cb space)")
+        chosen: FusionMethod = method if use_cf and use_cb else "cf_only" if use_cf else "cb_only"
+        cb_q = self._spaces["cb"].vectors[item : item + 1] if self.has_content else None
+        return self.recommend(
+            self._spaces["cf"].vectors[item : item + 1], cb_q, [{item}], k, chosen,
+            cf_weight, cb_weight, genre_filter, mood_filter,
+        )[0]  # fmt: skip
+
+    def _dim(self, space: Space) -> int:
+        return self._spaces[space].index.dim
+
+    def _exclusions(self, exclude: Sequence[Collection[int]] | None, b: int) -> list[np.ndarray]:
+        if exclude is None:
+            return [np.zeros(0, dtype=np.int64)] * b
+        if len(exclude) != b:
+            raise InvalidInputError(f"{len(exclude)} exclusion sets for {b} queries")
+        out = []
+        for e in exclude:
+            arr = np.fromiter((int(i) for i in e), dtype=np.int64, count=len(e))
+            out.append(np.unique(arr[(arr >= 0) & (arr < self.n_items)]))
+        return out
+
+    def _candidates(
+        self,
+        space: Space,
+        q: np.ndarray,
+        usable: np.ndarray,
+        excl: list[np.ndarray],
+        want: np.ndarray,
+        pool: int,
+        filtered: bool,
+    ) -> list[np.ndarray]:
+        """Per query, up to ``pool`` usable non-excluded ids of ``space`` by score desc, at
+        least ``want[r]`` of them (deeper ANN rounds, then exact scoring over the subset)."""
+        data = self._spaces[space]
+        n_usable = int(usable.sum())
+        k = int(want.max(initial=0))
+        depth = max(4 * k, pool, k + max((e.size for e in excl), default=0) + self.margin)
+        if filtered:
+            depth = math.ceil(depth * max(1, len(data.index)) / max(1, n_usable))
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(excl)
+        rows = np.arange(len(excl))
+        if n_usable > self.exact_threshold:
+            while rows.size and depth <= self.max_ann_depth:
+                ids = data.index.search(q[rows], depth)[1]
+                left = []
+                for r, row in zip(rows, ids, strict=True):
+                    exhausted = row[-1] < 0  # the index returned every live item
+                    keep = row[row >= 0]
+                    keep = keep[usable[keep]]
+                    if excl[r].size:
+                        keep = keep[~np.isin(keep, excl[r], assume_unique=True)]
+                    if keep.size >= want[r] or exhausted:
+                        out[r] = keep[:pool]
+                    else:
+                        left.append(r)
+                rows = np.asarray(left, dtype=np.int64)
+                depth *= 2
+            if rows.size:
+                logger.debug("%s: %d queries fall back to exact search", space, rows.size)
+        if rows.size:
+            extra = max((excl[r].size for r in rows), default=0)
+            ids = exact_search(data.vectors, q[rows], pool + extra, allowed=usable)[1]
+            for r, row in zip(rows, ids, strict=True):
+                keep = row[row >= 0]
+                if excl[r].size:
+                    keep = keep[~np.isin(keep, excl[r], assume_unique=True)]
+                out[r] = keep[:pool]
+        return out
+
+    # ------------------------------------------------------------------ live catalog
+    def add_items(
+        self,
+        cf_vectors: np.ndarray,
+        cb_vectors: np.ndarray | None = None,
+        genres: Sequence[Sequence[str]] | None = None,
+        moods: Sequence[Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """Append new items (every space, filters); returns their item indices."""
+        cf = as_vectors(cf_vectors, self._dim("cf"), "cf_vectors")
+        m = cf.shape[0]
+        cb = None
+        if self.has_content:
+            if cb_vectors is None:
+                raise InvalidInputError("this retriever has a cb space: cb_vectors are required")
+            cb = as_vectors(cb_vectors, self._dim("cb"), "cb_vectors")
+            if cb.shape[0] != m:
+                raise InvalidInputError(f"{m} cf vectors but {cb.shape[0]} cb vectors")
+        elif cb_vectors is not None:
+            raise InvalidInputError("cb_vectors given but the retriever has no cb space")
+        genres = genres if genres is not None else [[]] * m
+        moods = moods if moods is not None else [[]] * m
+        if len(genres) != m or len(moods) != m:
+            raise InvalidInputError(f"{m} items need {m} genre and mood lists")
+        ids = np.arange(self.n_items, self.n_items + m, dtype=np.int64)
+        for space, x in (("cf", cf), ("cb", cb)):
+            if x is not None:
+                self._spaces[space].index.add(ids, x)  # type: ignore[index]
+                self._spaces[space].append(x)  # type: ignore[index]
+        self.filters.add_items(genres, moods)
+        logger.info("added %d items (catalog now %d)", m, self.n_items)
+        return ids
+
+    def update_item(
+        self,
+        item: int,
+        cf_vector: np.ndarray | None = None,
+        cb_vector: np.ndarray | None = None,
+        genres: Sequence[str] | None = None,
+        moods: Sequence[str] | None = None,
+    ) -> None:
+        """Replace what is given of a live item: its vector in a space, its genres, moods."""
+        if not 0 <= item < self.n_items or self.filters.retired_mask[item]:
+            raise UnknownItemError(f"item {item} is not a live catalog item")
+        if cb_vector is not None and not self.has_content:
+            raise InvalidInputError("cb_vector given but the retriever has no cb space")
+        updates = []
+        for space, v in (("cf", cf_vector), ("cb", cb_vector)):
+            if v is not None:
+                x = as_vectors(np.reshape(v, (1, -1)), self._dim(space), f"{space}_vector")  # type: ignore[arg-type]
+                updates.append((space, x))
+        ids = np.array([item], dtype=np.int64)
+        for space, x in updates:
+            self._spaces[space].index.update(ids, x)  # type: ignore[index]
+            self._spaces[space].vectors[item] = x[0]  # type: ignore[index]
+        self.filters.set_labels(item, genres, moods)
+
+    def retire(self, ids: Collection[int] | np.ndarray) -> None:
+        """Retire items: never returned again by :meth:`recommend` or :meth:`similar`."""
+        arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids,
+                                   dtype=np.int64).reshape(-1))  # fmt: skip
+        if arr.size and (arr[0] < 0 or arr[-1] >= self.n_items):
+            raise UnknownItemError(f"ids outside 0..{self.n_items - 1}")
+        for space in self._spaces.values():
+            space.index.remove(arr)
+        self.filters.retire(arr)

@@ -1,0 +1,247 @@
+"""The Faust application: topics, the ``sessions`` table, and the play-event agent.
+
+:class:`NextTrackWorker` owns one ``faust.App`` and everything it needs; nothing lives at
+module level, so tests can build several apps side by side. The agent is thin: it decodes,
+dead-letters bad input, loads session states, calls the synchronous
+:class:`~streams.engine.RecommendationEngine` once per micro-batch, publishes, and stores the
+new states. Offsets are committed (events acked) only after every record of the batch has
+been delivered, so a crash never loses a valid event's recommendation (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from schemas.errors import SchemaError
+from schemas.play import PlayEvent
+from streams.dead_letters import dead_letter_for
+from streams.engine import Outcome, RecommendationEngine, RetrievalParams
+from streams.faust_context import event_context
+from streams.kafka_config import faust_broker_credentials, faust_broker_url
+from streams.metrics import WorkerMetrics
+from streams.model import ModelBundle
+from streams.settings import Settings
+from streams.state import SessionState
+
+log = logging.getLogger(__name__)
+
+
+def retrieval_params(settings: Settings) -> RetrievalParams:
+    """Default retrieval parameters from settings."""
+    return RetrievalParams(
+        top_k=settings.top_k,
+        fusion_method=settings.fusion_method,
+        cf_weight=settings.cf_weight,
+        cb_weight=settings.cb_weight,
+        use_content=settings.use_content_based,
+    )
+
+
+class NextTrackWorker:
+    """One worker: a Faust app wired to the recommendation engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ModelBundle,
+        *,
+        metrics: WorkerMetrics | None = None,
+        table_store: str = "rocksdb://",
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self.engine = RecommendationEngine(
+            model, retrieval_params(settings), history_limit=settings.session_history
+        )
+        self.app = faust.App(
+            settings.app_id,
+            broker=faust_broker_url(settings.kafka_bootstrap_servers),
+            broker_credentials=faust_broker_credentials(settings),
+            store=table_store,
+            datadir=str(settings.data_dir),
+            web_port=settings.web_port,
+            web_host=settings.web_host,
+            web_enabled=True,
+            topic_partitions=settings.topic_partitions,
+            topic_replication_factor=1,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            table_standby_replicas=0,
+        )
+        self.plays_topic = self._topic(settings.topic_plays)
+        self.recommendations_topic = self._topic(settings.topic_recommendations)
+        self.dlq_topic = self._topic(settings.topic_plays_dlq)
+        self.sessions = self.app.Table(
+            "sessions",
+            default=None,
+            partitions=settings.topic_partitions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            help="Per-session encoder state and history (changelog-backed).",
+        )
+        self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)
+        self.metrics.model.info(self.model_info())
+
+    @property
+    def model(self) -> ModelBundle:
+        return self.engine.model
+
+    def model_info(self) -> dict[str, str]:
+        return {
+            "model_version": self.model.model_version,
+            "encoder": self.model.encoder.name,
+            "n_tracks": str(self.model.n_items),
+        }
+
+    def _topic(self, name: str) -> Any:
+        return self.app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    # -- the play-event agent ----------------------------------------------------------------
+
+    async def _plays_agent(self, stream: faust.StreamT) -> None:
+        within = self.settings.batch_timeout_ms / 1000.0
+        async for events in stream.take_events(self.settings.batch_size, within=within):
+            await self.handle_play_batch(events)
+
+    async def handle_play_batch(self, events: Sequence[EventT]) -> None:
+        """Process one micro-batch; returns after every output record is delivered."""
+        started = time.perf_counter()
+        deliveries: list[Awaitable[Any]] = []
+        valid: list[tuple[EventT, PlayEvent]] = []
+        topic = self.settings.topic_plays
+        for event in events:
+            try:
+                play = PlayEvent.parse(
+                    _as_bytes(event.value), max_bytes=self.settings.max_event_bytes
+                )
+            except SchemaError as exc:
+                deliveries.append(await self.dead_letter(exc, event))
+                continue
+            valid.append((event, play))
+        self.metrics.batch_size.observe(len(events))
+
+        outcomes, failed = self._run_engine(valid)
+        for event, exc in failed:
+            deliveries.append(await self.dead_letter(exc, event))
+        latest: dict[str, tuple[EventT, SessionState]] = {}
+        for (event, play), outcome in outcomes:
+            deliveries.append(
+                await self.recommendations_topic.send(
+                    key=play.key, value=outcome.recommendation.to_bytes()
+                )
+            )
+            self.metrics.events.labels(topic, play.event_type, "recommended").inc()
+            if outcome.unknown_track:
+                self.metrics.unknown_tracks.inc()
+            latest[play.session_id] = (event, outcome.state)
+        for session_id, (event, state) in latest.items():
+            with event_context(event):
+                self.sessions[session_id.encode("utf-8")] = state.to_bytes()
+        await asyncio.gather(*deliveries)
+        now = time.time()
+        for (event, _), _ in outcomes:
+            self.metrics.latency.observe(max(0.0, now - event.message.timestamp))
+        self.metrics.recommendations.labels("plays").inc(len(outcomes))
+        self.metrics.active_sessions.set(len(self.sessions))
+        log.debug(
+            "batch of %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3
+        )
+
+    def _run_engine(
+        self, valid: list[tuple[EventT, PlayEvent]]
+    ) -> tuple[list[tuple[tuple[EventT, PlayEvent], Outcome]], list[tuple[EventT, Exception]]]:
+        """Run the engine on the whole batch. If it fails, isolate the failing events (to be
+        dead-lettered with reason ``internal_error``) and answer the rest one by one."""
+        if not valid:
+            return [], []
+        try:
+            outcomes = self.engine.process([p for _, p in valid], self._load_states(valid))
+        except Exception:
+            log.exception("engine failed on a batch of %d events; retrying one by one", len(valid))
+        else:
+            timings = self.engine.last_timings
+            self.metrics.encoder_seconds.observe(timings.encoder)
+            self.metrics.search_seconds.observe(timings.search)
+            return list(zip(valid, outcomes, strict=True)), []
+        results: list[tuple[tuple[EventT, PlayEvent], Outcome]] = []
+        failed: list[tuple[EventT, Exception]] = []
+        stored = self._load_states(valid)  # afresh: the failed attempt may have changed states
+        for item in valid:
+            try:
+                (outcome,) = self.engine.process([item[1]], stored)
+            except Exception as exc:
+                log.exception("event %s failed", item[1].event_id)
+                failed.append((item[0], exc))
+                continue
+            results.append((item, outcome))
+        return results, failed
+
+    def _load_states(
+        self, valid: Sequence[tuple[EventT, PlayEvent]]
+    ) -> dict[str, SessionState | None]:
+        stored: dict[str, SessionState | None] = {}
+        for event, play in valid:
+            if play.session_id in stored:
+                continue
+            with event_context(event):
+                raw = self.sessions.get(play.session_id.encode("utf-8"))
+            stored[play.session_id] = self._decode_state(raw, play.session_id)
+        return stored
+
+    @staticmethod
+    def _decode_state(raw: bytes | None, session_id: str) -> SessionState | None:
+        if raw is None:
+            return None
+        try:
+            return SessionState.from_bytes(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "session %s: unreadable stored state (%s); starting afresh", session_id, exc
+            )
+            return None
+
+    async def dead_letter(self, error: Exception, event: EventT) -> Awaitable[Any]:
+        """Send one rejected input to the dead-letter topic; returns its delivery future."""
+        message = event.message
+        letter = dead_letter_for(
+            error,
+            _as_bytes(event.value),
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=_as_bytes(event.key) if event.key is not None else None,
+        )
+        reason = letter.reason
+        log.info(
+            "dead-lettering %s[%s]@%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            letter.error,
+        )
+        self.metrics.dead_letters.labels(message.topic, reason).inc()
+        self.metrics.events.labels(message.topic, "unknown", f"dead_letter:{reason}").inc()
+        return await self.dlq_topic.send(key=letter.key, value=letter.to_bytes())
+
+
+def _as_bytes(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)

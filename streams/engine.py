@@ -1,0 +1,251 @@
+"""The recommendation engine: synchronous, batched, no Kafka.
+
+The Faust agents hand it a micro-batch of validated play events together with the sessions'
+stored states; it advances the session encoder (one batched call per wave), retrieves hybrid
+candidates (one search per space per wave), excludes tracks already heard, and returns the new
+states and one recommendation per event. A *wave* is a sub-batch in which every session occurs
+once, so two events of one session in a batch are applied in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.play import PlayEvent
+from schemas.recommendation import Recommendation, RecommendedItem
+from streams.model import ModelBundle
+from streams.state import SessionState
+
+log = logging.getLogger(__name__)
+
+#: How many of the most recent plays form the content-space query.
+CONTENT_WINDOW = 10
+
+
+@dataclass(frozen=True)
+class RetrievalParams:
+    """How to retrieve: from settings, or per request."""
+
+    top_k: int = 10
+    fusion_method: str = "weighted_sum"
+    cf_weight: float = 0.7
+    cb_weight: float = 0.3
+    use_content: bool = True
+    genre_filter: tuple[str, ...] = ()
+    mood_filter: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """The result of one play event."""
+
+    event: PlayEvent
+    state: SessionState
+    recommendation: Recommendation
+    unknown_track: bool
+
+
+@dataclass
+class BatchTimings:
+    """Seconds spent per stage in one batch (for metrics)."""
+
+    encoder: float = 0.0
+    search: float = 0.0
+    waves: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class RecommendationEngine:
+    """Advance session states and recommend, for batches of events."""
+
+    def __init__(
+        self,
+        model: ModelBundle,
+        params: RetrievalParams,
+        *,
+        history_limit: int = 200,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.history_limit = history_limit
+        self.clock = clock
+        self.last_timings = BatchTimings()
+
+    # -- states -------------------------------------------------------------------------------
+
+    def new_state(self, event: PlayEvent) -> SessionState:
+        encoder = self.model.encoder
+        return SessionState(
+            session_id=event.session_id,
+            user_id=event.user_id,
+            encoder=encoder.name,
+            model_version=self.model.model_version,
+            encoder_state=encoder.state_to_bytes(encoder.initial_state()),
+        )
+
+    def encoder_state(self, state: SessionState) -> np.ndarray:
+        """The numpy encoder state, rebuilt from the play history when it was produced by a
+        different encoder or model version (after a hot model swap)."""
+        encoder = self.model.encoder
+        if state.encoder == encoder.name and state.model_version == self.model.model_version:
+            return encoder.state_from_bytes(state.encoder_state)
+        items = self.model.indices(state.plays)
+        current = encoder.initial_state()
+        for item in items:
+            current = encoder.step([current], np.asarray([item], dtype=np.int64))[0]
+        state.encoder = encoder.name
+        state.model_version = self.model.model_version
+        return current
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def process(
+        self, events: Sequence[PlayEvent], stored: dict[str, SessionState | None]
+    ) -> list[Outcome]:
+        """One recommendation per event, in input order. ``stored`` maps each session id in
+        the batch to its stored state (or ``None``); it is updated in place with new states."""
+        timings = BatchTimings()
+        outcomes: list[Outcome | None] = [None] * len(events)
+        for wave in _waves(events):
+            timings.waves += 1
+            batch = [events[i] for i in wave]
+            results = self._process_wave(batch, stored, timings)
+            for i, outcome in zip(wave, results, strict=True):
+                outcomes[i] = outcome
+        self.last_timings = timings
+        return [o for o in outcomes if o is not None]
+
+    def _process_wave(
+        self,
+        events: list[PlayEvent],
+        stored: dict[str, SessionState | None],
+        timings: BatchTimings,
+    ) -> list[Outcome]:
+        model = self.model
+        encoder = model.encoder
+        states: list[SessionState] = []
+        enc_states: list[np.ndarray] = []
+        for event in events:
+            state = stored.get(event.session_id) or self.new_state(event)
+            states.append(state)
+            enc_states.append(self.encoder_state(state))
+
+        items = [model.track_index.get(e.track_id) for e in events]
+        step_rows = [
+            i
+            for i, (e, item) in enumerate(zip(events, items, strict=True))
+            if item is not None and e.event_type == "play"
+        ]
+        started = time.perf_counter()
+        if step_rows:
+            stepped = encoder.step(
+                [enc_states[i] for i in step_rows],
+                np.asarray([items[i] for i in step_rows], dtype=np.int64),
+            )
+            for i, new in zip(step_rows, stepped, strict=True):
+                enc_states[i] = new
+        timings.encoder += time.perf_counter() - started
+
+        for event, state, enc in zip(events, states, enc_states, strict=True):
+            state.remember(
+                event.track_id, played=event.event_type == "play", limit=self.history_limit
+            )
+            state.length += 1
+            state.last_ts = max(state.last_ts, event.ts)
+            state.encoder_state = encoder.state_to_bytes(enc)
+
+        started = time.perf_counter()
+        lists = self.recommend_states(states, enc_states, self.params)
+        timings.search += time.perf_counter() - started
+
+        now = int(self.clock() * 1000)
+        outcomes = []
+        for event, state, item, ranked in zip(events, states, items, lists, strict=True):
+            rec = self._record(state, ranked, self.params, now, event_id=event.event_id)
+            state.last_recommended = [it.track_id for it in rec.items]
+            stored[event.session_id] = state
+            outcomes.append(Outcome(event, state, rec, unknown_track=item is None))
+        return outcomes
+
+    def recommend_states(
+        self,
+        states: Sequence[SessionState],
+        enc_states: Sequence[np.ndarray],
+        params: RetrievalParams,
+    ) -> list[list[RecommendedItem]]:
+        """Ranked items for each session (heard tracks excluded). Sessions without a known
+        play get the most popular tracks."""
+        model = self.model
+        exclude = [set(model.indices(s.heard)) for s in states]
+        warm = [i for i, s in enumerate(states) if model.indices(s.plays[-1:])]
+        out: list[list[RecommendedItem]] = [[] for _ in states]
+        if warm:
+            cf_q = model.encoder.embed([enc_states[i] for i in warm])
+            cb_q = None
+            if params.use_content and model.cb_vectors is not None:
+                cb_q = np.stack(
+                    [model.content_query(states[i].plays[-CONTENT_WINDOW:]) for i in warm]
+                )
+            ranked = model.retriever.recommend(
+                cf_q,
+                cb_q,
+                exclude=[exclude[i] for i in warm],
+                k=params.top_k,
+                method=params.fusion_method if cb_q is not None else "cf_only",
+                cf_weight=params.cf_weight,
+                cb_weight=params.cb_weight,
+                genre_filter=list(params.genre_filter) or None,
+                mood_filter=list(params.mood_filter) or None,
+            )
+            for i, items in zip(warm, ranked, strict=True):
+                out[i] = [model.item(it) for it in items]
+        warm_set = set(warm)
+        for i in range(len(states)):
+            if i not in warm_set:
+                out[i] = model.popular_items(params, exclude[i])
+        return out
+
+    def _record(
+        self,
+        state: SessionState,
+        items: list[RecommendedItem],
+        params: RetrievalParams,
+        now: int,
+        *,
+        event_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Recommendation:
+        return Recommendation(
+            session_id=state.session_id,
+            user_id=state.user_id,
+            event_id=event_id,
+            request_id=request_id,
+            model_version=self.model.model_version,
+            generated_at=now,
+            fusion_method=params.fusion_method if params.use_content else "cf_only",
+            cf_weight=params.cf_weight,
+            cb_weight=params.cb_weight if params.use_content else 0.0,
+            session_length=state.length,
+            items=items,
+            variant=state.variant,
+            encoder=self.model.encoder.name,
+        )
+
+
+def _waves(events: Sequence[PlayEvent]) -> list[list[int]]:
+    """Split positions into waves where each session occurs at most once, order kept."""
+    seen: dict[str, int] = {}
+    waves: list[list[int]] = []
+    for i, event in enumerate(events):
+        n = seen.get(event.session_id, 0)
+        seen[event.session_id] = n + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(i)
+    return waves

@@ -1,0 +1,71 @@
+"""Prometheus metrics of one worker, in a registry of its own (no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class WorkerMetrics:
+    """Every metric the worker exports at ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "nexttrack_events_consumed_total",
+            "Input events consumed, by topic, event type and outcome.",
+            ["topic", "event_type", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "nexttrack_dead_letters_total",
+            "Inputs sent to a dead-letter topic, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "nexttrack_recommendations_published_total",
+            "Recommendation records published.",
+            ["source"],
+            registry=r,
+        )
+        self.unknown_tracks = Counter(
+            "nexttrack_unknown_tracks_total",
+            "Play events whose track the catalog does not know (still answered).",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "nexttrack_end_to_end_latency_seconds",
+            "From the event's timestamp to the publication of its recommendation.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "nexttrack_batch_size", "Events per micro-batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.encoder_seconds = Histogram(
+            "nexttrack_encoder_seconds",
+            "Encoder time per micro-batch.",
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.search_seconds = Histogram(
+            "nexttrack_search_seconds",
+            "Candidate search and fusion time per micro-batch.",
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.active_sessions = Gauge(
+            "nexttrack_active_sessions", "Sessions with state on this worker.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "nexttrack_consumer_lag",
+            "Messages behind the end of each input partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model = Info("nexttrack_model", "The loaded model.", registry=r)

@@ -1,0 +1,64 @@
+"""Starting a worker process: threads, model, Faust app, Faust's own worker loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from streams.app import NextTrackWorker
+from streams.errors import ConfigError
+from streams.model import load_model
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TableStore = Literal["rocksdb", "memory"]
+
+
+def set_threads(torch_threads: int, faiss_threads: int) -> None:
+    """Pin torch and FAISS thread pools (the defaults oversubscribe small machines)."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    faiss.omp_set_num_threads(faiss_threads)
+
+
+def build_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> NextTrackWorker:
+    """Load the model named by ``settings`` and wire a worker around it."""
+    if settings.artifacts_dir is None:
+        raise ConfigError("ARTIFACTS_DIR is not set (or pass --artifacts DIR)")
+    set_threads(settings.torch_threads, settings.faiss_threads)
+    model = load_model(
+        settings.artifacts_dir,
+        settings.encoder,
+        index_type=settings.ann_index_type,
+        use_ann=settings.use_ann_index,
+        use_content=settings.use_content_based,
+    )
+    return NextTrackWorker(settings, model, table_store=f"{table_store}://")
+
+
+def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> None:
+    """Run a worker until SIGINT/SIGTERM (blocks)."""
+    import faust
+
+    worker = build_worker(settings, table_store=table_store)
+    log.info(
+        "worker %s: consuming %r, publishing %r, web on %s:%d",
+        settings.app_id,
+        settings.topic_plays,
+        settings.topic_recommendations,
+        settings.web_host,
+        settings.web_port,
+    )
+    faust.Worker(
+        worker.app,
+        loglevel=settings.log_level,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+    ).execute_from_commandline()

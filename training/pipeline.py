@@ -1,0 +1,204 @@
+"""``nexttrack train``: from events (and a catalog) to a complete artifacts directory.
+
+Steps: read data, map tracks to item indices, count popularity, fit content vectors, train
+LightFM item vectors (hybrid when a catalog is given), train the requested session encoders,
+and write everything with a manifest that records settings, data and validation figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.play import PlayEvent
+from schemas.track import Track, read_catalog
+from training.artifacts import new_model_version, write_artifacts
+from training.content import ContentFeaturizer
+from training.errors import DataError
+from training.io import read_events, sessions_from_events
+from training.lightfm_model import TrainingConfig, interaction_matrix, train_lightfm
+
+log = logging.getLogger(__name__)
+
+ALL_ENCODERS: tuple[str, ...] = ("mean", "lstm", "transformer")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What to train. ``encoders`` names any of ``mean``, ``lstm``, ``transformer``."""
+
+    encoders: tuple[str, ...] = ("mean",)
+    lightfm: TrainingConfig = field(default_factory=TrainingConfig)
+    encoder_training: Any = None  # training.encoder_training.EncoderTrainingConfig
+    mean_decay: float = 1.0
+    progress: bool = True
+
+
+@dataclass
+class PreparedData:
+    """Events mapped onto a catalog."""
+
+    tracks: list[Track]
+    track_index: dict[str, int]
+    sessions: list[np.ndarray]  # per session: item indices of plays, in time order
+    popularity: np.ndarray
+    n_events: int
+    n_unknown: int
+
+
+def prepare(events: Sequence[PlayEvent], tracks: Sequence[Track] | None) -> PreparedData:
+    """Map events onto the catalog (or a catalog built from the events' track ids)."""
+    if tracks is None:
+        seen: dict[str, None] = {}
+        for event in events:
+            seen.setdefault(event.track_id, None)
+        tracks = [Track(track_id=t, title=t, artist="unknown") for t in seen]
+    tracks = [t for t in tracks if not t.retired]
+    track_index = {t.track_id: i for i, t in enumerate(tracks)}
+    if len(track_index) != len(tracks):
+        raise DataError("the catalog has duplicate track ids")
+    popularity = np.zeros(len(tracks), dtype=np.float32)
+    sessions: list[np.ndarray] = []
+    n_unknown = 0
+    for session in sessions_from_events(events).values():
+        items = []
+        for event in session:
+            item = track_index.get(event.track_id)
+            if item is None:
+                n_unknown += 1
+                continue
+            if event.event_type == "play":
+                items.append(item)
+        if items:
+            arr = np.asarray(items, dtype=np.int64)
+            np.add.at(popularity, arr, 1.0)
+            sessions.append(arr)
+    if not sessions:
+        raise DataError("no play events match the catalog: nothing to train on")
+    if n_unknown:
+        log.warning("%d events name tracks missing from the catalog; they are ignored", n_unknown)
+    return PreparedData(tracks, track_index, sessions, popularity, len(events), n_unknown)
+
+
+def train_artifacts(
+    events_path: Path,
+    catalog_path: Path | None,
+    out_dir: Path,
+    config: PipelineConfig,
+) -> Path:
+    """Train everything and write the artifacts directory; returns its path."""
+    started = time.perf_counter()
+    unknown = [e for e in config.encoders if e not in ALL_ENCODERS]
+    if unknown:
+        raise DataError(f"unknown encoder(s) {unknown}; choose from {list(ALL_ENCODERS)}")
+    events = read_events(events_path)
+    tracks = read_catalog(str(catalog_path)) if catalog_path else None
+    if tracks is None:
+        log.warning("no --catalog given: content features are off (pure collaborative filtering)")
+    data = prepare(events, tracks)
+    log.info(
+        "training on %d events, %d sessions, %d tracks",
+        data.n_events,
+        len(data.sessions),
+        len(data.tracks),
+    )
+
+    featurizer = cb_vectors = metadata = None
+    if catalog_path is not None:
+        featurizer = ContentFeaturizer.fit(data.tracks)
+        cb_vectors = featurizer.content_vectors(data.tracks)
+        metadata = featurizer.metadata_features(data.tracks)
+    cf = train_lightfm(
+        interaction_matrix(data.sessions, len(data.tracks)),
+        metadata,
+        config.lightfm,
+        progress=config.progress,
+    )
+
+    reports: dict[str, Any] = {}
+
+    def write_encoders(encoders_dir: Path) -> dict[str, Any]:
+        from encoders.mean import MeanEncoder
+
+        section: dict[str, Any] = {}
+        for name in config.encoders:
+            if name == "mean":
+                encoder = MeanEncoder(cf.item_vectors, decay=config.mean_decay)
+                section[name] = {"name": name, "decay": config.mean_decay}
+            else:
+                from training.encoder_training import EncoderTrainingConfig, train_encoder
+
+                enc_config = config.encoder_training or EncoderTrainingConfig()
+                encoder, report = train_encoder(
+                    name,  # type: ignore[arg-type]
+                    [s.tolist() for s in data.sessions],
+                    cf.item_vectors,
+                    enc_config,
+                    progress=config.progress,
+                )
+                section[name] = {
+                    "name": name,
+                    "settings": _jsonable(enc_config),
+                    "validation": _jsonable(report),
+                }
+                reports[name] = section[name]["validation"]
+            encoder.save(encoders_dir / name)
+        return section
+
+    manifest = {
+        "model_version": new_model_version(),
+        "training": {
+            "lightfm": config.lightfm.to_dict(),
+            "lightfm_seconds": round(cf.seconds, 2),
+            "hybrid": metadata is not None,
+            "warm_items": cf.n_warm,
+            "cold_items": cf.n_cold,
+        },
+        "data": {
+            "events_file": str(events_path),
+            "events_sha1": _sha1(events_path),
+            "catalog_file": str(catalog_path) if catalog_path else None,
+            "n_events": data.n_events,
+            "n_sessions": len(data.sessions),
+            "n_unknown_track_events": data.n_unknown,
+        },
+    }
+    out = write_artifacts(
+        out_dir,
+        tracks=data.tracks,
+        cf_vectors=cf.item_vectors,
+        cb_vectors=cb_vectors,
+        popularity=data.popularity,
+        featurizer=featurizer,
+        cf_feature_embeddings=cf.feature_embeddings,
+        manifest=manifest,
+        write_encoders=write_encoders,
+    )
+    log.info("training finished in %.1fs", time.perf_counter() - started)
+    return out
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _jsonable(obj: Any) -> Any:
+    if obj is None:
+        return None
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    try:
+        return asdict(obj)
+    except TypeError:
+        return obj
