@@ -13,8 +13,9 @@ Kinds (``IndexType``):
   ``remove_ids``). A query scans the ``nprobe`` lists whose centroids score highest.
 * ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``. HNSW cannot delete, so ``remove``/``update`` mark
   the graph node (the *label*) dead and ``update`` re-adds the vector under the same item id as
-  a new label. Dead labels are skipped during search with an ``IDSelectorBitmap`` over labels,
-  so results stay full-length; :meth:`VectorIndex.compact` rebuilds the graph without them.
+  a new label. Dead labels are skipped during search with an ``IDSelectorBitmap`` over labels
+  and the beam is widened to ``efSearch / live_share`` (search deeper), so results stay
+  full-length; :meth:`VectorIndex.compact` rebuilds the graph without dead nodes.
 
 Whenever a query comes back with fewer than ``min(k, live items)`` results, only those rows are
 searched again with 4x then 16x the effort (``efSearch`` / ``nprobe``) and finally exactly, so
@@ -188,14 +189,8 @@ class VectorIndex:
             index.nprobe = chosen["nprobe"]
         out = cls(kind, d, index, chosen)
         out.add(np.arange(n, dtype=np.int64), x)
-        logger.info(
-            "built %s index: n=%d dim=%d params=%s in %.2fs",
-            kind,
-            n,
-            d,
-            chosen,
-            time.perf_counter() - started,
-        )
+        elapsed = time.perf_counter() - started
+        logger.info("built %s index n=%d d=%d %s in %.2fs", kind, n, d, chosen, elapsed)
         tunable = {"ivf": "nprobe", "hnsw": "efSearch"}.get(kind)
         if tunable is not None and tunable not in (params or {}):
             rng = np.random.default_rng(seed)
@@ -272,7 +267,9 @@ class VectorIndex:
                 target = faiss.downcast_index(self._inner.storage)
             else:
                 sp = faiss.SearchParametersHNSW()
-                sp.efSearch = max(self.params["efSearch"], 2 * k) * effort
+                # dead nodes are traversed but not returned: widen the beam by 1/live share
+                ef = max(self.params["efSearch"], 2 * k) * effort / (1.0 - self.dead_fraction)
+                sp.efSearch = min(math.ceil(ef), max(k, self._label_live.size))
                 target = self._inner
             if sel is not None:
                 sp.sel = sel[0]
@@ -286,12 +283,10 @@ class VectorIndex:
         """hnsw: an IDSelectorBitmap of live labels (None when no label is dead)."""
         if self._label_live.all():
             return None
-        if self._selector is None:
+        if self._selector is None:  # keep the bits alive as long as the selector
             bits = np.packbits(self._label_live, bitorder="little")
-            self._selector = (
-                faiss.IDSelectorBitmap(self._label_live.size, faiss.swig_ptr(bits)),
-                bits,
-            )  # bits must outlive the selector
+            sel = faiss.IDSelectorBitmap(self._label_live.size, faiss.swig_ptr(bits))
+            self._selector = (sel, bits)
         return self._selector
 
     # ------------------------------------------------------------------ live catalog
@@ -452,10 +447,13 @@ class VectorIndex:
         if meta.get("format") != SIDECAR_FORMAT or meta.get("kind") not in INDEX_TYPES:
             raise IndexIOError(f"{_sidecar(path)}: not a {SIDECAR_FORMAT} sidecar")
         kind = cast(IndexType, meta["kind"])
-        out = cls(kind, meta["dim"], index, meta["params"])
-        n = int(meta["id_space"])
-        out._live = np.ones(n, dtype=bool)
-        out._live[np.asarray(meta["retired"], dtype=np.int64)] = False
+        try:
+            out = cls(kind, int(meta["dim"]), index, meta["params"])
+            n = int(meta["id_space"])
+            out._live = np.ones(n, dtype=bool)
+            out._live[np.asarray(meta["retired"], dtype=np.int64)] = False
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise IndexIOError(f"{_sidecar(path)}: bad sidecar: {exc!r}") from exc
         if kind == "hnsw":
             labels = faiss.vector_to_array(index.id_map).astype(np.int64)
             out._label_item = labels

@@ -89,7 +89,9 @@ class HybridRetriever:
                 raise InvalidInputError("cf and cb spaces cover different numbers of items")
         self.filters = filters if filters is not None else CatalogFilters(self.n_items)
         if self.filters.n_items != self.n_items:
-            raise InvalidInputError(f"filters cover {self.filters.n_items} items, not {self.n_items}")
+            raise InvalidInputError(
+                f"filters cover {self.filters.n_items} items, not {self.n_items}"
+            )
         if min(pool_factor, max_ann_depth) < 1 or margin < 0 or exact_threshold < 0:
             raise InvalidInputError("pool_factor, max_ann_depth >= 1; margin, exact_threshold >= 0")
         self.pool_factor, self.margin = pool_factor, margin
@@ -118,8 +120,13 @@ class HybridRetriever:
         cb_index = None
         if cb_vectors is not None:
             cb_index = VectorIndex.build(cb_vectors, cb_kind or kind)
-        return cls(VectorIndex.build(cf, kind), cf, cb_index=cb_index, cb_vectors=cb_vectors,
-                   filters=filters)  # fmt: skip
+        return cls(
+            VectorIndex.build(cf, kind),
+            cf,
+            cb_index=cb_index,
+            cb_vectors=cb_vectors,
+            filters=filters,
+        )
 
     @property
     def n_items(self) -> int:
@@ -159,7 +166,9 @@ class HybridRetriever:
             raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
         if k < 1:
             raise InvalidInputError(f"k must be >= 1, got {k}")
-        queries: dict[Space, np.ndarray] = {"cf": as_vectors(cf_queries, self._dim("cf"), "cf_queries")}
+        queries: dict[Space, np.ndarray] = {
+            "cf": as_vectors(cf_queries, self._dim("cf"), "cf_queries")
+        }
         b = queries["cf"].shape[0]
         if cb_queries is not None:
             if not self.has_content:
@@ -183,7 +192,9 @@ class HybridRetriever:
         out: list[list[FusedItem]] = []
         for r in range(b):
             ids = np.unique(np.concatenate([cands[s][r] for s in searched]))
-            lists = {s: Candidates(ids, self._spaces[s].vectors[ids] @ queries[s][r]) for s in queries}
+            lists = {
+                s: Candidates(ids, self._spaces[s].vectors[ids] @ queries[s][r]) for s in queries
+            }
             out.append(fuse(lists["cf"], lists.get("cb"), method, cf_weight, cb_weight, k, rrf_k))
         return out
 
@@ -213,9 +224,16 @@ class HybridRetriever:
         chosen: FusionMethod = method if use_cf and use_cb else "cf_only" if use_cf else "cb_only"
         cb_q = self._spaces["cb"].vectors[item : item + 1] if self.has_content else None
         return self.recommend(
-            self._spaces["cf"].vectors[item : item + 1], cb_q, [{item}], k, chosen,
-            cf_weight, cb_weight, genre_filter, mood_filter,
-        )[0]  # fmt: skip
+            self._spaces["cf"].vectors[item : item + 1],
+            cb_q,
+            [{item}],
+            k,
+            chosen,
+            cf_weight,
+            cb_weight,
+            genre_filter,
+            mood_filter,
+        )[0]
 
     def _dim(self, space: Space) -> int:
         return self._spaces[space].index.dim
@@ -338,8 +356,11 @@ class HybridRetriever:
 
     def retire(self, ids: Collection[int] | np.ndarray) -> None:
         """Retire items: never returned again by :meth:`recommend` or :meth:`similar`."""
-        arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids,
-                                   dtype=np.int64).reshape(-1))  # fmt: skip
+        arr = np.unique(
+            np.asarray(
+                list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64
+            ).reshape(-1)
+        )
         if arr.size and (arr[0] < 0 or arr[-1] >= self.n_items):
             raise UnknownItemError(f"ids outside 0..{self.n_items - 1}")
         for space in self._spaces.values():

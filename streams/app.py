@@ -86,8 +86,6 @@ class NextTrackWorker:
             partitions=settings.topic_partitions,
             key_type=bytes,
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
             help="Per-session encoder state and history (changelog-backed).",
         )
         self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)

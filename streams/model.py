@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from index.retriever import HybridRetriever
 
 from encoders import load_encoder
 from encoders.base import SessionEncoder
-from index.ann import VectorIndex
+from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track
 from streams.errors import ArtifactsMismatchError
@@ -124,16 +123,13 @@ def load_model(
             f"{len(artifacts.tracks)} tracks"
         )
     kind = index_type if use_ann else "flat"
-    cf_index = VectorIndex.build(item_vectors, kind)
     cb = artifacts.cb_vectors if use_content else None
-    cb_index = VectorIndex.build(cb, kind) if cb is not None else None
-    retriever = HybridRetriever(
-        cf_index=cf_index,
-        cf_vectors=item_vectors,
-        cb_index=cb_index,
-        cb_vectors=cb,
-        genres=[t.genres for t in artifacts.tracks],
-        moods=[t.moods for t in artifacts.tracks],
+    retriever = HybridRetriever.build(
+        item_vectors,
+        cb,
+        [t.genres for t in artifacts.tracks],
+        [t.moods for t in artifacts.tracks],
+        kind=kind,  # type: ignore[arg-type]
     )
     log.info(
         "loaded model %s (%s encoder, %d tracks, %s index) in %.1fs",

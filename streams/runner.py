@@ -56,9 +56,4 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
         settings.web_host,
         settings.web_port,
     )
-    faust.Worker(
-        worker.app,
-        loglevel=settings.log_level,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-    ).execute_from_commandline()
+    faust.Worker(worker.app, loglevel=settings.log_level).execute_from_commandline()

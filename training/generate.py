@@ -9,7 +9,8 @@ Catalog
     profiles, ``n_moods`` moods on the valence/arousal circle. Artists have a main genre
     (sometimes a secondary, neighbouring one), a main mood and 1+ albums of ~10 tracks. Each
     track has a latent *position* in ``[0, 1]`` along its genre's axis (artists and albums are
-    clustered on it; energy and tempo rise with it). Popularity is exactly Zipf over tracks,
+    clustered on it, an album's tracks rise along it in track order; energy and tempo rise
+    with it). Popularity is exactly Zipf over tracks,
     correlated with the artist.
 Users
     A Dirichlet taste over genres and moods, a favourite position per genre and a skip
@@ -67,14 +68,14 @@ class GeneratorConfig:
     mean_session_length: float = 14.0
     max_session_length: int = 200
     zipf_exponent: float = 1.0
-    popularity_bias: float = 1.0
+    popularity_bias: float = 0.5
     p_genre_jump: float = 0.06
     p_mood_change: float = 0.08
-    p_album: float = 0.15
+    p_album: float = 0.1
     p_explore: float = 0.03
     p_hit: float = 0.06
     p_start_hit: float = 0.5
-    speed_ranks: float = 4.0
+    speed_ranks: float = 6.0
     kernel_ranks: float = 2.5
     mean_gap_hours: float = 20.0
     start_ts: int = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -161,7 +162,10 @@ def _build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> _Catalog:
     # Latent position along the genre axis: artists and albums are clustered on it.
     artist_center = rng.random(n_artists)
     album_off = rng.normal(0.0, 0.03, size=n_albums)
-    pos = artist_center[track_artist] + album_off[track_album] + rng.normal(0.0, 0.015, size=n)
+    # Inside an album the position rises with the track number (albums play "forwards").
+    in_album = (track_no - (album_size[track_album] - 1) / 2) * 0.004
+    pos = artist_center[track_artist] + album_off[track_album] + in_album
+    pos += rng.normal(0.0, 0.004, size=n)
     pos = np.clip(pos, 0.0, 1.0)
     order = np.lexsort((np.arange(n), pos, genre))
     counts = np.bincount(genre, minlength=n_genres)

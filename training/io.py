@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
 import orjson
 
 from schemas import PlayEvent, SchemaError, Track
@@ -71,6 +72,7 @@ def _write_lines(path: str | os.PathLike[str], lines: Iterable[bytes]) -> int:
             if buf:
                 fh.write(b"\n".join(buf) + b"\n")
                 count += len(buf)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a data file is for everyone to read
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

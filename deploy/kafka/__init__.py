@@ -1,5 +1,6 @@
 """Single-node KRaft Kafka 4.x broker started by the project itself (jars via Maven)."""
 
+from deploy.kafka.config import check_port_free, free_port, server_properties
 from deploy.kafka.errors import (
     BrokerAlreadyRunningError,
     BrokerError,
@@ -12,7 +13,7 @@ from deploy.kafka.errors import (
 )
 from deploy.kafka.fetch import DEFAULT_KAFKA_VERSION, cache_root, fetch_kafka, kafka_home
 from deploy.kafka.java import resolve_java
-from deploy.kafka.launcher import KafkaBroker, check_port_free, free_port, server_properties
+from deploy.kafka.launcher import KafkaBroker
 from deploy.kafka.probe import probe_broker, probe_broker_async
 from deploy.kafka.state import DEFAULT_DATA_DIR, BrokerState, read_state
 

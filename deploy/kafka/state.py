@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,3 +115,20 @@ def wait_pid_exit(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return not pid_alive(pid)
+
+
+def die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this thread dies (prepared in
+    the parent: nothing may be imported between fork and exec)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(1, sigterm)  # PR_SET_PDEATHSIG
+
+    return hook

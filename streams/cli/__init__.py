@@ -33,6 +33,9 @@ def configure_logging(level: str | None = None) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level != "DEBUG":
+        for noisy in ("aiokafka", "kafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main() -> None:

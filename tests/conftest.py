@@ -1,0 +1,3 @@
+"""Shared pytest configuration for the NextTrack test suite."""
+
+pytest_plugins = ["tests.kafka_fixture"]
