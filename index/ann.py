@@ -47,7 +47,7 @@ SIDECAR_FORMAT = "nexttrack-index/v1"
 #: HNSW defaults: graph degree and construction beam (efSearch is calibrated at build).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH_MIN = 64
+HNSW_EF_SEARCH = 64
 #: Efforts (multipliers of efSearch / nprobe) tried for rows that came back short.
 _RETRY_EFFORTS = (4, 16)
 _CALIBRATION_QUERIES = 256
@@ -73,14 +73,20 @@ def as_vectors(x: np.ndarray, dim: int | None = None, name: str = "vectors") -> 
 
 
 def exact_search(
-    vectors: np.ndarray, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    *,
+    allowed: np.ndarray | None = None,
+    check: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` by inner product over the rows of ``vectors`` (row number = item id),
     restricted to ``allowed`` (bool mask over rows) when given. Ties: lower id first.
+    ``check=False`` skips the finiteness scan of ``vectors`` (already validated).
 
     Returns ``(scores (B, k) float32, ids (B, k) int64)`` padded with ``-inf`` / ``-1``.
     """
-    v = as_vectors(vectors)
+    v = as_vectors(vectors) if check else np.ascontiguousarray(vectors, dtype=np.float32)
     q = as_vectors(queries, v.shape[1], "queries")
     rows = np.arange(v.shape[0], dtype=np.int64) if allowed is None else np.flatnonzero(allowed)
     sub = v if allowed is None else v[rows]
@@ -113,7 +119,7 @@ def default_params(kind: IndexType, n: int) -> dict[str, int]:
     if kind == "flat":
         return {}
     if kind == "hnsw":
-        return {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": 64}
+        return {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH}
     if kind == "ivf":
         nlist = max(1, min(round(4 * math.sqrt(n)), n // 40, 65536))
         return {"nlist": nlist, "nprobe": max(1, nlist // 32)}
@@ -143,7 +149,6 @@ class VectorIndex:
         if kind == "hnsw":
             self._inner = faiss.downcast_index(faiss_index.index)
 
-    # ------------------------------------------------------------------ construction
     @classmethod
     def build(
         cls,
@@ -198,7 +203,6 @@ class VectorIndex:
             out.tune(x[np.sort(sample)], x, k=10, target_recall=target_recall)
         return out
 
-    # ------------------------------------------------------------------ properties
     @property
     def id_space(self) -> int:
         """One past the largest item id ever added (ids ``0 .. id_space-1``)."""
@@ -227,7 +231,6 @@ class VectorIndex:
             return 0.0
         return float(1.0 - self._label_live.mean())
 
-    # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` live items per query row by inner product, one FAISS call per batch.
 
@@ -238,6 +241,10 @@ class VectorIndex:
             raise InvalidInputError(f"k must be >= 1, got {k}")
         q = as_vectors(queries, self.dim, "queries")
         want = min(k, len(self))
+        if want == 0:
+            return np.full((q.shape[0], k), -np.inf, np.float32), np.full(
+                (q.shape[0], k), -1, np.int64
+            )
         scores, ids = self._search_once(q, k, 1)
         for effort in (*_RETRY_EFFORTS, None):
             short = np.flatnonzero((ids >= 0).sum(axis=1) < want)
@@ -289,7 +296,6 @@ class VectorIndex:
             self._selector = (sel, bits)
         return self._selector
 
-    # ------------------------------------------------------------------ live catalog
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add new items. ``ids`` must be exactly ``id_space .. id_space+m-1`` (any order)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -314,7 +320,8 @@ class VectorIndex:
         x = as_vectors(vectors, self.dim)
         if x.shape[0] != ids.shape[0] or np.unique(ids).size != ids.size:
             raise InvalidInputError("update needs unique ids, one per vector")
-        self._require_live(ids)
+        if not self.is_live(ids).all():
+            raise UnknownItemError(f"items not live: {ids[~self.is_live(ids)][:10].tolist()}")
         if ids.size == 0:
             return
         if self.kind == "hnsw":
@@ -339,11 +346,6 @@ class VectorIndex:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
         self._live[ids] = False
         return int(ids.size)
-
-    def _require_live(self, ids: np.ndarray) -> None:
-        bad = ids[~self.is_live(ids)]
-        if bad.size:
-            raise UnknownItemError(f"items not live: {bad[:10].tolist()}")
 
     def _insert(self, ids: np.ndarray, x: np.ndarray) -> None:
         if self.kind != "hnsw":
@@ -382,7 +384,6 @@ class VectorIndex:
         self._insert(ids, x)
         logger.info("compacted hnsw index to %d nodes", ids.size)
 
-    # ------------------------------------------------------------------ tuning
     def tune(
         self, queries: np.ndarray, vectors: np.ndarray, k: int = 10, target_recall: float = 0.95
     ) -> float:
@@ -412,7 +413,6 @@ class VectorIndex:
         mask[: min(n, self.id_space)] = self._live[:n]
         return mask
 
-    # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the FAISS index to ``path`` and ``path + ".json"`` (kind, dim, params,
         id_space, retired ids). Both are written to temporary files, then renamed."""

@@ -179,13 +179,18 @@ class HybridRetriever:
         if method == "cb_only" and "cb" not in queries:
             raise InvalidInputError("cb_only needs cb_queries and a cb space")
         excl = self._exclusions(exclude, b)
-        searched: list[Space] = {"cf_only": ["cf"], "cb_only": ["cb"]}.get(method, list(queries))  # type: ignore[assignment]
+        searched: list[Space] = list(queries)
+        if method in ("cf_only", "cb_only"):
+            searched = ["cf"] if method == "cf_only" else ["cb"]
 
-        usable = self.filters.usable_mask(genre_filter, mood_filter)
+        allowed = self.filters.allowed_mask(genre_filter, mood_filter)
+        filtered = allowed is not None
+        usable = (
+            ~self.filters.retired_mask if allowed is None else allowed & ~self.filters.retired_mask
+        )
         n_usable = int(usable.sum())
         want = np.array([min(k, n_usable - int(usable[e].sum())) for e in excl], dtype=np.int64)
         pool = max(k, self.pool_factor * k)
-        filtered = self.filters.allowed_mask(genre_filter, mood_filter) is not None
         cands = {
             s: self._candidates(s, queries[s], usable, excl, want, pool, filtered) for s in searched
         }
@@ -269,17 +274,22 @@ class HybridRetriever:
             depth = math.ceil(depth * max(1, len(data.index)) / max(1, n_usable))
         out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(excl)
         rows = np.arange(len(excl))
+        ok = usable.copy()  # scratch: usable minus the current query's exclusions
+
+        def clean(r: int, row: np.ndarray) -> np.ndarray:
+            keep = row[row >= 0]
+            ok[excl[r]] = False
+            keep = keep[ok[keep]]
+            ok[excl[r]] = usable[excl[r]]
+            return keep
+
         if n_usable > self.exact_threshold:
             while rows.size and depth <= self.max_ann_depth:
                 ids = data.index.search(q[rows], depth)[1]
                 left = []
                 for r, row in zip(rows, ids, strict=True):
-                    exhausted = row[-1] < 0  # the index returned every live item
-                    keep = row[row >= 0]
-                    keep = keep[usable[keep]]
-                    if excl[r].size:
-                        keep = keep[~np.isin(keep, excl[r], assume_unique=True)]
-                    if keep.size >= want[r] or exhausted:
+                    keep = clean(r, row)
+                    if keep.size >= want[r] or row[-1] < 0:  # -1: every live item returned
                         out[r] = keep[:pool]
                     else:
                         left.append(r)
@@ -289,12 +299,9 @@ class HybridRetriever:
                 logger.debug("%s: %d queries fall back to exact search", space, rows.size)
         if rows.size:
             extra = max((excl[r].size for r in rows), default=0)
-            ids = exact_search(data.vectors, q[rows], pool + extra, allowed=usable)[1]
+            ids = exact_search(data.vectors, q[rows], pool + extra, allowed=usable, check=False)[1]
             for r, row in zip(rows, ids, strict=True):
-                keep = row[row >= 0]
-                if excl[r].size:
-                    keep = keep[~np.isin(keep, excl[r], assume_unique=True)]
-                out[r] = keep[:pool]
+                out[r] = clean(r, row)[:pool]
         return out
 
     # ------------------------------------------------------------------ live catalog

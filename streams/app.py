@@ -76,6 +76,8 @@ class NextTrackWorker:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             table_standby_replicas=0,
+            broker_session_timeout=settings.consumer_session_timeout,
+            broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         )
         self.plays_topic = self._topic(settings.topic_plays)
         self.recommendations_topic = self._topic(settings.topic_recommendations)
@@ -166,7 +168,9 @@ class NextTrackWorker:
         if not valid:
             return [], []
         try:
-            outcomes = self.engine.process([p for _, p in valid], self._load_states(valid))
+            outcomes = self.engine.process(
+                [p for _, p in valid], self._load_states(valid), [_position(e) for e, _ in valid]
+            )
         except Exception:
             log.exception("engine failed on a batch of %d events; retrying one by one", len(valid))
         else:
@@ -179,7 +183,7 @@ class NextTrackWorker:
         stored = self._load_states(valid)  # afresh: the failed attempt may have changed states
         for item in valid:
             try:
-                (outcome,) = self.engine.process([item[1]], stored)
+                (outcome,) = self.engine.process([item[1]], stored, [_position(item[0])])
             except Exception as exc:
                 log.exception("event %s failed", item[1].event_id)
                 failed.append((item[0], exc))
@@ -233,6 +237,10 @@ class NextTrackWorker:
         self.metrics.dead_letters.labels(message.topic, reason).inc()
         self.metrics.events.labels(message.topic, "unknown", f"dead_letter:{reason}").inc()
         return await self.dlq_topic.send(key=letter.key, value=letter.to_bytes())
+
+
+def _position(event: EventT) -> tuple[int, int]:
+    return (event.message.partition, event.message.offset)
 
 
 def _as_bytes(value: Any) -> bytes:

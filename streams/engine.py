@@ -106,16 +106,25 @@ class RecommendationEngine:
     # -- batches ------------------------------------------------------------------------------
 
     def process(
-        self, events: Sequence[PlayEvent], stored: dict[str, SessionState | None]
+        self,
+        events: Sequence[PlayEvent],
+        stored: dict[str, SessionState | None],
+        positions: Sequence[tuple[int, int] | None] | None = None,
     ) -> list[Outcome]:
         """One recommendation per event, in input order. ``stored`` maps each session id in
-        the batch to its stored state (or ``None``); it is updated in place with new states."""
+        the batch to its stored state (or ``None``); it is updated in place with new states.
+
+        ``positions`` gives each event's source (partition, offset): an event at or before the
+        position a state last applied is a replay (after a crash) and is answered from the
+        current state without being applied twice.
+        """
         timings = BatchTimings()
         outcomes: list[Outcome | None] = [None] * len(events)
+        where = list(positions) if positions is not None else [None] * len(events)
         for wave in _waves(events):
             timings.waves += 1
             batch = [events[i] for i in wave]
-            results = self._process_wave(batch, stored, timings)
+            results = self._process_wave(batch, [where[i] for i in wave], stored, timings)
             for i, outcome in zip(wave, results, strict=True):
                 outcomes[i] = outcome
         self.last_timings = timings
@@ -124,6 +133,7 @@ class RecommendationEngine:
     def _process_wave(
         self,
         events: list[PlayEvent],
+        positions: list[tuple[int, int] | None],
         stored: dict[str, SessionState | None],
         timings: BatchTimings,
     ) -> list[Outcome]:
@@ -131,16 +141,20 @@ class RecommendationEngine:
         encoder = model.encoder
         states: list[SessionState] = []
         enc_states: list[np.ndarray] = []
-        for event in events:
+        fresh: list[bool] = []
+        for event, position in zip(events, positions, strict=True):
             state = stored.get(event.session_id) or self.new_state(event)
             states.append(state)
             enc_states.append(self.encoder_state(state))
+            fresh.append(not state.is_replay(position))
+            if fresh[-1] and position is not None:
+                state.position = position
 
         items = [model.track_index.get(e.track_id) for e in events]
         step_rows = [
             i
             for i, (e, item) in enumerate(zip(events, items, strict=True))
-            if item is not None and e.event_type == "play"
+            if item is not None and e.event_type == "play" and fresh[i]
         ]
         started = time.perf_counter()
         if step_rows:
@@ -152,7 +166,9 @@ class RecommendationEngine:
                 enc_states[i] = new
         timings.encoder += time.perf_counter() - started
 
-        for event, state, enc in zip(events, states, enc_states, strict=True):
+        for event, state, enc, new in zip(events, states, enc_states, fresh, strict=True):
+            if not new:
+                continue
             state.remember(
                 event.track_id, played=event.event_type == "play", limit=self.history_limit
             )
@@ -183,7 +199,8 @@ class RecommendationEngine:
         play get the most popular tracks."""
         model = self.model
         exclude = [set(model.indices(s.heard)) for s in states]
-        warm = [i for i, s in enumerate(states) if model.indices(s.plays[-1:])]
+        index = model.track_index
+        warm = [i for i, s in enumerate(states) if any(t in index for t in reversed(s.plays))]
         out: list[list[RecommendedItem]] = [[] for _ in states]
         if warm:
             cf_q = model.encoder.embed([enc_states[i] for i in warm])

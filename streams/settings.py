@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     web_host: str = "0.0.0.0"
     data_dir: Path = Path(".nexttrack/worker")
+    consumer_session_timeout: float = Field(
+        10.0, ge=1, le=600, description="Seconds before a silent worker leaves its group"
+    )
     torch_threads: int = Field(1, ge=1, le=256)
     faiss_threads: int = Field(1, ge=1, le=256)
 

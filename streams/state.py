@@ -31,6 +31,18 @@ class SessionState:
     last_ts: int = 0
     last_recommended: list[str] = field(default_factory=list)
     variant: str | None = None
+    #: Source (partition, offset) of the last event applied, to recognise replays after a
+    #: crash (events re-read from the last committed offset are answered, not re-applied).
+    position: tuple[int, int] | None = None
+
+    def is_replay(self, position: tuple[int, int] | None) -> bool:
+        """Whether an event at ``position`` was already applied to this state."""
+        return (
+            position is not None
+            and self.position is not None
+            and position[0] == self.position[0]
+            and position[1] <= self.position[1]
+        )
 
     def remember(self, track_id: str, *, played: bool, limit: int) -> None:
         """Record a heard track, keeping at most ``limit`` entries per list."""
@@ -58,6 +70,8 @@ class SessionState:
         }
         if self.variant is not None:
             obj["var"] = self.variant
+        if self.position is not None:
+            obj["pos"] = list(self.position)
         return orjson.dumps(obj)
 
     @classmethod
@@ -77,4 +91,5 @@ class SessionState:
             last_ts=obj["ts"],
             last_recommended=list(obj["lr"]),
             variant=obj.get("var"),
+            position=tuple(obj["pos"]) if obj.get("pos") else None,  # type: ignore[arg-type]
         )

@@ -29,8 +29,9 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 BROKER_CHOICE_ENV = "NEXTTRACK_TEST_BROKER"  # "docker" | "launcher" | unset (auto)
 IMAGE_ENV = "NEXTTRACK_TEST_KAFKA_IMAGE"
 # testcontainers' KafkaContainer drives the Confluent image's start scripts, so it needs a
-# cp-kafka image (7.x = Apache Kafka 3.x); the project's own launcher runs Apache Kafka 4.x.
-DEFAULT_IMAGE = "confluentinc/cp-kafka:7.9.0"
+# cp-kafka image; this is its default and tested one (Apache Kafka 3.6). The project's own
+# launcher and docker-compose.kafka.yml run Apache Kafka 4.x.
+DEFAULT_IMAGE = "confluentinc/cp-kafka:7.6.0"
 
 
 def docker_available(timeout: float = 2.0) -> bool:

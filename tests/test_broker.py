@@ -186,7 +186,9 @@ async def test_produce_and_consume(
     finally:
         await consumer.stop()
     assert sorted(received) == sorted(sent)
-    assert partitions is not None and len(partitions) == 4  # num.partitions=4
+    assert partitions
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a broker we configured ourselves
+        assert len(partitions) == 4  # num.partitions=4
 
 
 @pytest.mark.kafka

@@ -10,9 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from schemas import PlayEvent, Track, read_catalog
+from schemas import PlayEvent, SchemaError, Track, read_catalog
 from training.errors import DataError
-from training.io import iter_events, read_events, sessions_from_events, write_events, write_tracks
+from training.io import (
+    event_from_obj,
+    iter_events,
+    read_events,
+    sessions_from_events,
+    write_events,
+    write_tracks,
+)
 from training.split import held_out_sessions, split_events, split_file
 
 
@@ -175,3 +182,40 @@ def test_read_events_reports_bad_line(tmp_path: Path) -> None:
         read_events(path)
     with pytest.raises(DataError, match="cannot read"):
         read_events(tmp_path / "missing.jsonl")
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False),
+    st.sampled_from(["", "x", "play", "skip", "play/v1", "a" * 1025]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["event_id", "user_id", "session_id", "track_id", "event_type", "ts", "ms_played"]
+            + ["context", "weight"]
+        ),
+        _VALUES,
+    ),
+    base=st.booleans(),
+)
+def test_fast_event_path_matches_from_dict(fields: dict[str, object], base: bool) -> None:
+    obj: dict[str, object] = {"schema": "play/v1"}
+    if base:
+        obj.update(event_id="e", user_id="u", session_id="s", track_id="t")
+        obj.update(event_type="play", ts=5)
+    obj.update(fields)
+    try:
+        expected: PlayEvent | str = PlayEvent.from_dict(obj)
+    except SchemaError as exc:
+        expected = str(exc)
+    try:
+        got: PlayEvent | str = event_from_obj(obj)
+    except SchemaError as exc:
+        got = str(exc)
+    assert got == expected

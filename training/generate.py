@@ -230,7 +230,8 @@ def _draw(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
     """One column index per row of ``weights`` (rows need not be normalised, sum > 0)."""
     cum = np.cumsum(weights, axis=1)
     r = rng.random(len(weights)) * cum[:, -1]
-    return np.minimum((cum < r[:, None]).sum(axis=1), weights.shape[1] - 1)
+    # ``<=``: the first column whose cumulative weight exceeds r, never a zero-weight one.
+    return np.minimum((cum <= r[:, None]).sum(axis=1), weights.shape[1] - 1)
 
 
 def _transition(rng: np.random.Generator, n: int, sizes: np.ndarray) -> np.ndarray:
@@ -335,10 +336,10 @@ def _simulate(
             xa[hit] = cat.rank[chosen[hit]] / span[ga[hit]]
         if t > 0:
             follow = np.where(last >= 0, cat.next_in_album[np.maximum(last, 0)], -1)
-            use_album = (follow >= 0) & (rng.random(b) < cfg.p_album)
+            use_album = (follow >= 0) & (rng.random(b) < cfg.p_album) & ~hit
             chosen = np.where(use_album, follow, chosen)
             ga = np.where(use_album, cat.genre[follow], ga)
-            explore = ~use_album & (rng.random(b) < cfg.p_explore)
+            explore = ~use_album & ~hit & (rng.random(b) < cfg.p_explore)
             picks = np.minimum(np.searchsorted(cum_pop, rng.random(b)), len(cum_pop) - 1)
             chosen = np.where(explore, picks, chosen)
 

