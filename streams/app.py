@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -22,15 +22,20 @@ from faust.types import EventT
 from schemas.errors import SchemaError
 from schemas.play import PlayEvent
 from streams.dead_letters import dead_letter_for
-from streams.engine import Outcome, RecommendationEngine, RetrievalParams
+from streams.engine import Outcome, RecommendationEngine
 from streams.faust_context import event_context
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
 from streams.metrics import WorkerMetrics
-from streams.model import ModelBundle
 from streams.settings import Settings
 from streams.state import SessionState
+from training.recommender import ModelBundle, RetrievalParams
 
 log = logging.getLogger(__name__)
+
+
+def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
+    """``register(worker)`` of every feature beyond the play stream, in start-up order."""
+    return []
 
 
 def retrieval_params(settings: Settings) -> RetrievalParams:
@@ -92,6 +97,9 @@ class NextTrackWorker:
         )
         self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)
         self.metrics.model.info(self.model_info())
+        # Each feature module adds its topics, agents, tables and web views to this worker.
+        for register in feature_modules():
+            register(self)
 
     @property
     def model(self) -> ModelBundle:

@@ -18,26 +18,10 @@ import numpy as np
 
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation, RecommendedItem
-from streams.model import ModelBundle
 from streams.state import SessionState
+from training.recommender import ModelBundle, RetrievalParams, rank_sessions
 
 log = logging.getLogger(__name__)
-
-#: How many of the most recent plays form the content-space query.
-CONTENT_WINDOW = 10
-
-
-@dataclass(frozen=True)
-class RetrievalParams:
-    """How to retrieve: from settings, or per request."""
-
-    top_k: int = 10
-    fusion_method: str = "weighted_sum"
-    cf_weight: float = 0.7
-    cb_weight: float = 0.3
-    use_content: bool = True
-    genre_filter: tuple[str, ...] = ()
-    mood_filter: tuple[str, ...] = ()
 
 
 @dataclass
@@ -195,38 +179,10 @@ class RecommendationEngine:
         enc_states: Sequence[np.ndarray],
         params: RetrievalParams,
     ) -> list[list[RecommendedItem]]:
-        """Ranked items for each session (heard tracks excluded). Sessions without a known
-        play get the most popular tracks."""
-        model = self.model
-        exclude = [set(model.indices(s.heard)) for s in states]
-        index = model.track_index
-        warm = [i for i, s in enumerate(states) if any(t in index for t in reversed(s.plays))]
-        out: list[list[RecommendedItem]] = [[] for _ in states]
-        if warm:
-            cf_q = model.encoder.embed([enc_states[i] for i in warm])
-            cb_q = None
-            if params.use_content and model.cb_vectors is not None:
-                cb_q = np.stack(
-                    [model.content_query(states[i].plays[-CONTENT_WINDOW:]) for i in warm]
-                )
-            ranked = model.retriever.recommend(
-                cf_q,
-                cb_q,
-                exclude=[exclude[i] for i in warm],
-                k=params.top_k,
-                method=params.fusion_method if cb_q is not None else "cf_only",
-                cf_weight=params.cf_weight,
-                cb_weight=params.cb_weight,
-                genre_filter=list(params.genre_filter) or None,
-                mood_filter=list(params.mood_filter) or None,
-            )
-            for i, items in zip(warm, ranked, strict=True):
-                out[i] = [model.item(it) for it in items]
-        warm_set = set(warm)
-        for i in range(len(states)):
-            if i not in warm_set:
-                out[i] = model.popular_items(params, exclude[i])
-        return out
+        """Ranked items for each session (see :func:`training.recommender.rank_sessions`)."""
+        return rank_sessions(
+            self.model, enc_states, [s.plays for s in states], [s.heard for s in states], params
+        )
 
     def _record(
         self,

@@ -11,7 +11,3 @@ class StreamsError(NextTrackError):
 
 class ConfigError(StreamsError):
     """Settings are invalid; the message names each variable."""
-
-
-class ArtifactsMismatchError(StreamsError):
-    """The artifacts directory does not fit the worker (catalog, dimensions or version)."""

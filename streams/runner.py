@@ -7,8 +7,8 @@ from typing import Literal
 
 from streams.app import NextTrackWorker
 from streams.errors import ConfigError
-from streams.model import load_model
 from streams.settings import Settings
+from training.recommender import load_model
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,10 @@
-"""A loaded model: artifacts, the chosen session encoder and the hybrid retriever together.
+"""The recommender core shared by the stream worker and the offline evaluator.
 
-The worker holds exactly one :class:`ModelBundle` at a time and swaps it whole on a hot
-reload. Track ids are translated to item indices here and nowhere else in ``streams``.
+A :class:`ModelBundle` is a loaded model: artifacts, the chosen session encoder and the hybrid
+retriever together. :func:`rank_sessions` turns encoder states and session histories into
+ranked tracks (heard tracks excluded, popularity for sessions with no known play). The worker
+(``streams.engine``) and the evaluator (``training.evaluate``) both call it, so offline figures
+measure exactly what runs online.
 """
 
 from __future__ import annotations
@@ -9,9 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,13 +22,25 @@ from encoders.base import SessionEncoder
 from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track
-from streams.errors import ArtifactsMismatchError
-from training.artifacts import Artifacts, load_artifacts
-
-if TYPE_CHECKING:
-    from streams.engine import RetrievalParams
+from training.artifacts import Artifacts, ArtifactsError, load_artifacts
 
 log = logging.getLogger(__name__)
+
+#: How many of the most recent plays form the content-space query.
+CONTENT_WINDOW = 10
+
+
+@dataclass(frozen=True)
+class RetrievalParams:
+    """How to retrieve: from settings, or per request."""
+
+    top_k: int = 10
+    fusion_method: str = "weighted_sum"
+    cf_weight: float = 0.7
+    cb_weight: float = 0.3
+    use_content: bool = True
+    genre_filter: tuple[str, ...] = ()
+    mood_filter: tuple[str, ...] = ()
 
 
 @dataclass
@@ -40,7 +54,6 @@ class ModelBundle:
     track_index: dict[str, int]
     cb_vectors: np.ndarray | None
     popularity: np.ndarray
-    retired: set[int] = field(default_factory=set)
 
     @property
     def model_version(self) -> str:
@@ -75,21 +88,19 @@ class ModelBundle:
         return (query / norm if norm > 0 else query).astype(np.float32)
 
     def popular_items(self, params: RetrievalParams, exclude: set[int]) -> list[RecommendedItem]:
-        """The most played tracks, skipping excluded and retired ones, honouring filters."""
-        genres = set(params.genre_filter)
-        moods = set(params.mood_filter)
+        """The most played tracks, skipping excluded and retired ones, honouring filters
+        (the retriever's own filter semantics)."""
+        usable = self.retriever.filters.usable_mask(
+            list(params.genre_filter) or None, list(params.mood_filter) or None
+        )
         top = float(self.popularity.max()) if len(self.popularity) else 1.0
         out: list[RecommendedItem] = []
         for i in np.argsort(-self.popularity, kind="stable"):
             i = int(i)
-            if i in exclude or i in self.retired:
+            if i in exclude or not usable[i]:
                 continue
-            track = self.tracks[i]
-            if genres and not genres.intersection(track.genres):
-                continue
-            if moods and not moods.intersection(track.moods):
-                continue
-            out.append(RecommendedItem(track.track_id, float(self.popularity[i]) / (top or 1.0)))
+            score = float(self.popularity[i]) / (top or 1.0)
+            out.append(RecommendedItem(self.tracks[i].track_id, score))
             if len(out) == params.top_k:
                 break
         return out
@@ -105,20 +116,20 @@ def load_model(
 ) -> ModelBundle:
     """Load an artifacts directory, pick the encoder and build the indexes.
 
-    Raises :class:`ArtifactsMismatchError` when the encoder is missing or its dimensions do not
+    Raises :class:`ArtifactsError` when the encoder is missing or its dimensions do not
     fit the catalog.
     """
     started = time.perf_counter()
     artifacts = load_artifacts(artifacts_dir)
     if encoder_name not in artifacts.encoder_names:
-        raise ArtifactsMismatchError(
+        raise ArtifactsError(
             f"{artifacts_dir}: no encoder {encoder_name!r} (has {artifacts.encoder_names}); "
             f"train it with `nexttrack train --encoder {encoder_name}`"
         )
     encoder = load_encoder(artifacts.encoder_dir(encoder_name), item_vectors=artifacts.cf_vectors)
     item_vectors = encoder.item_vectors()
     if item_vectors.shape[0] != len(artifacts.tracks):
-        raise ArtifactsMismatchError(
+        raise ArtifactsError(
             f"encoder {encoder_name!r} has {item_vectors.shape[0]} item vectors, the catalog has "
             f"{len(artifacts.tracks)} tracks"
         )
@@ -148,6 +159,45 @@ def load_model(
         cb_vectors=cb,
         popularity=artifacts.popularity.copy(),
     )
+
+
+def rank_sessions(
+    model: ModelBundle,
+    enc_states: Sequence[np.ndarray],
+    plays: Sequence[Sequence[str]],
+    heard: Sequence[Sequence[str]],
+    params: RetrievalParams,
+) -> list[list[RecommendedItem]]:
+    """Ranked items for each session: ``enc_states`` are the encoder states, ``plays`` the
+    played track ids and ``heard`` every track id heard (excluded from the answer). Sessions
+    without a known play get the most popular tracks."""
+    exclude = [set(model.indices(h)) for h in heard]
+    index = model.track_index
+    warm = [i for i, p in enumerate(plays) if any(t in index for t in reversed(p))]
+    out: list[list[RecommendedItem]] = [[] for _ in plays]
+    if warm:
+        cf_q = model.encoder.embed([enc_states[i] for i in warm])
+        cb_q = None
+        if params.use_content and model.cb_vectors is not None:
+            cb_q = np.stack([model.content_query(plays[i][-CONTENT_WINDOW:]) for i in warm])
+        ranked = model.retriever.recommend(
+            cf_q,
+            cb_q,
+            exclude=[exclude[i] for i in warm],
+            k=params.top_k,
+            method=params.fusion_method if cb_q is not None else "cf_only",  # type: ignore[arg-type]
+            cf_weight=params.cf_weight,
+            cb_weight=params.cb_weight,
+            genre_filter=list(params.genre_filter) or None,
+            mood_filter=list(params.mood_filter) or None,
+        )
+        for i, items in zip(warm, ranked, strict=True):
+            out[i] = [model.item(it) for it in items]
+    warm_set = set(warm)
+    for i in range(len(plays)):
+        if i not in warm_set:
+            out[i] = model.popular_items(params, exclude[i])
+    return out
 
 
 def _opt_float(value: object) -> float | None:
