@@ -93,6 +93,28 @@ class MeanEncoder:
         """The item vectors this encoder was given."""
         return self._vectors
 
+    def extend_items(self, vectors: np.ndarray) -> None:
+        """Append item vectors for tracks added to the catalog (live catalog).
+
+        The new rows get the next item indices; stepping with them works at once. The array
+        is replaced, never modified in place, so an earlier :meth:`item_vectors` result stays
+        valid.
+        """
+        new = np.ascontiguousarray(vectors, dtype=np.float32)
+        if new.ndim != 2 or new.shape[1] != self.dim or not np.isfinite(new).all():
+            raise EncoderError(f"new item vectors must be finite (m, {self.dim}), got {new.shape}")
+        self._vectors = np.concatenate([self._vectors, new])
+
+    def replace_items(self, items: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the vectors of existing items (copy-on-write, like :meth:`extend_items`)."""
+        idx = check_items(np.asarray(items, dtype=np.int64).reshape(-1), self.n_items, len(items))
+        new = np.ascontiguousarray(vectors, dtype=np.float32).reshape(idx.size, -1)
+        if new.shape[1] != self.dim or not np.isfinite(new).all():
+            raise EncoderError(f"item vectors must be finite (m, {self.dim}), got {new.shape}")
+        out = self._vectors.copy()
+        out[idx] = new
+        self._vectors = out
+
     def state_to_bytes(self, state: np.ndarray) -> bytes:
         """6-byte header + ``(dim + 1)`` float32 values."""
         return pack_state(state, np.float32, self.state_size)

@@ -4,6 +4,14 @@ from schemas.dead_letter import DEAD_LETTER_SCHEMA, DeadLetter
 from schemas.errors import NextTrackError, SchemaError
 from schemas.play import EVENT_TYPES, PLAY_SCHEMA, EventType, PlayEvent
 from schemas.recommendation import RECOMMENDATION_SCHEMA, Recommendation, RecommendedItem
+from schemas.requests import (
+    RECOMMENDATION_REQUEST_SCHEMA,
+    SIMILAR_TRACKS_REQUEST_SCHEMA,
+    SIMILAR_TRACKS_SCHEMA,
+    RecommendationRequest,
+    SimilarTracks,
+    SimilarTracksRequest,
+)
 from schemas.track import AUDIO_FEATURES, TRACK_SCHEMA, Track, read_catalog
 
 __all__ = [
@@ -11,15 +19,21 @@ __all__ = [
     "DEAD_LETTER_SCHEMA",
     "EVENT_TYPES",
     "PLAY_SCHEMA",
+    "RECOMMENDATION_REQUEST_SCHEMA",
     "RECOMMENDATION_SCHEMA",
+    "SIMILAR_TRACKS_REQUEST_SCHEMA",
+    "SIMILAR_TRACKS_SCHEMA",
     "TRACK_SCHEMA",
     "DeadLetter",
     "EventType",
     "NextTrackError",
     "PlayEvent",
     "Recommendation",
+    "RecommendationRequest",
     "RecommendedItem",
     "SchemaError",
+    "SimilarTracks",
+    "SimilarTracksRequest",
     "Track",
     "read_catalog",
 ]

@@ -4,7 +4,8 @@ The Faust agents hand it a micro-batch of validated play events together with th
 stored states; it advances the session encoder (one batched call per wave), retrieves hybrid
 candidates (one search per space per wave), excludes tracks already heard, and returns the new
 states and one recommendation per event. A *wave* is a sub-batch in which every session occurs
-once, so two events of one session in a batch are applied in order.
+once, so two events of one session in a batch are applied in order; the encoder steps once per
+wave, and retrieval runs once for the whole batch from per-event snapshots.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ class Outcome:
     state: SessionState
     recommendation: Recommendation
     unknown_track: bool
+
+
+@dataclass
+class _Snapshot:
+    """A session as it stood right after one event of the batch."""
+
+    state: SessionState
+    enc: np.ndarray
+    plays: list[str]
+    heard: list[str]
+    length: int
+    unknown: bool
 
 
 @dataclass
@@ -103,24 +116,52 @@ class RecommendationEngine:
         current state without being applied twice.
         """
         timings = BatchTimings()
-        outcomes: list[Outcome | None] = [None] * len(events)
         where = list(positions) if positions is not None else [None] * len(events)
+        snapshots: list[_Snapshot | None] = [None] * len(events)
         for wave in _waves(events):
             timings.waves += 1
             batch = [events[i] for i in wave]
-            results = self._process_wave(batch, [where[i] for i in wave], stored, timings)
-            for i, outcome in zip(wave, results, strict=True):
-                outcomes[i] = outcome
-        self.last_timings = timings
-        return [o for o in outcomes if o is not None]
+            for i, snap in zip(
+                wave, self._step_wave(batch, [where[i] for i in wave], stored, timings), strict=True
+            ):
+                snapshots[i] = snap
+        snaps = [s for s in snapshots if s is not None]
 
-    def _process_wave(
+        # One retrieval for the whole batch, from each event's own snapshot of its session.
+        started = time.perf_counter()
+        lists = rank_sessions(
+            self.model,
+            [s.enc for s in snaps],
+            [s.plays for s in snaps],
+            [s.heard for s in snaps],
+            self.params,
+        )
+        timings.search += time.perf_counter() - started
+
+        now = int(self.clock() * 1000)
+        outcomes = []
+        for event, snap, ranked in zip(events, snaps, lists, strict=True):
+            rec = self._record(
+                snap.state,
+                ranked,
+                self.params,
+                now,
+                event_id=event.event_id,
+                session_length=snap.length,
+            )
+            snap.state.last_recommended = [it.track_id for it in rec.items]
+            outcomes.append(Outcome(event, snap.state, rec, unknown_track=snap.unknown))
+        self.last_timings = timings
+        return outcomes
+
+    def _step_wave(
         self,
         events: list[PlayEvent],
         positions: list[tuple[int, int] | None],
         stored: dict[str, SessionState | None],
         timings: BatchTimings,
-    ) -> list[Outcome]:
+    ) -> list[_Snapshot]:
+        """Apply one event per session (one batched encoder step) and snapshot each session."""
         model = self.model
         encoder = model.encoder
         states: list[SessionState] = []
@@ -128,6 +169,7 @@ class RecommendationEngine:
         fresh: list[bool] = []
         for event, position in zip(events, positions, strict=True):
             state = stored.get(event.session_id) or self.new_state(event)
+            stored[event.session_id] = state
             states.append(state)
             enc_states.append(self.encoder_state(state))
             fresh.append(not state.is_replay(position))
@@ -150,28 +192,23 @@ class RecommendationEngine:
                 enc_states[i] = new
         timings.encoder += time.perf_counter() - started
 
-        for event, state, enc, new in zip(events, states, enc_states, fresh, strict=True):
-            if not new:
-                continue
-            state.remember(
-                event.track_id, played=event.event_type == "play", limit=self.history_limit
+        snaps = []
+        for event, state, enc, new, item in zip(
+            events, states, enc_states, fresh, items, strict=True
+        ):
+            if new:
+                state.remember(
+                    event.track_id, played=event.event_type == "play", limit=self.history_limit
+                )
+                state.length += 1
+                state.last_ts = max(state.last_ts, event.ts)
+                state.encoder_state = encoder.state_to_bytes(enc)
+            snaps.append(
+                _Snapshot(
+                    state, enc, list(state.plays), list(state.heard), state.length, item is None
+                )
             )
-            state.length += 1
-            state.last_ts = max(state.last_ts, event.ts)
-            state.encoder_state = encoder.state_to_bytes(enc)
-
-        started = time.perf_counter()
-        lists = self.recommend_states(states, enc_states, self.params)
-        timings.search += time.perf_counter() - started
-
-        now = int(self.clock() * 1000)
-        outcomes = []
-        for event, state, item, ranked in zip(events, states, items, lists, strict=True):
-            rec = self._record(state, ranked, self.params, now, event_id=event.event_id)
-            state.last_recommended = [it.track_id for it in rec.items]
-            stored[event.session_id] = state
-            outcomes.append(Outcome(event, state, rec, unknown_track=item is None))
-        return outcomes
+        return snaps
 
     def recommend_states(
         self,
@@ -193,6 +230,7 @@ class RecommendationEngine:
         *,
         event_id: str | None = None,
         request_id: str | None = None,
+        session_length: int | None = None,
     ) -> Recommendation:
         return Recommendation(
             session_id=state.session_id,
@@ -204,7 +242,7 @@ class RecommendationEngine:
             fusion_method=params.fusion_method if params.use_content else "cf_only",
             cf_weight=params.cf_weight,
             cb_weight=params.cb_weight if params.use_content else 0.0,
-            session_length=state.length,
+            session_length=state.length if session_length is None else session_length,
             items=items,
             variant=state.variant,
             encoder=self.model.encoder.name,

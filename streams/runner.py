@@ -33,6 +33,7 @@ def build_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> 
     if settings.artifacts_dir is None:
         raise ConfigError("ARTIFACTS_DIR is not set (or pass --artifacts DIR)")
     set_threads(settings.torch_threads, settings.faiss_threads)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(
         settings.artifacts_dir,
         settings.encoder,
@@ -56,4 +57,12 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
         settings.web_host,
         settings.web_port,
     )
-    faust.Worker(worker.app, loglevel=settings.log_level).execute_from_commandline()
+    from streams.logs import logging_config
+
+    log.info("configuration: %s", settings.redacted())
+
+    faust.Worker(
+        worker.app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    ).execute_from_commandline()

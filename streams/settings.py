@@ -6,13 +6,22 @@ message naming the variable (:func:`load_settings`).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.ab import VariantSpec, parse_variants
 from streams.errors import ConfigError
 
 IndexType = Literal["flat", "hnsw", "ivf"]
@@ -21,6 +30,21 @@ EncoderName = Literal["mean", "lstm", "transformer"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+#: Kafka's legal topic names (and what we allow as APP_ID, which prefixes internal topics).
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+#: Optional variables where an empty value means "not set".
+_OPTIONAL = (
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "artifacts_dir",
+    "api_key",
+    "http_rate_limit_requests",
+)
+#: Shortest API_KEY accepted.
+MIN_API_KEY_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -47,6 +71,10 @@ class Settings(BaseSettings):
     topic_requests: str = "recommendation-requests"
     topic_similar_requests: str = "similar-track-requests"
     topic_similar_tracks: str = "similar-tracks"
+    #: Dead letters of both request topics (invalid or unanswerable requests).
+    topic_requests_dlq: str = "requests-dlq"
+    #: Dead letters of the ``tracks`` topic (invalid catalog records).
+    topic_tracks_dlq: str = "tracks-dlq"
     topic_feedback: str = "feedback"
     topic_partitions: int = Field(4, ge=1, le=1024)
 
@@ -80,11 +108,17 @@ class Settings(BaseSettings):
     enable_auth: bool = False
     api_key: SecretStr | None = None
     metrics_public: bool = False
+    status_public: bool = False
     rate_limit_requests: int = Field(0, ge=0, description="0 disables rate limiting")
     rate_limit_window: float = Field(60.0, gt=0)
+    http_rate_limit_requests: int | None = Field(
+        None, ge=0, description="per API key or client address; unset: RATE_LIMIT_REQUESTS"
+    )
+    max_http_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     # Operations
     log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
     max_lag_healthy: int = Field(10_000, ge=0)
     ab_variants: str = Field("", description="name:key=value;... see README")
     model_reload_interval: float = Field(5.0, ge=0)
@@ -97,6 +131,72 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port], got {value!r}")
         return value
+
+    @field_validator(*_OPTIONAL, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("*")
+    @classmethod
+    def _names(cls, value: object, info: ValidationInfo) -> object:
+        name = info.field_name or ""
+        if (name.startswith("topic_") or name == "app_id") and isinstance(value, str):
+            if not _TOPIC_NAME.match(value):
+                raise ValueError(
+                    f"{value!r} is not a valid Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)"
+                )
+        return value
+
+    @field_validator("web_host", "kafka_sasl_username")
+    @classmethod
+    def _no_blank(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError("must not be blank or padded with spaces")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_API_KEY_CHARS} characters")
+        return value
+
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @field_validator("artifacts_dir", "data_dir")
+    @classmethod
+    def _directory(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
+
+    @field_validator("ab_variants")
+    @classmethod
+    def _ab_variants(cls, value: str) -> str:
+        parse_variants(value)  # raises ValueError naming the variant and key
+        return value
+
+    @property
+    def ab_variant_specs(self) -> tuple[VariantSpec, ...]:
+        """``AB_VARIANTS`` parsed (see :mod:`streams.ab`)."""
+        return parse_variants(self.ab_variants)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting by environment name, secrets masked: safe to log and to show."""
+        return {name.upper(): value for name, value in self.model_dump(mode="json").items()}
+
+    @property
+    def http_rate_limit(self) -> int:
+        """Requests per ``RATE_LIMIT_WINDOW`` per API key or client address (0: off)."""
+        if self.http_rate_limit_requests is None:
+            return self.rate_limit_requests
+        return self.http_rate_limit_requests
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

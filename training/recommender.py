@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,99 @@ class ModelBundle:
         query = self.cb_vectors[rows].mean(axis=0)
         norm = float(np.linalg.norm(query))
         return (query / norm if norm > 0 else query).astype(np.float32)
+
+    # -- live catalog (call between batches: every method leaves the bundle consistent) -----
+
+    @property
+    def n_trained(self) -> int:
+        """Items of the trained catalog (``0 .. n_trained-1``); later ones were added live."""
+        return len(self.artifacts.tracks)
+
+    def is_retired(self, item: int) -> bool:
+        """Whether item index ``item`` is retired (never recommended)."""
+        return bool(self.retriever.filters.retired_mask[item])
+
+    def add_tracks(
+        self, tracks: Sequence[Track], cf_vectors: np.ndarray, cb_vectors: np.ndarray | None
+    ) -> np.ndarray:
+        """Append new tracks with their vectors: ``cf_vectors`` in the encoder's item space,
+        ``cb_vectors`` content vectors (ignored when the bundle has no content space).
+
+        A track id that is retired may come back: it gets a new item index. Returns the new
+        item indices. Raises :class:`ValueError` for a live track id or mismatched shapes.
+        """
+        ids = [t.track_id for t in tracks]
+        if len(set(ids)) != len(ids):
+            raise ValueError("add_tracks: duplicate track ids")
+        live = [
+            t for t in ids if t in self.track_index and not self.is_retired(self.track_index[t])
+        ]
+        if live:
+            raise ValueError(f"add_tracks: already in the catalog: {live[:5]}")
+        cf = np.ascontiguousarray(cf_vectors, dtype=np.float32)
+        if cf.shape != (len(tracks), self.encoder.dim):
+            raise ValueError(
+                f"cf_vectors shape {cf.shape}, expected ({len(ids)}, {self.encoder.dim})"
+            )
+        cb = None
+        if self.cb_vectors is not None:
+            if cb_vectors is None:
+                raise ValueError("add_tracks: this bundle has a content space: cb_vectors needed")
+            cb = np.ascontiguousarray(cb_vectors, dtype=np.float32)
+        if not tracks:
+            return np.zeros(0, dtype=np.int64)
+        items = self.retriever.add_items(
+            cf, cb, [t.genres for t in tracks], [t.moods for t in tracks]
+        )
+        if not hasattr(self.encoder, "extend_items"):
+            from encoders.extended import ExtendedItemsEncoder
+
+            self.encoder = ExtendedItemsEncoder(self.encoder)
+        self.encoder.extend_items(cf)  # type: ignore[attr-defined]
+        self.tracks.extend(tracks)
+        for track, item in zip(tracks, items, strict=True):
+            self.track_index[track.track_id] = int(item)
+        self.popularity = np.concatenate([self.popularity, np.zeros(len(tracks), np.float32)])
+        if cb is not None and self.cb_vectors is not None:
+            self.cb_vectors = np.concatenate([self.cb_vectors, cb])
+        return items
+
+    def update_track(
+        self,
+        track: Track,
+        cf_vector: np.ndarray | None = None,
+        cb_vector: np.ndarray | None = None,
+    ) -> int:
+        """Replace a live track's record, labels and the given vectors; returns its index.
+
+        Raises :class:`KeyError` when the track is unknown or retired.
+        """
+        item = self.track_index.get(track.track_id)
+        if item is None or self.is_retired(item):
+            raise KeyError(f"update_track: {track.track_id!r} is not a live track")
+        cb = cb_vector if self.cb_vectors is not None else None
+        self.retriever.update_item(item, cf_vector, cb, track.genres, track.moods)
+        if cf_vector is not None:
+            self.encoder.replace_items(  # type: ignore[attr-defined]
+                np.array([item]), np.reshape(cf_vector, (1, -1))
+            )
+        if cb is not None and self.cb_vectors is not None:
+            if self.cb_vectors is self.artifacts.cb_vectors:  # the artifacts keep theirs
+                self.cb_vectors = self.cb_vectors.copy()
+            self.cb_vectors[item] = np.reshape(cb, -1)
+        self.tracks[item] = track
+        return item
+
+    def retire_tracks(self, track_ids: Iterable[str]) -> list[int]:
+        """Retire tracks (unknown ids are skipped): never recommended again, popularity
+        fallback included. Returns the item indices retired."""
+        items = sorted({i for i in self.indices(track_ids)})
+        if items:
+            self.retriever.retire(items)
+            for i in items:
+                if not self.tracks[i].retired:
+                    self.tracks[i] = replace(self.tracks[i], retired=True)
+        return items
 
     def popular_items(self, params: RetrievalParams, exclude: set[int]) -> list[RecommendedItem]:
         """The most played tracks, skipping excluded and retired ones, honouring filters
