@@ -21,11 +21,14 @@ from faust.types import EventT
 
 from schemas.errors import SchemaError
 from schemas.play import PlayEvent
+from streams.ab import Experiment, OnlineStats
 from streams.dead_letters import dead_letter_for
 from streams.engine import Outcome, RecommendationEngine
 from streams.faust_context import event_context
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
+from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
+from streams.ratelimit import RateLimiter
 from streams.settings import Settings
 from streams.state import SessionState
 from training.recommender import ModelBundle, RetrievalParams
@@ -35,7 +38,17 @@ log = logging.getLogger(__name__)
 
 def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
     """``register(worker)`` of every feature beyond the play stream, in start-up order."""
-    return []
+    from streams import auth, catalog, feedback, reload, requests, web_api, web_ops
+
+    return [
+        auth.register,
+        web_ops.register,
+        feedback.register,
+        reload.register,
+        catalog.register,
+        requests.register,
+        web_api.register,
+    ]
 
 
 def retrieval_params(settings: Settings) -> RetrievalParams:
@@ -62,9 +75,24 @@ class NextTrackWorker:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
+        params = retrieval_params(settings)
+        #: A/B variants from ``AB_VARIANTS``; the engine ranks each session with its variant.
+        self.experiment = Experiment(settings.ab_variant_specs, params)
         self.engine = RecommendationEngine(
-            model, retrieval_params(settings), history_limit=settings.session_history
+            model,
+            params,
+            history_limit=settings.session_history,
+            experiment=self.experiment,
         )
+        #: Rolling throughput and latency for the status page (``streams.live_stats``).
+        self.live_stats = LiveStats()
+        #: Online hit rate and feedback figures per A/B variant (``streams.ab``).
+        self.ab_stats = OnlineStats()
+        #: Plays per user per window; in memory, so per worker process.
+        self.rate_limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_window)
+        #: ``callback(old, new)`` run by the hot reload (``streams.reload``) before a new model
+        #: goes live, e.g. to re-apply live catalog additions; one raising rejects the model.
+        self.on_model_swap: list[Callable[[ModelBundle, ModelBundle], None]] = []
         self.app = faust.App(
             settings.app_id,
             broker=faust_broker_url(settings.kafka_bootstrap_servers),
@@ -74,6 +102,9 @@ class NextTrackWorker:
             web_port=settings.web_port,
             web_host=settings.web_host,
             web_enabled=True,
+            web_stats_enabled=True,  # Faust's own pages: / (sensors), /assignment/
+            web_metrics_enabled=True,  # and /performance/
+            web_application_options={"client_max_size": settings.max_http_body_bytes},
             topic_partitions=settings.topic_partitions,
             topic_replication_factor=1,
             key_serializer="raw",
@@ -138,6 +169,15 @@ class NextTrackWorker:
             except SchemaError as exc:
                 deliveries.append(await self.dead_letter(exc, event))
                 continue
+            if not self.rate_limiter.allow(play.user_id):
+                limited = SchemaError(
+                    "rate_limited",
+                    f"user {play.user_id!r} is over {self.rate_limiter.limit} events per "
+                    f"{self.rate_limiter.window:g}s",
+                    "user_id",
+                )
+                deliveries.append(await self.dead_letter(limited, event))
+                continue
             valid.append((event, play))
         self.metrics.batch_size.observe(len(events))
 
@@ -160,10 +200,21 @@ class NextTrackWorker:
                 self.sessions[session_id.encode("utf-8")] = state.to_bytes()
         await asyncio.gather(*deliveries)
         now = time.time()
-        for (event, _), _ in outcomes:
-            self.metrics.latency.observe(max(0.0, now - event.message.timestamp))
+        latencies = [max(0.0, now - event.message.timestamp) for (event, _), _ in outcomes]
+        for latency in latencies:
+            self.metrics.latency.observe(latency)
         self.metrics.recommendations.labels("plays").inc(len(outcomes))
-        self.metrics.active_sessions.set(len(self.sessions))
+        self.live_stats.record_batch(
+            consumed=len(events),
+            recommended=len(outcomes),
+            dead_lettered=len(events) - len(outcomes),
+            latencies=latencies,
+        )
+        for (_, play), outcome in outcomes:
+            if outcome.applied and play.event_type == "play":
+                self.ab_stats.record_play(
+                    outcome.recommendation.variant, play.session_id, outcome.hit
+                )
         log.debug(
             "batch of %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3
         )

@@ -5,7 +5,8 @@ stored states; it advances the session encoder (one batched call per wave), retr
 candidates (one search per space per wave), excludes tracks already heard, and returns the new
 states and one recommendation per event. A *wave* is a sub-batch in which every session occurs
 once, so two events of one session in a batch are applied in order; the encoder steps once per
-wave, and retrieval runs once for the whole batch from per-event snapshots.
+wave, and retrieval runs once per A/B variant group of the batch (once for the whole batch
+without an experiment) from per-event snapshots, with that variant's parameters.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation, RecommendedItem
 from streams.state import SessionState
 from training.recommender import ModelBundle, RetrievalParams, rank_sessions
+
+if TYPE_CHECKING:
+    from streams.ab import Experiment
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ class Outcome:
     state: SessionState
     recommendation: Recommendation
     unknown_track: bool
+    #: False for a replay (answered, not applied again).
+    applied: bool = True
+    #: For an applied play: whether its track was in the session's previous recommendation
+    #: (``None`` when there was none); the online hit rate.
+    hit: bool | None = None
 
 
 @dataclass
@@ -45,6 +55,7 @@ class _Snapshot:
     heard: list[str]
     length: int
     unknown: bool
+    applied: bool = True
 
 
 @dataclass
@@ -67,12 +78,21 @@ class RecommendationEngine:
         *,
         history_limit: int = 200,
         clock: Callable[[], float] = time.time,
+        experiment: Experiment | None = None,
     ) -> None:
         self.model = model
         self.params = params
+        #: A/B variants (``streams.ab``): each session's variant picks its parameters.
+        self.experiment = experiment
         self.history_limit = history_limit
         self.clock = clock
         self.last_timings = BatchTimings()
+
+    def params_for(self, variant: str | None) -> RetrievalParams:
+        """Retrieval parameters of an A/B variant (the defaults without one)."""
+        if self.experiment is None or variant is None:
+            return self.params
+        return self.experiment.params(variant)
 
     # -- states -------------------------------------------------------------------------------
 
@@ -127,15 +147,9 @@ class RecommendationEngine:
                 snapshots[i] = snap
         snaps = [s for s in snapshots if s is not None]
 
-        # One retrieval for the whole batch, from each event's own snapshot of its session.
+        # One retrieval per variant group, from each event's own snapshot of its session.
         started = time.perf_counter()
-        lists = rank_sessions(
-            self.model,
-            [s.enc for s in snaps],
-            [s.plays for s in snaps],
-            [s.heard for s in snaps],
-            self.params,
-        )
+        lists = self._rank(snaps)
         timings.search += time.perf_counter() - started
 
         now = int(self.clock() * 1000)
@@ -144,15 +158,39 @@ class RecommendationEngine:
             rec = self._record(
                 snap.state,
                 ranked,
-                self.params,
+                self.params_for(snap.state.variant),
                 now,
                 event_id=event.event_id,
                 session_length=snap.length,
             )
+            previous = snap.state.last_recommended  # in event order: this event's previous one
+            hit = None
+            if snap.applied and event.event_type == "play" and previous:
+                hit = event.track_id in previous
             snap.state.last_recommended = [it.track_id for it in rec.items]
-            outcomes.append(Outcome(event, snap.state, rec, unknown_track=snap.unknown))
+            outcomes.append(
+                Outcome(event, snap.state, rec, snap.unknown, applied=snap.applied, hit=hit)
+            )
         self.last_timings = timings
         return outcomes
+
+    def _rank(self, snaps: Sequence[_Snapshot]) -> list[list[RecommendedItem]]:
+        """Ranked items per snapshot: one batched ranking per A/B variant group."""
+        groups: dict[str | None, list[int]] = {}
+        for i, snap in enumerate(snaps):
+            groups.setdefault(snap.state.variant, []).append(i)
+        out: list[list[RecommendedItem]] = [[] for _ in snaps]
+        for variant, rows in groups.items():
+            ranked = rank_sessions(
+                self.model,
+                [snaps[i].enc for i in rows],
+                [snaps[i].plays for i in rows],
+                [snaps[i].heard for i in rows],
+                self.params_for(variant),
+            )
+            for i, items in zip(rows, ranked, strict=True):
+                out[i] = items
+        return out
 
     def _step_wave(
         self,
@@ -169,6 +207,8 @@ class RecommendationEngine:
         fresh: list[bool] = []
         for event, position in zip(events, positions, strict=True):
             state = stored.get(event.session_id) or self.new_state(event)
+            if self.experiment is not None:  # assigned once, kept while still configured
+                state.variant = self.experiment.resolve(state.variant, state.session_id)
             stored[event.session_id] = state
             states.append(state)
             enc_states.append(self.encoder_state(state))
@@ -205,7 +245,13 @@ class RecommendationEngine:
                 state.encoder_state = encoder.state_to_bytes(enc)
             snaps.append(
                 _Snapshot(
-                    state, enc, list(state.plays), list(state.heard), state.length, item is None
+                    state,
+                    enc,
+                    list(state.plays),
+                    list(state.heard),
+                    state.length,
+                    item is None,
+                    applied=new,
                 )
             )
         return snaps

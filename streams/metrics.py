@@ -69,3 +69,15 @@ class WorkerMetrics:
             registry=r,
         )
         self.model = Info("nexttrack_model", "The loaded model.", registry=r)
+        self.model_reloads = Counter(
+            "nexttrack_model_reloads_total",
+            "Hot model reload attempts, by outcome (swapped or rejected).",
+            ["outcome"],
+            registry=r,
+        )
+        self.http_rejected = Counter(
+            "nexttrack_http_rejected_total",
+            "HTTP requests refused before reaching a view, by reason.",
+            ["reason"],
+            registry=r,
+        )

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     batch_timeout_ms: int = Field(50, ge=1, le=60_000)
     max_event_bytes: int = Field(64 * 1024, ge=256, le=16 * 1024 * 1024)
     session_history: int = Field(200, ge=1, le=10_000)
-    web_port: int = Field(6066, ge=0, le=65535)
+    web_port: int = Field(6066, ge=1, le=65535)
     web_host: str = "0.0.0.0"
     data_dir: Path = Path(".nexttrack/worker")
     consumer_session_timeout: float = Field(

@@ -87,7 +87,9 @@ def collaborative_vectors(
     art = model.artifacts
     if uses_lightfm_space(model):
         assert art.featurizer is not None and art.cf_feature_embeddings is not None
-        return cold_start_vectors(art.featurizer.metadata_features(tracks), art.cf_feature_embeddings)
+        return cold_start_vectors(
+            art.featurizer.metadata_features(tracks), art.cf_feature_embeddings
+        )
     n = model.n_trained
     item_vectors = model.encoder.item_vectors()[:n]
     live = ~model.retriever.filters.retired_mask[:n]

@@ -1,0 +1,130 @@
+"""End to end: generate, split by time, train, evaluate (small and fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from training.evaluate import (
+    EvaluationReport,
+    baseline_prefixes,
+    evaluate,
+    replay_sessions,
+    write_chart,
+)
+from training.baselines import make_baseline
+from training.generate import GeneratorConfig, generate, write_dataset
+from training.lightfm_model import TrainingConfig
+from training.pipeline import PipelineConfig, train_artifacts
+from training.split import split_events
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, list]:
+    from training.encoder_training import EncoderTrainingConfig
+
+    directory = tmp_path_factory.mktemp("eval-data")
+    config = GeneratorConfig(tracks=800, users=120, sessions_per_user=5, seed=3)
+    tracks, events = generate(config)
+    write_dataset(directory, tracks, events, config)
+    train, test = split_events(events, "time", 0.2)
+    from training.io import write_events
+
+    write_events(directory / "train.jsonl", train)
+    artifacts = train_artifacts(
+        directory / "train.jsonl",
+        directory / "tracks.jsonl",
+        directory / "artifacts",
+        PipelineConfig(
+            encoders=("mean", "lstm"),
+            lightfm=TrainingConfig(epochs=10, no_components=32),
+            encoder_training=EncoderTrainingConfig(epochs=3, emb_dim=32, hidden_dim=64),
+            progress=False,
+        ),
+    )
+    return artifacts, train, test
+
+
+@pytest.fixture(scope="module")
+def report(trained: tuple[Path, list, list]) -> EvaluationReport:
+    artifacts, train, test = trained
+    return evaluate(artifacts, train, test, extra_fusion=("cf_only",), progress=False)
+
+
+def test_learned_models_beat_popularity(report: EvaluationReport) -> None:
+    models = report.models
+    assert {"pop", "itemknn", "sknn", "vsknn", "mean", "lstm", "mean+cf_only"} <= set(models)
+    best_learned = max(models[m]["hr@20"] for m in ("mean", "lstm"))
+    assert best_learned > models["pop"]["hr@20"]
+
+
+def test_metric_values_in_range(report: EvaluationReport) -> None:
+    for metrics in report.models.values():
+        for key, value in metrics.items():
+            if key.startswith("popularity@"):
+                assert value >= 0.0
+            else:
+                assert 0.0 <= value <= 1.0, key
+        assert metrics["hr@5"] <= metrics["hr@10"] <= metrics["hr@20"]
+        assert metrics["mrr@20"] <= metrics["ndcg@20"] <= metrics["hr@20"]
+
+
+def test_report_json_shape_table_and_chart(report: EvaluationReport, tmp_path: Path) -> None:
+    path = report.write_json(tmp_path / "report.json")
+    obj = orjson.loads(path.read_bytes())
+    assert set(obj) == {"models", "protocol", "data", "seconds"}
+    for k in (5, 10, 20):
+        for metric in ("hr", "mrr", "ndcg", "coverage", "popularity"):
+            assert f"{metric}@{k}" in obj["models"]["lstm"]
+    assert obj["protocol"]["ks"] == [5, 10, 20]
+    assert obj["data"]["n_prefixes"] > 100
+    assert obj["seconds"]["total"] > 0
+    table = report.table()
+    assert "hr@20" in table and "sknn" in table
+    chart = write_chart(report, tmp_path / "chart.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pop_baseline_equals_worker_popularity_fallback(trained: tuple[Path, list, list]) -> None:
+    """Prefixes without a play: the pop baseline answers exactly the worker's list, with the
+    same exclusions; encoder lists never hold a heard track."""
+    import numpy as np
+
+    from training.artifacts import load_artifacts
+    from training.evaluate import replay_encoder, train_sessions
+    from training.recommender import RetrievalParams
+
+    artifacts_dir, train, test = trained
+    artifacts = load_artifacts(artifacts_dir)
+    index = artifacts.track_index
+    sessions, targets = replay_sessions(test, index, max_sessions=40)
+    plays, heard, _ = baseline_prefixes(sessions, index, 200)
+    lists = replay_encoder(
+        artifacts_dir, "mean", sessions, {"mean": RetrievalParams(top_k=20)}, len(targets),
+        index_type="flat", progress=False,
+    )["mean"]
+    pop = make_baseline("pop", len(artifacts.tracks)).fit(train_sessions(train, index))
+    base = pop.recommend(plays, heard, 20)
+    cold = [i for i, p in enumerate(plays) if not p]
+    assert np.array_equal(base[cold], lists[cold])
+    for row, h in zip(lists, heard, strict=True):
+        assert not set(row.tolist()) & set(h)
+
+
+def test_prefix_protocol(trained: tuple[Path, list, list]) -> None:
+    _, _, test = trained
+    index = {e.track_id: i for i, e in enumerate({e.track_id: e for e in test}.values())}
+    sessions, targets = replay_sessions(test, index)
+    assert len(targets) == sum(len(s.evaluated) for s in sessions)
+    for s in sessions:
+        for t in s.evaluated:
+            assert s.is_play[t + 1]  # only prefixes followed by a play
+    plays, heard, already = baseline_prefixes(sessions, index, 200)
+    assert len(plays) == len(heard) == len(already) == len(targets)
+    assert all(set(p) <= set(h) for p, h in zip(plays, heard, strict=True))
+    limited, _ = replay_sessions(test, index, max_prefixes=10)
+    assert len(limited[0].evaluated) <= 10 and sum(len(s.evaluated) for s in limited) == 10

@@ -1,0 +1,434 @@
+"""Offline next-track evaluation of the learned encoders against strong baselines.
+
+Protocol (recorded in every report under ``protocol``):
+
+- Test sessions are replayed event by event, all sessions together in *waves* (the t-th
+  event of every session at once), exactly as the worker sees them.
+- After each event ``t`` (a play or a skip), if event ``t + 1`` is a **play**, the prefix
+  ``0..t`` is evaluated and the target is event ``t + 1``'s track. Prefixes followed by a
+  skip are not evaluated (a skipped track is not a relevant next track), but every skip is
+  part of later prefixes as a *heard* track.
+- Every model answers ``max(ks)`` items under the worker's rules: heard tracks (plays AND
+  skips, the last ``history_limit`` events) are excluded, and a prefix without a known play
+  gets the most popular tracks. A target the catalog does not know, or one already heard in
+  the session (so excluded), is a miss for every model.
+- Encoders (``mean``, ``lstm``, ``transformer``) run through the worker's own code path:
+  :func:`training.recommender.load_model`, ``encoder.step`` on known plays only, and
+  :func:`training.recommender.rank_sessions` (same index, fusion, content query, exclusion).
+  Extra fusion methods (e.g. ``cf_only``) add models named ``<encoder>+<method>``.
+- Baselines (:mod:`training.baselines`) are fitted on the training events only (plays,
+  sessions ordered by start); their neighbourhood sizes are picked on a validation slice of
+  the newest training sessions (:func:`training.baselines.tune_baseline`), never on test.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from tqdm.auto import tqdm
+
+from schemas.play import PlayEvent
+from training.artifacts import load_artifacts
+from training.baselines import BaselineName, make_baseline, tune_baseline
+from training.errors import DataError
+from training.io import read_events, sessions_from_events
+from training.metrics import PAD, next_item_metrics, ranks_in_lists
+from training.recommender import RetrievalParams, load_model, rank_sessions
+
+log = logging.getLogger(__name__)
+
+EventsInput = str | os.PathLike[str] | Sequence[PlayEvent]
+DEFAULT_BASELINES: tuple[BaselineName, ...] = ("pop", "itemknn", "sknn", "vsknn")
+#: The worker's default ``session_history`` (heard/plays lists kept per session).
+HISTORY_LIMIT = 200
+#: Sessions ranked per ``rank_sessions`` call.
+_RANK_BATCH = 2048
+
+
+@dataclass
+class ReplaySession:
+    """One held-out session: per event the item index (``-1`` unknown), play flag, track id."""
+
+    items: np.ndarray
+    is_play: np.ndarray
+    track_ids: list[str]
+    evaluated: list[int] = field(default_factory=list)  # event positions t evaluated
+    first_prefix: int = 0  # id of the first evaluated prefix
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics per model, the protocol, the data and the timings (all JSON-serialisable)."""
+
+    models: dict[str, dict[str, float]]
+    protocol: dict[str, Any]
+    data: dict[str, Any]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": self.models,
+            "protocol": self.protocol,
+            "data": self.data,
+            "seconds": self.seconds,
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the report as indented JSON; returns the path."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+        return out
+
+    def table(self, ks: Sequence[int] | None = None) -> str:
+        """A plain-text table: HR/MRR/NDCG per k, then coverage and mean popularity at max k."""
+        ks = list(ks or self.protocol.get("ks", (20,)))
+        top = max(ks)
+        cols = [f"{m}@{k}" for k in ks for m in ("hr", "mrr", "ndcg")]
+        cols += [f"coverage@{top}", f"popularity@{top}"]
+        width = max([len("model"), *(len(n) for n in self.models)])
+        lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>{max(len(c), 8)}}" for c in cols)]
+        for name, metrics in self.models.items():
+            cells = []
+            for c in cols:
+                value = metrics.get(c, float("nan"))
+                fmt = "{:.1f}" if c.startswith("popularity") else "{:.4f}"
+                cells.append(f"{fmt.format(value):>{max(len(c), 8)}}")
+            lines.append(f"{name:<{width}}  " + "  ".join(cells))
+        return "\n".join(lines)
+
+
+def _load_events(events: EventsInput) -> list[PlayEvent]:
+    if isinstance(events, str | os.PathLike):
+        return read_events(events)
+    return list(events)
+
+
+def _ordered_sessions(events: Sequence[PlayEvent]) -> list[list[PlayEvent]]:
+    """Sessions (events in time order), ordered by their first event's ``ts`` (stable)."""
+    sessions = list(sessions_from_events(events).values())
+    return sorted(sessions, key=lambda s: s[0].ts)
+
+
+def train_sessions(events: Sequence[PlayEvent], track_index: dict[str, int]) -> list[list[int]]:
+    """Training sessions for the baselines: known played item indices, oldest session first."""
+    out = []
+    for session in _ordered_sessions(events):
+        items = [track_index.get(e.track_id) for e in session if e.event_type == "play"]
+        known = [i for i in items if i is not None]
+        if known:
+            out.append(known)
+    return out
+
+
+def replay_sessions(
+    events: Sequence[PlayEvent],
+    track_index: dict[str, int],
+    *,
+    max_sessions: int | None = None,
+    max_prefixes: int | None = None,
+    seed: int = 0,
+) -> tuple[list[ReplaySession], np.ndarray]:
+    """Test sessions (a seeded sample of ``max_sessions``, kept in time order) with their
+    evaluated positions, and the targets ``(n_prefixes,)`` (item index, ``-1`` unknown).
+    With ``max_prefixes``, evaluation stops after that many prefixes (sessions still replay)."""
+    ordered = _ordered_sessions(events)
+    if max_sessions is not None and len(ordered) > max_sessions:
+        keep = np.random.default_rng(seed).choice(len(ordered), max_sessions, replace=False)
+        ordered = [ordered[i] for i in np.sort(keep)]
+    out: list[ReplaySession] = []
+    targets: list[int] = []
+    for session in ordered:
+        items = np.asarray([track_index.get(e.track_id, -1) for e in session], dtype=np.int64)
+        is_play = np.asarray([e.event_type == "play" for e in session], dtype=bool)
+        test = ReplaySession(items, is_play, [e.track_id for e in session], first_prefix=len(targets))
+        for t in range(len(session) - 1):
+            if max_prefixes is not None and len(targets) >= max_prefixes:
+                break
+            if is_play[t + 1]:
+                test.evaluated.append(t)
+                targets.append(int(items[t + 1]))
+        out.append(test)
+    return out, np.asarray(targets, dtype=np.int64)
+
+
+def _remember(heard: list[str], plays: list[str], track: str, played: bool, limit: int) -> None:
+    """``streams.state.SessionState.remember``: bounded lists of heard and played tracks."""
+    heard.append(track)
+    if len(heard) > limit:
+        del heard[: len(heard) - limit]
+    if played:
+        plays.append(track)
+        if len(plays) > limit:
+            del plays[: len(plays) - limit]
+
+
+def baseline_prefixes(
+    sessions: Sequence[ReplaySession], track_index: dict[str, int], history_limit: int
+) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
+    """Per evaluated prefix (in prefix-id order): known played items, known heard items (the
+    worker's bounded lists), and whether the target was already heard."""
+    plays_out: list[list[int]] = []
+    heard_out: list[list[int]] = []
+    already: list[bool] = []
+    for s in sessions:
+        heard: list[str] = []
+        plays: list[str] = []
+        wanted = set(s.evaluated)
+        for t in range(len(s.track_ids)):
+            _remember(heard, plays, s.track_ids[t], bool(s.is_play[t]), history_limit)
+            if t in wanted:
+                heard_idx = [i for i in (track_index.get(x) for x in heard) if i is not None]
+                plays_out.append([i for i in (track_index.get(x) for x in plays) if i is not None])
+                heard_out.append(heard_idx)
+                already.append(int(s.items[t + 1]) in set(heard_idx))
+    return plays_out, heard_out, np.asarray(already, dtype=bool)
+
+
+def replay_encoder(
+    artifacts_dir: Path,
+    encoder_name: str,
+    sessions: Sequence[ReplaySession],
+    variants: dict[str, RetrievalParams],
+    n_prefixes: int,
+    *,
+    index_type: str = "hnsw",
+    history_limit: int = HISTORY_LIMIT,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Replay the test sessions through the worker's code path; returns, per variant name,
+    the ``(n_prefixes, top_k)`` recommended item indices (padded with ``PAD``)."""
+    model = load_model(artifacts_dir, encoder_name, index_type=index_type)
+    encoder, index = model.encoder, model.track_index
+    k = max(p.top_k for p in variants.values())
+    lists = {name: np.full((n_prefixes, k), PAD, dtype=np.int64) for name in variants}
+    states = [encoder.initial_state() for _ in sessions]
+    heard: list[list[str]] = [[] for _ in sessions]
+    plays: list[list[str]] = [[] for _ in sessions]
+    evaluated = [set(s.evaluated) for s in sessions]
+    offsets = [{t: s.first_prefix + j for j, t in enumerate(s.evaluated)} for s in sessions]
+    length = max((len(s.track_ids) for s in sessions), default=0)
+    for t in tqdm(range(length), desc=encoder_name, unit="wave", disable=not progress):
+        active = [r for r, s in enumerate(sessions) if len(s.track_ids) > t]
+        step_rows = [r for r in active if sessions[r].is_play[t] and sessions[r].items[t] >= 0]
+        if step_rows:
+            items = np.asarray([sessions[r].items[t] for r in step_rows], dtype=np.int64)
+            for r, new in zip(step_rows, encoder.step([states[r] for r in step_rows], items)):
+                states[r] = new
+        for r in active:
+            s = sessions[r]
+            _remember(heard[r], plays[r], s.track_ids[t], bool(s.is_play[t]), history_limit)
+        rows = [r for r in active if t in evaluated[r]]
+        for start in range(0, len(rows), _RANK_BATCH):
+            chunk = rows[start : start + _RANK_BATCH]
+            pids = [offsets[r][t] for r in chunk]
+            for name, params in variants.items():
+                ranked = rank_sessions(
+                    model,
+                    [states[r] for r in chunk],
+                    [plays[r] for r in chunk],
+                    [heard[r] for r in chunk],
+                    params,
+                )
+                for pid, items_ in zip(pids, ranked, strict=True):
+                    idx = [index[it.track_id] for it in items_[:k]]
+                    lists[name][pid, : len(idx)] = idx
+    return lists
+
+
+def evaluate(
+    artifacts_dir: str | os.PathLike[str],
+    train_events: EventsInput,
+    test_events: EventsInput,
+    ks: Sequence[int] = (5, 10, 20),
+    encoders: Sequence[str] | None = None,
+    baselines: Sequence[BaselineName] = DEFAULT_BASELINES,
+    max_prefixes: int | None = None,
+    progress: bool = True,
+    *,
+    max_sessions: int | None = None,
+    params: RetrievalParams | None = None,
+    extra_fusion: Sequence[str] = (),
+    index_type: str = "hnsw",
+    tune: bool = True,
+    history_limit: int = HISTORY_LIMIT,
+    threads: int = 2,
+    seed: int = 0,
+) -> EvaluationReport:
+    """Evaluate every encoder of ``artifacts_dir`` (or ``encoders``) and the ``baselines`` on
+    next-track prediction over the held-out sessions (see the module docstring).
+
+    ``params`` are the worker's retrieval parameters (default: the worker's defaults);
+    ``top_k`` is replaced by ``max(ks)``. ``extra_fusion`` adds ``<encoder>+<method>`` models.
+    """
+    started = time.perf_counter()
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    if not ks or ks[0] < 1:
+        raise DataError(f"ks must be positive cut-offs, got {ks}")
+    top_k = ks[-1]
+    _set_threads(threads)
+    artifacts_dir = Path(artifacts_dir)
+    artifacts = load_artifacts(artifacts_dir)
+    index, n_items = artifacts.track_index, len(artifacts.tracks)
+    names = list(encoders) if encoders is not None else artifacts.encoder_names
+    base = params or RetrievalParams()
+    base = RetrievalParams(**{**base.__dict__, "top_k": top_k})
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    train = _load_events(train_events)
+    test = _load_events(test_events)
+    fit_sessions = train_sessions(train, index)
+    sessions, targets = replay_sessions(
+        test, index, max_sessions=max_sessions, max_prefixes=max_prefixes, seed=seed
+    )
+    plays_b, heard_b, already = baseline_prefixes(sessions, index, history_limit)
+    seconds["load_data"] = time.perf_counter() - t0
+    if not len(targets):
+        raise DataError("no test prefix to evaluate (no session has a play after its first event)")
+    log.info("evaluating %d prefixes of %d test sessions", len(targets), len(sessions))
+
+    popularity = artifacts.popularity
+    models: dict[str, dict[str, float]] = {}
+    tuning: dict[str, Any] = {}
+    chosen: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, lists: np.ndarray) -> None:
+        ranks = ranks_in_lists(lists, targets)
+        models[name] = next_item_metrics(ranks, lists, ks, n_items, popularity)
+
+    for name in baselines:
+        t0 = time.perf_counter()
+        if tune:
+            result = tune_baseline(name, fit_sessions, n_items, k=top_k, seed=seed)
+            chosen[name], tuning[name] = result.best, result.to_dict()
+        else:
+            chosen[name] = {}
+        model = make_baseline(name, n_items, **chosen[name]).fit(fit_sessions)
+        lists = np.full((len(targets), top_k), PAD, dtype=np.int64)
+        step = 4096
+        bar = tqdm(total=len(targets), desc=name, unit="prefix", disable=not progress)
+        for start in range(0, len(targets), step):
+            stop = min(start + step, len(targets))
+            out = model.recommend(plays_b[start:stop], heard_b[start:stop], top_k)
+            lists[start:stop, : out.shape[1]] = out
+            bar.update(stop - start)
+        bar.close()
+        chosen[name] = model.params()
+        record(name, lists)
+        seconds[name] = time.perf_counter() - t0
+
+    variants = {"": base}
+    for method in extra_fusion:
+        variants[f"+{method}"] = RetrievalParams(**{**base.__dict__, "fusion_method": method})
+    for name in names:
+        t0 = time.perf_counter()
+        out = replay_encoder(
+            artifacts_dir,
+            name,
+            sessions,
+            {f"{name}{suffix}": p for suffix, p in variants.items()},
+            len(targets),
+            index_type=index_type,
+            history_limit=history_limit,
+            progress=progress,
+        )
+        for variant, lists in out.items():
+            record(variant, lists)
+        seconds[name] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+
+    n_test_events = sum(len(s.track_ids) for s in sessions)
+    protocol = {
+        "task": "next played track after every event of held-out sessions",
+        "ks": list(ks),
+        "target": "the track of the next event when it is a play; prefixes followed by a "
+        "skip are not evaluated; unknown or already-heard targets are misses",
+        "prefix": "every event so far (plays and skips); encoders step on known plays only",
+        "exclusion": f"every track heard so far (plays and skips, last {history_limit} events)",
+        "no_play_fallback": "most popular training tracks",
+        "retrieval": {**base.__dict__, "genre_filter": [], "mood_filter": []},
+        "index_type": index_type,
+        "extra_fusion": list(extra_fusion),
+        "baselines": chosen,
+        "baseline_tuning": tuning,
+        "baseline_fill": "lists are filled with the most popular unheard tracks",
+        "seed": seed,
+    }
+    data = {
+        "artifacts": str(artifacts_dir),
+        "model_version": artifacts.model_version,
+        "n_items": n_items,
+        "train_events": _describe(train_events, len(train)),
+        "test_events": _describe(test_events, len(test)),
+        "n_train_sessions": len(fit_sessions),
+        "n_test_sessions": len(sessions),
+        "n_test_events_replayed": n_test_events,
+        "n_prefixes": int(len(targets)),
+        "n_unknown_targets": int((targets < 0).sum()),
+        "n_already_heard_targets": int(already.sum()),
+        "n_prefixes_without_play": int(sum(1 for p in plays_b if not p)),
+        "max_sessions": max_sessions,
+        "max_prefixes": max_prefixes,
+    }
+    seconds = {k: round(v, 2) for k, v in seconds.items()}
+    return EvaluationReport(models=models, protocol=protocol, data=data, seconds=seconds)
+
+
+def _describe(source: EventsInput, n: int) -> dict[str, Any]:
+    path = str(source) if isinstance(source, str | os.PathLike) else None
+    return {"file": path, "n_events": n}
+
+
+def _set_threads(threads: int) -> None:
+    """Bound torch and FAISS threads (the machine is shared)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, threads))
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+
+
+def write_chart(
+    report: EvaluationReport, path: str | os.PathLike[str], k: int | None = None
+) -> Path:
+    """A grouped bar chart (PNG, Agg backend) of HR@k, MRR@k and NDCG@k per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = k or max(report.protocol.get("ks", [20]))
+    names = list(report.models)
+    metrics = [f"hr@{k}", f"mrr@{k}", f"ndcg@{k}"]
+    x = np.arange(len(names))
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.5))
+    for j, metric in enumerate(metrics):
+        values = [report.models[n].get(metric, 0.0) for n in names]
+        bars = ax.bar(x + (j - 1) * width, values, width, label=metric.upper())
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("score")
+    n_prefixes = report.data.get("n_prefixes", "?")
+    ax.set_title(f"Next-track prediction, {n_prefixes} test prefixes (@{k})")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
