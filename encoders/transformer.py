@@ -97,10 +97,20 @@ class CausalBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, T, D)``, ``mask`` ``(B, 1, T, T)`` -> ``(B, T, D)``."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, query_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x`` ``(B, T, D)``, ``mask`` ``(B, 1, T, T)`` -> ``(B, T, D)``.
+
+        With ``query_index`` ``(B,)`` only that position of each row is computed (keys and
+        values still cover the whole row): ``(B, 1, D)``. Used for the last block at inference.
+        """
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
+        if query_index is not None:
+            rows = torch.arange(b, device=x.device)
+            x, q = x[rows, query_index][:, None], q[rows, query_index][:, None]
+            mask = mask[rows, :, query_index][:, :, None]
         att = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -108,7 +118,7 @@ class CausalBlock(nn.Module):
             attn_mask=mask,
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
-        x = x + self.dropout(self.attn_out(att.transpose(1, 2).reshape(b, t, d)))
+        x = x + self.dropout(self.attn_out(att.transpose(1, 2).reshape(b, q.shape[1], d)))
         return x + self.dropout(self.ffn(self.ln2(x)))
 
 
@@ -156,17 +166,30 @@ class SasRecModel(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Query vectors ``(B, T, emb_dim)`` for every prefix of right-padded ``inputs``."""
+        x, mask = self._embed(inputs)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_ln(x)
+
+    def last_outputs(self, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Query vectors ``(B, emb_dim)`` at position ``last[b]`` of each row only.
+
+        Equals ``forward(inputs)[arange(B), last]``; the last block computes one query row.
+        """
+        x, mask = self._embed(inputs)
+        for block in self.blocks[:-1]:
+            x = block(x, mask)
+        return self.final_ln(self.blocks[-1](x, mask, query_index=last)[:, 0])
+
+    def _embed(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings ``(B, T, D)`` (zero at padding) and the attention mask."""
         t = inputs.shape[1]
         if t > self.config.max_len:
             raise EncoderError(f"sequence length {t} exceeds max_len {self.config.max_len}")
         valid = inputs != self.pad_index
         pos = torch.arange(t, device=inputs.device)
         x = self.item_emb(inputs) * math.sqrt(self.config.emb_dim) + self.pos_emb(pos)[None]
-        x = self.emb_dropout(x) * valid[..., None]
-        mask = attention_mask(valid)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.final_ln(x)
+        return self.emb_dropout(x) * valid[..., None], attention_mask(valid)
 
 
 def windows_to_inputs(windows: np.ndarray, pad_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,9 +265,8 @@ class TransformerEncoder:
         if rows.size == 0:
             return out
         with torch.inference_mode():
-            hidden = self.model(torch.from_numpy(inputs[rows]))
             last = torch.from_numpy(counts[rows] - 1)
-            out[rows] = hidden[torch.arange(rows.size), last].numpy()
+            out[rows] = self.model.last_outputs(torch.from_numpy(inputs[rows]), last).numpy()
         return out
 
     def item_vectors(self) -> np.ndarray:

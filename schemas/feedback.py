@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 import orjson
 
-from schemas.validation import DEFAULT_MAX_BYTES, check_schema, choice, decode_object, req_int, req_str
+from schemas.validation import (
+    DEFAULT_MAX_BYTES,
+    check_schema,
+    choice,
+    decode_object,
+    req_int,
+    req_str,
+)
 
 FEEDBACK_SCHEMA = "feedback/v1"
 FeedbackKind = Literal["like", "dislike", "skip"]

@@ -140,9 +140,7 @@ def register(worker: NextTrackWorker) -> None:
     """Install the guard on the worker's web application (before it starts)."""
     settings = worker.settings
     limiter = RateLimiter(settings.http_rate_limit, settings.rate_limit_window)
-    worker.app.web.web_app.middlewares.append(
-        build_middleware(settings, worker.metrics, limiter)
-    )
+    worker.app.web.web_app.middlewares.append(build_middleware(settings, worker.metrics, limiter))
     log.debug(
         "web guard: auth %s, metrics public %s, status public %s, %d requests per %gs",
         "on" if settings.enable_auth else "off",

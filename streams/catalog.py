@@ -96,8 +96,8 @@ class CatalogAgent:
         for (event, _), exc in failed:
             deliveries.append(await self._dead_letter(exc, event))
         for event, track in (item for item, _ in done):
-            with event_context(event):
-                self.table[track.track_id.encode("utf-8")] = track.to_bytes()
+            with event_context(event):  # the record as received: it parses again on recovery
+                self.table[track.track_id.encode("utf-8")] = as_bytes(event.value)
         await asyncio.gather(*deliveries)
         if done:
             topic = self.worker.settings.topic_tracks

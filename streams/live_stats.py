@@ -45,8 +45,8 @@ class RollingCounter:
     def count(self, now: float, seconds: float) -> int:
         """Events counted in the last ``seconds`` seconds (at most the horizon)."""
         self._expire(now)
-        since = now - min(seconds, self.horizon)
-        return sum(n for second, n in self._slots if second + 1 > since)
+        since = int(now) - min(seconds, self.horizon)  # whole seconds, the current one included
+        return sum(n for second, n in self._slots if second > since)
 
     def rate(self, now: float, seconds: float) -> float:
         """Events per second over the last ``seconds`` seconds."""
@@ -54,8 +54,8 @@ class RollingCounter:
         return self.count(now, seconds) / seconds if seconds > 0 else 0.0
 
     def _expire(self, now: float) -> None:
-        oldest = now - self.horizon
-        while self._slots and self._slots[0][0] + 1 <= oldest:
+        oldest = int(now) - self.horizon
+        while self._slots and self._slots[0][0] <= oldest:
             self._slots.popleft()
 
 

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     #: Dead letters of the ``tracks`` topic (invalid catalog records).
     topic_tracks_dlq: str = "tracks-dlq"
     topic_feedback: str = "feedback"
+    #: Dead letters of the ``feedback`` topic (invalid feedback events).
+    topic_feedback_dlq: str = "feedback-dlq"
     topic_partitions: int = Field(4, ge=1, le=1024)
 
     # Worker

@@ -9,7 +9,8 @@ publish (``recommendation/v1``, ``similar-tracks/v1``), computed by the same
 
 Status codes: ``200`` answer; ``400`` invalid input, body
 ``{"error": message, "reason": code, "field": name}`` naming the failing field; ``404`` unknown
-track (similar-tracks); ``413`` body larger than ``MAX_EVENT_BYTES``; ``500`` unexpected failure.
+track (similar-tracks); ``413`` body larger than ``MAX_EVENT_BYTES``; ``503`` the worker has
+not finished its first table recovery yet (retry); ``500`` unexpected failure.
 
 A session id is looked up in this worker's ``sessions`` table outside any stream event, where
 the stores search every partition this worker holds (RocksDB falls back to all partition DBs).
@@ -73,6 +74,12 @@ def register(worker: NextTrackWorker) -> None:
     app.page(SIMILAR_TRACKS_PATH, name="nexttrack.similar-tracks")(SimilarTracksView)
 
 
+def unavailable() -> tuple[int, dict[str, Any]]:
+    """``503`` while the worker has not finished its first table recovery."""
+    body = {"error": "the worker is starting (recovering its tables); retry"}
+    return 503, {**body, "reason": "unavailable", "field": None}
+
+
 def error_body(exc: SchemaError) -> tuple[int, dict[str, Any]]:
     """HTTP status and JSON body for a rejected request."""
     status = _STATUS.get(exc.reason, 400)
@@ -86,8 +93,16 @@ class WebApi:
         self.worker = worker
         self.handler = handler or RequestHandler(worker.engine)
 
+    def ready(self) -> bool:
+        """Whether Faust finished its first table recovery (and with it the live catalog's
+        re-application): before that, answers could miss catalog changes or sessions."""
+        recovery = getattr(self.worker.app.tables, "recovery", None)
+        return recovery is None or recovery.completed.is_set()
+
     async def recommendations(self, request: Request) -> tuple[int, dict[str, Any]]:
         """Status and body for ``POST /recommendations``."""
+        if not self.ready():
+            return unavailable()
         try:
             obj = await self._read_object(request, RECOMMENDATION_REQUEST_SCHEMA)
             req = RecommendationRequest.from_dict(obj)
@@ -106,6 +121,8 @@ class WebApi:
 
     async def similar_tracks(self, request: Request) -> tuple[int, dict[str, Any]]:
         """Status and body for ``POST /similar-tracks``."""
+        if not self.ready():
+            return unavailable()
         try:
             obj = await self._read_object(request, SIMILAR_TRACKS_REQUEST_SCHEMA)
             req = SimilarTracksRequest.from_dict(obj)

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from training.baselines import make_baseline
 from training.evaluate import (
     EvaluationReport,
     baseline_prefixes,
@@ -14,7 +15,6 @@ from training.evaluate import (
     replay_sessions,
     write_chart,
 )
-from training.baselines import make_baseline
 from training.generate import GeneratorConfig, generate, write_dataset
 from training.lightfm_model import TrainingConfig
 from training.pipeline import PipelineConfig, train_artifacts
@@ -104,8 +104,13 @@ def test_pop_baseline_equals_worker_popularity_fallback(trained: tuple[Path, lis
     sessions, targets = replay_sessions(test, index, max_sessions=40)
     plays, heard, _ = baseline_prefixes(sessions, index, 200)
     lists = replay_encoder(
-        artifacts_dir, "mean", sessions, {"mean": RetrievalParams(top_k=20)}, len(targets),
-        index_type="flat", progress=False,
+        artifacts_dir,
+        "mean",
+        sessions,
+        {"mean": RetrievalParams(top_k=20)},
+        len(targets),
+        index_type="flat",
+        progress=False,
     )["mean"]
     pop = make_baseline("pop", len(artifacts.tracks)).fit(train_sessions(train, index))
     base = pop.recommend(plays, heard, 20)

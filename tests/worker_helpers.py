@@ -29,11 +29,22 @@ class StreamEnv:
             "BATCH_TIMEOUT_MS": "20",
             "LOG_LEVEL": "INFO",
         }
+        #: Topics of the request and live-catalog features (unique per run too).
+        feature_topics = {
+            "TOPIC_REQUESTS": f"requests-{run}",
+            "TOPIC_SIMILAR_REQUESTS": f"similar-requests-{run}",
+            "TOPIC_SIMILAR_TRACKS": f"similar-tracks-{run}",
+            "TOPIC_REQUESTS_DLQ": f"requests-dlq-{run}",
+            "TOPIC_TRACKS": f"tracks-{run}",
+            "TOPIC_TRACKS_DLQ": f"tracks-dlq-{run}",
+        }
+        self.env.update(feature_topics)
         self.settings: Settings = load_settings(
             kafka_bootstrap_servers=bootstrap,
             topic_plays=self.env["TOPIC_PLAYS"],
             topic_recommendations=self.env["TOPIC_RECOMMENDATIONS"],
             topic_plays_dlq=self.env["TOPIC_PLAYS_DLQ"],
+            **{name.lower(): topic for name, topic in feature_topics.items()},
         )
         asyncio.run(
             ensure_topics(
@@ -42,6 +53,7 @@ class StreamEnv:
                     self.env["TOPIC_PLAYS"],
                     self.env["TOPIC_RECOMMENDATIONS"],
                     self.env["TOPIC_PLAYS_DLQ"],
+                    *feature_topics.values(),
                 ],
             )
         )

@@ -112,6 +112,7 @@ class TrainingReport:
     val_loss: list[float] = field(default_factory=list)
     val_hr: list[float] = field(default_factory=list)
     val_mrr: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
     eval_k: int = 20
     best_val_loss: float | None = None
     best_val_hr: float | None = None
@@ -345,6 +346,7 @@ def _fit(
     bad_epochs = 0
     n_batches = count_batches(len(train), config.batch_size)
     for epoch in range(1, config.epochs + 1):
+        epoch_started = time.perf_counter()
         model.train()
         loss_sum, loss_count = 0.0, 0
         bar = tqdm(
@@ -383,6 +385,7 @@ def _fit(
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
         report.train_loss.append(loss_sum / max(loss_count, 1))
+        report.epoch_seconds.append(time.perf_counter() - epoch_started)
         report.epochs_run = epoch
         if not val:
             bar.close()

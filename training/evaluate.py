@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,9 @@ def replay_sessions(
     for session in ordered:
         items = np.asarray([track_index.get(e.track_id, -1) for e in session], dtype=np.int64)
         is_play = np.asarray([e.event_type == "play" for e in session], dtype=bool)
-        test = ReplaySession(items, is_play, [e.track_id for e in session], first_prefix=len(targets))
+        test = ReplaySession(
+            items, is_play, [e.track_id for e in session], first_prefix=len(targets)
+        )
         for t in range(len(session) - 1):
             if max_prefixes is not None and len(targets) >= max_prefixes:
                 break
@@ -221,7 +223,8 @@ def replay_encoder(
         step_rows = [r for r in active if sessions[r].is_play[t] and sessions[r].items[t] >= 0]
         if step_rows:
             items = np.asarray([sessions[r].items[t] for r in step_rows], dtype=np.int64)
-            for r, new in zip(step_rows, encoder.step([states[r] for r in step_rows], items)):
+            stepped = encoder.step([states[r] for r in step_rows], items)
+            for r, new in zip(step_rows, stepped, strict=True):
                 states[r] = new
         for r in active:
             s = sessions[r]
@@ -280,7 +283,7 @@ def evaluate(
     index, n_items = artifacts.track_index, len(artifacts.tracks)
     names = list(encoders) if encoders is not None else artifacts.encoder_names
     base = params or RetrievalParams()
-    base = RetrievalParams(**{**base.__dict__, "top_k": top_k})
+    base = replace(base, top_k=top_k)
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -328,7 +331,7 @@ def evaluate(
 
     variants = {"": base}
     for method in extra_fusion:
-        variants[f"+{method}"] = RetrievalParams(**{**base.__dict__, "fusion_method": method})
+        variants[f"+{method}"] = replace(base, fusion_method=method)
     for name in names:
         t0 = time.perf_counter()
         out = replay_encoder(
@@ -355,7 +358,7 @@ def evaluate(
         "prefix": "every event so far (plays and skips); encoders step on known plays only",
         "exclusion": f"every track heard so far (plays and skips, last {history_limit} events)",
         "no_play_fallback": "most popular training tracks",
-        "retrieval": {**base.__dict__, "genre_filter": [], "mood_filter": []},
+        "retrieval": asdict(base),
         "index_type": index_type,
         "extra_fusion": list(extra_fusion),
         "baselines": chosen,

@@ -22,6 +22,7 @@ from schemas.track import Track, read_catalog
 from training.artifacts import new_model_version, write_artifacts
 from training.content import ContentFeaturizer
 from training.errors import DataError
+from training.index_check import check_index_recall
 from training.io import read_events, sessions_from_events
 from training.lightfm_model import TrainingConfig, interaction_matrix, train_lightfm
 
@@ -39,6 +40,8 @@ class PipelineConfig:
     encoder_training: Any = None  # training.encoder_training.EncoderTrainingConfig
     mean_decay: float = 1.0
     progress: bool = True
+    #: ANN index kind whose recall@10 on session queries is recorded in the manifest.
+    index_type: str = "hnsw"
 
 
 @dataclass
@@ -122,6 +125,12 @@ def train_artifacts(
         progress=config.progress,
     )
 
+    index_report = check_index_recall(
+        cf.item_vectors,
+        data.sessions,
+        config.index_type,  # type: ignore[arg-type]
+        decay=config.mean_decay,
+    )
     reports: dict[str, Any] = {}
 
     def write_encoders(encoders_dir: Path) -> dict[str, Any]:
@@ -169,6 +178,7 @@ def train_artifacts(
             "n_sessions": len(data.sessions),
             "n_unknown_track_events": data.n_unknown,
         },
+        "index": index_report,
     }
     out = write_artifacts(
         out_dir,

@@ -38,8 +38,6 @@ def register(app: typer.Typer) -> None:
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
         """Run the streaming worker: plays in, one recommendation per valid event out."""
-        from streams.runner import run_worker
-
         overrides: dict[str, object] = {"artifacts_dir": artifacts, "web_port": web_port}
         if encoder:
             overrides["encoder"] = encoder
@@ -47,7 +45,11 @@ def register(app: typer.Typer) -> None:
             overrides["data_dir"] = data_dir
         if store not in ("rocksdb", "memory"):
             raise typer.BadParameter("--store must be rocksdb or memory")
-        run_worker(settings_for(bootstrap_servers, **overrides), table_store=store)  # type: ignore[arg-type]
+        # Settings first: an invalid variable fails fast, before the heavy imports.
+        settings = settings_for(bootstrap_servers, **overrides)
+        from streams.runner import run_worker
+
+        run_worker(settings, table_store=store)  # type: ignore[arg-type]
 
     @app.command()
     def demo(

@@ -1,0 +1,334 @@
+"""Operating the worker over HTTP, on Faust's own web server (``WEB_PORT``):
+
+``/metrics``
+    Prometheus text format of the worker's registry (:class:`streams.metrics.WorkerMetrics`).
+``/health``
+    ``{"status": "ok", "checks": {...}}`` with 200 when the broker answers a metadata request
+    (probed at most every :data:`BROKER_PROBE_TTL` seconds), a model is loaded and the
+    consumer lag of this worker's input partitions is within ``MAX_LAG_HEALTHY``; else 503
+    with ``"failing": [names]``. Always open (no API key) for load balancers.
+``/status`` and ``/status.json``
+    A page for people (no external assets; it fetches ``status.json`` every
+    :data:`REFRESH_SECONDS` s): throughput, latency percentiles from the worker's rolling
+    window, lag, sessions, model, A/B figures, configuration (secrets masked).
+
+Two timers keep the figures fresh: consumer lag per assigned partition (``highwater`` minus
+the committed offset, or the fetch position before the first commit) every
+:data:`LAG_REFRESH_SECONDS` s, and the number of stored sessions every
+:data:`SESSIONS_REFRESH_SECONDS` s (counting RocksDB keys is a scan, so it stays off the
+play path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.kafka_config import aiokafka_kwargs
+from streams.settings import Settings
+from streams.status_page import STATUS_HTML
+
+if TYPE_CHECKING:
+    from streams.app import NextTrackWorker
+
+log = logging.getLogger(__name__)
+
+BROKER_PROBE_TTL = 2.0
+BROKER_PROBE_TIMEOUT = 2.0
+LAG_REFRESH_SECONDS = 2.0
+SESSIONS_REFRESH_SECONDS = 5.0
+REFRESH_SECONDS = 1.5
+
+Check = tuple[bool, Any]
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def health_report(checks: Mapping[str, Check]) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for named checks ``{name: (ok, detail)}``."""
+    failing = [name for name, (ok, _) in checks.items() if not ok]
+    body: dict[str, Any] = {
+        "status": "fail" if failing else "ok",
+        "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+    }
+    if failing:
+        body["failing"] = failing
+    return (503 if failing else 200), body
+
+
+def partition_lag(highwater: int | None, committed: int | None, position: int | None) -> int | None:
+    """Messages behind the end of a partition: from the committed offset (what a restart
+    would resume from), else the fetch position; ``None`` when the end is not known yet."""
+    if highwater is None:
+        return None
+    done = committed if committed is not None else position
+    if done is None:
+        return None
+    return max(0, highwater - done)
+
+
+@dataclass
+class LagView:
+    """The last lag figures of this worker's input partitions."""
+
+    partitions: dict[tuple[str, int], int] = field(default_factory=dict)
+    updated: float | None = None  # monotonic time of the last refresh
+
+    @property
+    def total(self) -> int:
+        return sum(self.partitions.values())
+
+    @property
+    def worst(self) -> int:
+        return max(self.partitions.values(), default=0)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "max": self.worst,
+            "partitions": [
+                {"topic": t, "partition": p, "lag": lag}
+                for (t, p), lag in sorted(self.partitions.items())
+            ],
+            "age_seconds": None if self.updated is None else round(now - self.updated, 1),
+        }
+
+
+# -- broker probe ---------------------------------------------------------------------------
+
+
+class BrokerProbe:
+    """Whether the cluster answers a metadata request, cached for ``ttl`` seconds; concurrent
+    callers share one probe. Uses the worker's Kafka security settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ttl: float = BROKER_PROBE_TTL,
+        timeout: float = BROKER_PROBE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.ttl = ttl
+        self.timeout = timeout
+        self.clock = clock
+        self._result: Check | None = None
+        self._at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    async def check(self) -> Check:
+        if self._fresh():
+            assert self._result is not None
+            return self._result
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._fresh():
+                self._result = await self.probe()
+                self._at = self.clock()
+        assert self._result is not None
+        return self._result
+
+    def _fresh(self) -> bool:
+        return self._result is not None and self.clock() - self._at < self.ttl
+
+    async def probe(self) -> Check:
+        """One metadata request (a fresh connection, closed afterwards)."""
+        from aiokafka.client import AIOKafkaClient
+
+        started = time.perf_counter()
+        client = AIOKafkaClient(
+            **aiokafka_kwargs(self.settings),
+            request_timeout_ms=max(1000, int(self.timeout * 1000)),
+            client_id="nexttrack-health",
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), self.timeout)
+            brokers = len(client.cluster.brokers())
+        except Exception as exc:  # refused, timed out, auth failed: all mean unreachable
+            return False, f"unreachable: {type(exc).__name__}: {exc}"[:300]
+        finally:
+            try:
+                await client.close()
+            except Exception:  # closing a half-open client must not hide the answer
+                log.debug("closing the health probe client failed", exc_info=True)
+        elapsed = (time.perf_counter() - started) * 1000
+        return brokers > 0, f"{brokers} broker(s) answered in {elapsed:.0f} ms"
+
+
+# -- the worker's operations state -------------------------------------------------------
+
+
+class Operations:
+    """Health, lag and status of one worker; the web views and timers call it."""
+
+    def __init__(self, worker: NextTrackWorker, probe: BrokerProbe | None = None) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.probe = probe or BrokerProbe(worker.settings)
+        self.lag = LagView()
+        self.sessions: int | None = None
+        self._lag_labels: set[tuple[str, str]] = set()
+
+    # timers
+
+    async def refresh_lag(self) -> None:
+        """Recompute the lag of every assigned input partition and export it."""
+        consumer = self.worker.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # consumer not started yet
+            return
+        committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        lags: dict[tuple[str, int], int] = {}
+        for tp in assigned:
+            if _internal(tp.topic):
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+                done = committed.get(tp)
+                position = None if done is not None else await consumer.position(tp)
+            except Exception as exc:
+                log.debug("lag of %s unknown: %r", tp, exc)
+                continue
+            lag = partition_lag(highwater, done, position)
+            if lag is not None:
+                lags[(tp.topic, tp.partition)] = lag
+        self.lag = LagView(lags, time.monotonic())
+        self._export_lag(lags)
+
+    def _export_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        gauge = self.worker.metrics.consumer_lag
+        labels = {(t, str(p)) for t, p in lags}
+        for stale in self._lag_labels - labels:  # partitions revoked by a rebalance
+            try:
+                gauge.remove(*stale)
+            except KeyError:
+                pass
+        for (topic, partition), lag in lags.items():
+            gauge.labels(topic, str(partition)).set(lag)
+        self._lag_labels = labels
+
+    def refresh_sessions(self) -> None:
+        """Count stored sessions (a key scan on RocksDB)."""
+        try:
+            self.sessions = len(self.worker.sessions)
+        except Exception as exc:  # store not open yet (recovery)
+            log.debug("sessions not countable yet: %r", exc)
+            return
+        self.worker.metrics.active_sessions.set(self.sessions)
+
+    # views
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        model = self.worker.engine.model
+        model_ok = model is not None and model.n_items > 0
+        limit = self.settings.max_lag_healthy
+        lag = self.lag
+        checks: dict[str, Check] = {
+            "broker": await self.probe.check(),
+            "model": (
+                model_ok,
+                f"{model.model_version} ({model.encoder.name}, {model.n_items} tracks)"
+                if model_ok
+                else "no model loaded",
+            ),
+            "lag": (
+                lag.total <= limit,
+                f"{lag.total} messages behind (limit {limit})"
+                if lag.updated is not None
+                else "not measured yet",
+            ),
+        }
+        return health_report(checks)
+
+    def status(self) -> dict[str, Any]:
+        worker = self.worker
+        model = worker.model
+        now = time.monotonic()
+        experiment = worker.experiment
+        figures = worker.ab_stats.snapshot(experiment.names)
+        variants = []
+        for spec in experiment.describe() if experiment.enabled else []:
+            variants.append({**spec, **figures.pop(spec["name"], {})})
+        variants.extend({"name": name, **rest} for name, rest in figures.items())
+        return {
+            "app_id": self.settings.app_id,
+            "generated_at": int(time.time() * 1000),
+            "refresh_seconds": REFRESH_SECONDS,
+            "model": {
+                "model_version": model.model_version,
+                "encoder": model.encoder.name,
+                "n_tracks": model.n_items,
+                "created_at": model.artifacts.manifest.get("created_at"),
+            },
+            "stream": worker.live_stats.snapshot(),
+            "lag": self.lag.as_dict(now),
+            "sessions": self.sessions,
+            "ab": {"enabled": experiment.enabled, "variants": variants},
+            "config": self.settings.redacted(),
+        }
+
+
+def _internal(topic: str) -> bool:
+    """Faust's own topics (table changelogs, the leader election topic): not inputs."""
+    return topic.endswith("-changelog") or topic.endswith("__assignor-__leader")
+
+
+def metrics_text(registry: Any) -> bytes:
+    """The registry in Prometheus text format."""
+    return generate_latest(registry)
+
+
+def register(worker: NextTrackWorker) -> None:
+    """Add ``/metrics``, ``/health``, ``/status``, ``/status.json`` and the refresh timers."""
+    ops = Operations(worker)
+    app = worker.app
+
+    @app.page("/metrics", name="nexttrack-metrics")
+    async def metrics_view(view: Any, request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics_text(worker.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    @app.page("/health", name="nexttrack-health")
+    async def health_view(view: Any, request: web.Request) -> web.Response:
+        status, body = await ops.health()
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+    @app.page("/status", name="nexttrack-status")
+    async def status_page_view(view: Any, request: web.Request) -> web.Response:
+        return web.Response(
+            text=STATUS_HTML,
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP},
+        )
+
+    @app.page("/status.json", name="nexttrack-status-json")
+    async def status_json_view(view: Any, request: web.Request) -> web.Response:
+        return web.json_response(ops.status(), headers={"Cache-Control": "no-store"})
+
+    @app.timer(LAG_REFRESH_SECONDS, name="nexttrack.refresh_lag")
+    async def refresh_lag(_app: Any) -> None:
+        await ops.refresh_lag()
+
+    @app.timer(SESSIONS_REFRESH_SECONDS, name="nexttrack.refresh_sessions")
+    async def refresh_sessions(_app: Any) -> None:
+        ops.refresh_sessions()
+
+
+#: The status page loads nothing from elsewhere and talks only to this server.
+_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+)

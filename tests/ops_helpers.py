@@ -1,0 +1,98 @@
+"""Helpers for the operations tests against a real worker: HTTP calls, Prometheus parsing,
+waiting for records."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.clients import Record
+from tests.worker_helpers import StreamEnv
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return orjson.loads(self.body)
+
+
+def http(
+    base: str,
+    path: str,
+    *,
+    key: str | None = None,
+    method: str = "GET",
+    data: bytes | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """One HTTP request; any status is returned, not raised."""
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Reply(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, dict(exc.headers), exc.read())
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """``{(sample name, labels): value}`` of a Prometheus text exposition."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= lab)
+
+
+def wait_for(
+    check: Callable[[], object], *, timeout: float = 60.0, interval: float = 0.5, what: str = ""
+) -> object:
+    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or check} (last: {last!r})")
+
+
+def wait_records(
+    env: StreamEnv,
+    topic: str,
+    done: Callable[[list[Record]], bool],
+    *,
+    timeout: float = 60.0,
+) -> list[Record]:
+    """Read ``topic`` from the beginning until ``done(records)``."""
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    while time.monotonic() < deadline:
+        records = env.consume(topic, idle=1.0)
+        if done(records):
+            return records
+    raise AssertionError(
+        f"{topic}: condition not met after {timeout:.0f}s ({len(records)} records)"
+    )

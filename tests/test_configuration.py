@@ -1,0 +1,288 @@
+"""Configuration: every variable documented (README table, .env.example) and validated with
+a message naming it; secrets never rendered; Kafka security settings reach every client."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.errors import ConfigError
+from streams.logs import JsonFormatter, logging_config
+from streams.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-api-key-0123456789-abcdef"
+SASL_PASSWORD = "sasl-password-do-not-leak-42"
+CAFILE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def env_names() -> list[str]:
+    return [name.upper() for name in Settings.model_fields]
+
+
+def readme_table_names() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1]
+    section = re.split(r"\n## ", section, maxsplit=1)[0]
+    return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_every_variable_is_in_the_readme_table() -> None:
+    documented = readme_table_names()
+    assert not set(env_names()) - documented, "add these to README.md ## Configuration"
+    assert not documented - set(env_names()), "README documents variables that do not exist"
+
+
+def test_every_variable_is_in_env_example_and_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    assert set(values) == set(env_names())
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()  # the example as it stands is valid: all defaults
+    assert settings == Settings()
+
+
+# -- invalid values ---------------------------------------------------------------------------
+
+SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN"}
+#: name -> (invalid value, other variables it needs to be judged). "{file}" is a regular file.
+INVALID: dict[str, tuple[str, dict[str, str]]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("localhost", {}),
+    "KAFKA_SECURITY_PROTOCOL": ("TLS", {}),
+    "KAFKA_SASL_MECHANISM": ("GSSAPI", {}),
+    "KAFKA_SASL_USERNAME": (" admin", {}),
+    "KAFKA_SASL_PASSWORD": ("", {**SASL, "KAFKA_SASL_USERNAME": "u"}),
+    "KAFKA_SSL_CAFILE": ("/no/such/ca.pem", {}),
+    "TOPIC_PARTITIONS": ("0", {}),
+    "APP_ID": ("my app", {}),
+    "ARTIFACTS_DIR": ("{file}", {}),
+    "ENCODER": ("bert", {}),
+    "TOP_K": ("0", {}),
+    "BATCH_SIZE": ("0", {}),
+    "BATCH_TIMEOUT_MS": ("0", {}),
+    "MAX_EVENT_BYTES": ("10", {}),
+    "SESSION_HISTORY": ("0", {}),
+    "WEB_PORT": ("70000", {}),
+    "WEB_HOST": ("", {}),
+    "DATA_DIR": ("{file}", {}),
+    "CONSUMER_SESSION_TIMEOUT": ("0.5", {}),
+    "TORCH_THREADS": ("0", {}),
+    "FAISS_THREADS": ("many", {}),
+    "USE_ANN_INDEX": ("maybe", {}),
+    "ANN_INDEX_TYPE": ("lsh", {}),
+    "USE_CONTENT_BASED": ("perhaps", {}),
+    "FUSION_METHOD": ("max", {}),
+    "CF_WEIGHT": ("1.5", {}),
+    "CB_WEIGHT": ("-0.1", {}),
+    "ENABLE_AUTH": ("maybe", {}),
+    "API_KEY": ("short", {}),
+    "METRICS_PUBLIC": ("yes please", {}),
+    "STATUS_PUBLIC": ("2", {}),
+    "RATE_LIMIT_REQUESTS": ("-1", {}),
+    "RATE_LIMIT_WINDOW": ("0", {}),
+    "HTTP_RATE_LIMIT_REQUESTS": ("-5", {}),
+    "MAX_HTTP_BODY_BYTES": ("10", {}),
+    "LOG_LEVEL": ("LOUD", {}),
+    "LOG_FORMAT": ("xml", {}),
+    "MAX_LAG_HEALTHY": ("-1", {}),
+    "AB_VARIANTS": ("A:nope=1", {}),
+    "MODEL_RELOAD_INTERVAL": ("-1", {}),
+}
+#: Consistency rules that name the variable they need.
+MISSING: list[tuple[dict[str, str], str]] = [
+    ({"ENABLE_AUTH": "true"}, "API_KEY"),
+    ({**SASL, "KAFKA_SASL_PASSWORD": "pw"}, "KAFKA_SASL_USERNAME"),
+]
+
+
+def invalid_cases() -> list[tuple[str, str, dict[str, str]]]:
+    cases = []
+    for name in env_names():
+        if name in INVALID:
+            value, extra = INVALID[name]
+        elif name.startswith("TOPIC_"):  # topics added later are covered automatically
+            value, extra = "not a topic!", {}
+        else:
+            value, extra = "", {}
+        cases.append((name, value, extra))
+    return cases
+
+
+def test_the_invalid_table_covers_every_variable() -> None:
+    missing = [n for n in env_names() if n not in INVALID and not n.startswith("TOPIC_")]
+    assert not missing, f"add an invalid value for {missing} to INVALID"
+
+
+@pytest.mark.parametrize("name, value, extra", invalid_cases(), ids=[c[0] for c in invalid_cases()])
+def test_invalid_value_is_refused_naming_the_variable(
+    name: str, value: str, extra: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for key, val in {**extra, name: value.replace("{file}", str(a_file))}.items():
+        monkeypatch.setenv(key, val)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+@pytest.mark.parametrize("env, needed", MISSING)
+def test_inconsistent_settings_name_what_is_missing(
+    env: dict[str, str], needed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, val in env.items():
+        monkeypatch.setenv(key, val)
+    with pytest.raises(ConfigError, match=needed):
+        load_settings()
+
+
+def test_cli_worker_exits_2_with_the_variable_named(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "TOP_K": "0", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker", "--artifacts", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "TOP_K" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+def test_secrets_are_masked_in_repr_and_dump() -> None:
+    settings = load_settings(
+        enable_auth=True,
+        api_key=API_KEY,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="svc",
+        kafka_sasl_password=SASL_PASSWORD,
+    )
+    dumped = orjson.dumps(settings.redacted()).decode()
+    for text in (repr(settings), str(settings), dumped):
+        assert API_KEY not in text and SASL_PASSWORD not in text
+    assert settings.redacted()["API_KEY"] == "**********"
+    assert settings.redacted()["KAFKA_SASL_USERNAME"] == "svc"
+
+
+# -- Kafka security reaches every client -------------------------------------------------------
+
+
+def sasl_settings() -> Settings:
+    if not Path(CAFILE).is_file():
+        pytest.skip(f"no CA bundle at {CAFILE}")
+    return load_settings(
+        kafka_bootstrap_servers="broker-1:9093,broker-2:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="nexttrack",
+        kafka_sasl_password=SASL_PASSWORD,
+        kafka_ssl_cafile=CAFILE,
+    )
+
+
+def test_aiokafka_kwargs_and_faust_credentials_from_settings() -> None:
+    import ssl
+
+    import faust
+
+    from streams.kafka_config import aiokafka_kwargs, faust_broker_credentials
+
+    settings = sasl_settings()
+    kwargs = aiokafka_kwargs(settings)
+    assert kwargs["bootstrap_servers"] == "broker-1:9093,broker-2:9093"
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert kwargs["sasl_plain_username"] == "nexttrack"
+    assert kwargs["sasl_plain_password"] == SASL_PASSWORD
+    assert isinstance(kwargs["ssl_context"], ssl.SSLContext)
+    creds = faust_broker_credentials(settings)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert (creds.username, creds.password) == ("nexttrack", SASL_PASSWORD)
+    assert str(creds.mechanism.value) == "SCRAM-SHA-256"
+    assert isinstance(creds.ssl_context, ssl.SSLContext)
+    plain = aiokafka_kwargs(load_settings())
+    assert plain["security_protocol"] == "PLAINTEXT" and "sasl_mechanism" not in plain
+    assert faust_broker_credentials(load_settings()) is None
+    ssl_only = load_settings(kafka_security_protocol="SSL", kafka_ssl_cafile=CAFILE)
+    assert isinstance(faust_broker_credentials(ssl_only), faust.SSLCredentials)
+
+
+async def test_cli_clients_use_the_security_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.clients as clients
+
+    seen: dict[str, dict[str, Any]] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(kind: str) -> Any:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            seen[kind] = kwargs
+            raise Stop
+
+        return build
+
+    for kind in ("AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"):
+        monkeypatch.setattr(clients, kind, fake(kind))
+    settings = sasl_settings()
+    with pytest.raises(Stop):
+        await clients.produce_lines(settings, "t", [b"x"])
+    with pytest.raises(Stop):
+        await clients.ensure_topics(settings, ["t"])
+    with pytest.raises(Stop):
+        async for _ in clients.consume_records(settings, ["t"]):
+            pass
+    assert set(seen) == {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
+    for kwargs in seen.values():
+        assert kwargs["security_protocol"] == "SASL_SSL"
+        assert kwargs["sasl_plain_password"] == SASL_PASSWORD
+        assert kwargs["ssl_context"] is not None
+
+
+def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Path) -> None:
+    from streams.app import NextTrackWorker
+    from training.recommender import load_model
+
+    settings = sasl_settings().model_copy(update={"data_dir": tmp_path, "app_id": "creds-test"})
+    worker = NextTrackWorker(
+        settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
+    )
+    creds = worker.app.conf.broker_credentials
+    assert creds.username == "nexttrack" and creds.password == SASL_PASSWORD
+    assert [str(u) for u in worker.app.conf.broker] == [
+        "kafka://broker-1:9093",
+        "kafka://broker-2:9093",
+    ]
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+def test_json_log_format() -> None:
+    record = logging.LogRecord(
+        "streams.x", logging.WARNING, __file__, 1, "hello %s", ("you",), None
+    )
+    line = JsonFormatter().format(record)
+    obj = orjson.loads(line)
+    assert obj["level"] == "WARNING" and obj["logger"] == "streams.x"
+    assert obj["message"] == "hello you" and obj["ts"].endswith("Z")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert "boom" in orjson.loads(JsonFormatter().format(record))["exc"]
+    assert logging_config("INFO", "text") is None
+    config = logging_config("DEBUG", "json")
+    assert config is not None and config["root"]["level"] == "DEBUG"
