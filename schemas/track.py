@@ -9,6 +9,7 @@ import orjson
 
 from schemas.validation import (
     DEFAULT_MAX_BYTES,
+    check_schema,
     decode_object,
     opt_bool,
     opt_float,
@@ -50,6 +51,8 @@ class Track:
     retired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        if self.retired:  # a tombstone carries only what identifies the track
+            return {"schema": TRACK_SCHEMA, "track_id": self.track_id, "retired": True}
         out: dict[str, Any] = {
             "schema": TRACK_SCHEMA,
             "track_id": self.track_id,
@@ -69,8 +72,6 @@ class Track:
         for name in AUDIO_FEATURES:
             if name in self.audio:
                 out[name] = self.audio[name]
-        if self.retired:
-            out["retired"] = True
         return out
 
     def to_bytes(self) -> bytes:
@@ -79,9 +80,7 @@ class Track:
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Track:
         # The schema tag is optional in catalog files (``tracks.jsonl``) but checked if present.
-        if "schema" in obj and obj["schema"] != TRACK_SCHEMA:
-            from schemas.validation import check_schema
-
+        if "schema" in obj:
             check_schema(obj, TRACK_SCHEMA)
         audio: dict[str, float] = {}
         for name in AUDIO_FEATURES:
@@ -89,10 +88,12 @@ class Track:
             if value is not None:
                 audio[name] = value
         retired = opt_bool(obj, "retired", False)
+        if retired:  # a tombstone needs only the track id
+            return cls(track_id=req_str(obj, "track_id"), title="", artist="", retired=True)
         return cls(
             track_id=req_str(obj, "track_id"),
-            title=opt_str(obj, "title") or "" if retired else req_str(obj, "title"),
-            artist=opt_str(obj, "artist") or "" if retired else req_str(obj, "artist"),
+            title=req_str(obj, "title"),
+            artist=req_str(obj, "artist"),
             genres=str_list(obj, "genres"),
             moods=str_list(obj, "moods"),
             tags=str_list(obj, "tags"),

@@ -24,6 +24,7 @@ RejectReason = Literal[
     "invalid_value",
     "unknown_event_type",
     "rate_limited",
+    "unknown_track",
 ]
 
 #: Default upper bound on one encoded record; larger payloads are rejected before parsing.

@@ -45,6 +45,8 @@ def http(
             return Reply(response.status, dict(response.headers), response.read())
     except urllib.error.HTTPError as exc:
         return Reply(exc.code, dict(exc.headers), exc.read())
+    except OSError as exc:  # refused, reset, timed out: no answer at all
+        return Reply(0, {}, str(exc).encode())
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

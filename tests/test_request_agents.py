@@ -172,7 +172,9 @@ async def test_catalog_agent_applies_and_records_tracks(
     # A hot reload hands the live catalog to the new model before it goes live.
     from streams.catalog import CatalogAgent
 
-    (hook,) = [h for h in worker.on_model_swap if isinstance(h.__self__, CatalogAgent)]
+    (hook,) = [
+        h for h in worker.on_model_swap if isinstance(getattr(h, "__self__", None), CatalogAgent)
+    ]
     reloaded = load_model(model.artifacts.directory, "mean", index_type="flat")
     hook(worker.model, reloaded)
     assert "fresh" in reloaded.track_index and reloaded.is_retired(4)

@@ -122,6 +122,7 @@ def test_track_round_trip_and_tombstone() -> None:
     assert Track.parse(track.to_bytes()) == track
     tomb = Track.parse(orjson.dumps({"schema": "track/v1", "track_id": "t1", "retired": True}))
     assert tomb.retired and tomb.title == ""
+    assert Track.parse(tomb.to_bytes()) == tomb
     with pytest.raises(SchemaError) as info:
         Track.parse(orjson.dumps({"track_id": "t1", "title": "x", "artist": "y", "energy": "hi"}))
     assert info.value.field == "energy"

@@ -57,9 +57,9 @@ _TIE_SCALE = 1e-9
 #: Default tuning grids (small; see :func:`tune_baseline`).
 DEFAULT_GRIDS: dict[BaselineName, list[dict[str, Any]]] = {
     "pop": [{}],
-    "itemknn": [{"shrink": s} for s in (0.0, 20.0)],
-    "sknn": [{"k": k, "sample": m} for k in (50, 100, 200, 500) for m in (1000, 5000)],
-    "vsknn": [{"k": k, "sample": m} for k in (50, 100, 200, 500) for m in (1000, 5000)],
+    "itemknn": [{"shrink": s} for s in (0.0, 20.0, 100.0)],
+    "sknn": [{"k": k, "sample": m} for k in (25, 50, 100, 250) for m in (250, 1000)],
+    "vsknn": [{"k": k, "sample": m} for k in (25, 50, 100, 250) for m in (250, 1000)],
 }
 
 

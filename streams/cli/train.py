@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         learning_rate: float = typer.Option(0.05, help="LightFM learning rate."),
         loss: str = typer.Option("warp", help="LightFM loss: warp, bpr, logistic, warp-kos."),
         encoder_epochs: int | None = typer.Option(None, help="Max epochs for lstm/transformer."),
+        index_type: str = typer.Option(
+            "hnsw", help="ANN index whose recall@10 is measured and recorded: flat, hnsw, ivf."
+        ),
         threads: int = typer.Option(2, help="Threads for LightFM and torch."),
         seed: int = typer.Option(42, help="Random seed."),
         progress: bool = typer.Option(True, help="Show progress bars."),
@@ -50,6 +53,8 @@ def register(app: typer.Typer) -> None:
         from training.lightfm_model import TrainingConfig
         from training.pipeline import ALL_ENCODERS, PipelineConfig, train_artifacts
 
+        if index_type not in ("flat", "hnsw", "ivf"):
+            raise typer.BadParameter("must be flat, hnsw or ivf", param_hint="--index-type")
         names = list(ALL_ENCODERS) if "all" in encoder else encoder
         enc_config = None
         if any(n != "mean" for n in names):
@@ -70,6 +75,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,  # type: ignore[arg-type]
             ),
             encoder_training=enc_config,
+            index_type=index_type,
             progress=progress,
         )
         started = time.perf_counter()
