@@ -8,6 +8,7 @@ restore exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Sequence
@@ -87,6 +88,11 @@ _DTYPE_CODES: dict[str, bytes] = {"float32": b"f", "int64": b"q"}
 _STATE_HEADER = struct.Struct("<BcI")
 
 
+@functools.lru_cache(maxsize=64)
+def _state_header(dtype_name: str, size: int) -> bytes:
+    return _STATE_HEADER.pack(STATE_FORMAT_VERSION, _DTYPE_CODES[dtype_name], size)
+
+
 def pack_state(state: np.ndarray, dtype: np.dtype | type, size: int) -> bytes:
     """Serialise a 1-D state: 6-byte header (version, dtype code, length) + raw little-endian.
 
@@ -96,8 +102,9 @@ def pack_state(state: np.ndarray, dtype: np.dtype | type, size: int) -> bytes:
     arr = np.asarray(state)
     if arr.ndim != 1 or arr.shape[0] != size:
         raise EncoderStateError(f"state has shape {arr.shape}, expected ({size},)")
-    header = _STATE_HEADER.pack(STATE_FORMAT_VERSION, _DTYPE_CODES[dt.name], size)
-    return header + np.ascontiguousarray(arr, dtype=dt.newbyteorder("<")).tobytes()
+    if arr.dtype != dt.newbyteorder("<"):
+        arr = arr.astype(dt.newbyteorder("<"))
+    return _state_header(dt.name, size) + arr.tobytes()
 
 
 def unpack_state(data: bytes, dtype: np.dtype | type, size: int) -> np.ndarray:
@@ -106,6 +113,11 @@ def unpack_state(data: bytes, dtype: np.dtype | type, size: int) -> np.ndarray:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise EncoderStateError(f"state blob must be bytes, got {type(data).__name__}")
     blob = bytes(data)
+    header = _state_header(dt.name, size)
+    if len(blob) == len(header) + size * dt.itemsize and blob.startswith(header):
+        body = np.frombuffer(blob, dtype=dt.newbyteorder("<"), offset=len(header))
+        return body.astype(dt, copy=True)
+    # slow path: say what is wrong
     if len(blob) < _STATE_HEADER.size:
         raise EncoderStateError(f"state blob too short ({len(blob)} bytes)")
     version, code, count = _STATE_HEADER.unpack_from(blob)
@@ -115,11 +127,8 @@ def unpack_state(data: bytes, dtype: np.dtype | type, size: int) -> np.ndarray:
         raise EncoderStateError(f"state dtype code {code!r}, expected {_DTYPE_CODES[dt.name]!r}")
     if count != size:
         raise EncoderStateError(f"state has {count} elements, expected {size}")
-    expected = _STATE_HEADER.size + size * dt.itemsize
-    if len(blob) != expected:
-        raise EncoderStateError(f"state blob has {len(blob)} bytes, expected {expected}")
-    body = np.frombuffer(blob, dtype=dt.newbyteorder("<"), offset=_STATE_HEADER.size)
-    return body.astype(dt, copy=True)
+    expected = len(header) + size * dt.itemsize
+    raise EncoderStateError(f"state blob has {len(blob)} bytes, expected {expected}")
 
 
 def stack_states(states: Sequence[np.ndarray], dtype: np.dtype | type, size: int) -> np.ndarray:

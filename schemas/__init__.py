@@ -2,6 +2,7 @@
 
 from schemas.dead_letter import DEAD_LETTER_SCHEMA, DeadLetter
 from schemas.errors import NextTrackError, SchemaError
+from schemas.feedback import FEEDBACK_KINDS, FEEDBACK_SCHEMA, FeedbackEvent, FeedbackKind
 from schemas.play import EVENT_TYPES, PLAY_SCHEMA, EventType, PlayEvent
 from schemas.recommendation import RECOMMENDATION_SCHEMA, Recommendation, RecommendedItem
 from schemas.requests import (
@@ -18,6 +19,8 @@ __all__ = [
     "AUDIO_FEATURES",
     "DEAD_LETTER_SCHEMA",
     "EVENT_TYPES",
+    "FEEDBACK_KINDS",
+    "FEEDBACK_SCHEMA",
     "PLAY_SCHEMA",
     "RECOMMENDATION_REQUEST_SCHEMA",
     "RECOMMENDATION_SCHEMA",
@@ -26,6 +29,8 @@ __all__ = [
     "TRACK_SCHEMA",
     "DeadLetter",
     "EventType",
+    "FeedbackEvent",
+    "FeedbackKind",
     "NextTrackError",
     "PlayEvent",
     "Recommendation",

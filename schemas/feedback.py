@@ -34,6 +34,7 @@ class FeedbackEvent:
     ts: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
         return {
             "schema": FEEDBACK_SCHEMA,
             "event_id": self.event_id,
@@ -45,6 +46,7 @@ class FeedbackEvent:
         }
 
     def to_bytes(self) -> bytes:
+        """The record as JSON bytes."""
         return orjson.dumps(self.to_dict())
 
     @property
@@ -54,6 +56,7 @@ class FeedbackEvent:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> FeedbackEvent:
+        """Validate a decoded object; raises :class:`~schemas.errors.SchemaError`."""
         check_schema(obj, FEEDBACK_SCHEMA)
         return cls(
             event_id=req_str(obj, "event_id"),

@@ -45,6 +45,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 def _int_in(lo: int, hi: int) -> Any:
     def parse(text: str) -> int:
+        """An integer within the bounds."""
         value = int(text)
         if not lo <= value <= hi:
             raise ValueError(f"must be within {lo}..{hi}")
@@ -178,10 +179,12 @@ class Experiment:
 
     @property
     def enabled(self) -> bool:
+        """Whether any variant is configured."""
         return bool(self.variants)
 
     @property
     def names(self) -> list[str]:
+        """Variant names in declaration order."""
         return [spec.name for spec in self.variants]
 
     def assign(self, session_id: str) -> str | None:
@@ -229,6 +232,7 @@ class DistinctCounter:
         self._registers: bytearray | None = None
 
     def add(self, item: str) -> None:
+        """Count ``item`` (repeats count once)."""
         if self._exact is not None:
             self._exact.add(item)
             if len(self._exact) > self.exact_limit:
@@ -278,6 +282,7 @@ class VariantFigures:
     feedback_sessions: DistinctCounter = field(default_factory=DistinctCounter)
 
     def as_dict(self) -> dict[str, Any]:
+        """The figures, with rates (``None`` where nothing was judged yet)."""
         likes = self.on_recommended["like"]
         dislikes = self.on_recommended["dislike"]
         rated = likes + dislikes
@@ -341,6 +346,7 @@ class OnlineStats:
             figures.feedback_sessions.add(session_id)
 
     def variants(self) -> list[str]:
+        """Variants seen so far."""
         return sorted(self._figures)
 
     def snapshot(self, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:

@@ -102,6 +102,7 @@ class NextTrackWorker:
             web_port=settings.web_port,
             web_host=settings.web_host,
             web_enabled=True,
+            web_tables_enabled=False,  # table pages would expose session histories
             web_stats_enabled=True,  # Faust's own pages: / (sensors), /assignment/
             web_metrics_enabled=True,  # and /performance/
             web_application_options={"client_max_size": settings.max_http_body_bytes},

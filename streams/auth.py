@@ -109,6 +109,7 @@ def build_middleware(
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse, or hand the request to the view."""
         path = request.path
         if path in OPEN_PATHS:
             return await handler(request)

@@ -40,6 +40,7 @@ class OnlineStatsCollector(Collector):
         self.names = tuple(names)
 
     def collect(self) -> Iterator[Any]:
+        """Metric families of the current figures."""
         figures = self.stats.snapshot(self.names)
         counters = {
             "plays": ("nexttrack_ab_plays", "Play events per variant."),
@@ -96,6 +97,7 @@ class FeedbackAgent:
         self.dlq_topic = raw_topic(worker, settings.topic_feedback_dlq)
 
     async def run(self, stream: faust.StreamT) -> None:
+        """The agent: micro-batches of feedback events."""
         settings = self.worker.settings
         within = settings.batch_timeout_ms / 1000.0
         async for events in stream.take_events(settings.batch_size, within=within):

@@ -14,6 +14,7 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", ["exc"]}`` per record, one line each."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON line."""
         obj: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",

@@ -183,6 +183,7 @@ def register(worker: NextTrackWorker) -> None:
 
     @worker.app.timer(settings.model_reload_interval, name="nexttrack.model_reload")
     async def poll_artifacts(_app: Any) -> None:
+        """Timer: look for a new model."""
         try:
             await reloader.check()
         except Exception:  # never let the timer die

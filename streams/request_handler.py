@@ -86,10 +86,15 @@ class RequestHandler:
 
     # -- checks that need the model -----------------------------------------------------------
 
-    def params_for(self, request: RecommendationRequest | SimilarTracksRequest) -> RetrievalParams:
-        """The request's retrieval parameters over the worker's defaults; raises
-        :class:`SchemaError` when the loaded model cannot honour them."""
-        base = self.engine.params
+    def params_for(
+        self,
+        request: RecommendationRequest | SimilarTracksRequest,
+        variant: str | None = None,
+    ) -> RetrievalParams:
+        """The request's retrieval parameters over the defaults of the session's A/B
+        ``variant`` (the worker's defaults without one); raises :class:`SchemaError` when the
+        loaded model cannot honour them."""
+        base = self.engine.params_for(variant)
         has_content = self.model.cb_vectors is not None and base.use_content
         params = RetrievalParams(
             top_k=request.top_k or base.top_k,
@@ -142,7 +147,10 @@ class RequestHandler:
         if len(requests) != len(states):
             raise ValueError(f"{len(requests)} requests but {len(states)} states")
         model = self.model
-        params = [self.params_for(r) for r in requests]
+        params = [
+            self.params_for(r, s.variant if s is not None else None)
+            for r, s in zip(requests, states, strict=True)
+        ]
         queries = self._queries(requests, states)
         groups: dict[RetrievalParams, list[int]] = {}
         for i, p in enumerate(params):

@@ -84,13 +84,16 @@ class LagView:
 
     @property
     def total(self) -> int:
+        """Messages behind, all partitions together."""
         return sum(self.partitions.values())
 
     @property
     def worst(self) -> int:
+        """Messages behind on the worst partition."""
         return max(self.partitions.values(), default=0)
 
     def as_dict(self, now: float) -> dict[str, Any]:
+        """For ``/status.json``."""
         return {
             "total": self.total,
             "max": self.worst,
@@ -126,6 +129,7 @@ class BrokerProbe:
         self._lock: asyncio.Lock | None = None
 
     async def check(self) -> Check:
+        """``(reachable, detail)``, probing only when the cached answer is stale."""
         if self._fresh():
             assert self._result is not None
             return self._result
@@ -230,6 +234,7 @@ class Operations:
     # views
 
     async def health(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status and body of ``/health``."""
         model = self.worker.engine.model
         model_ok = model is not None and model.n_items > 0
         limit = self.settings.max_lag_healthy
@@ -252,6 +257,7 @@ class Operations:
         return health_report(checks)
 
     def status(self) -> dict[str, Any]:
+        """The body of ``/status.json``."""
         worker = self.worker
         model = worker.model
         now = time.monotonic()
@@ -296,6 +302,7 @@ def register(worker: NextTrackWorker) -> None:
 
     @app.page("/metrics", name="nexttrack-metrics")
     async def metrics_view(view: Any, request: web.Request) -> web.Response:
+        """``GET /metrics``: Prometheus text format."""
         return web.Response(
             body=metrics_text(worker.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -303,11 +310,13 @@ def register(worker: NextTrackWorker) -> None:
 
     @app.page("/health", name="nexttrack-health")
     async def health_view(view: Any, request: web.Request) -> web.Response:
+        """``GET /health``: 200 or 503 with the checks."""
         status, body = await ops.health()
         return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
     @app.page("/status", name="nexttrack-status")
     async def status_page_view(view: Any, request: web.Request) -> web.Response:
+        """``GET /status``: the live page."""
         return web.Response(
             text=STATUS_HTML,
             content_type="text/html",
@@ -316,14 +325,17 @@ def register(worker: NextTrackWorker) -> None:
 
     @app.page("/status.json", name="nexttrack-status-json")
     async def status_json_view(view: Any, request: web.Request) -> web.Response:
+        """``GET /status.json``: what the page shows."""
         return web.json_response(ops.status(), headers={"Cache-Control": "no-store"})
 
     @app.timer(LAG_REFRESH_SECONDS, name="nexttrack.refresh_lag")
     async def refresh_lag(_app: Any) -> None:
+        """Timer: consumer lag."""
         await ops.refresh_lag()
 
     @app.timer(SESSIONS_REFRESH_SECONDS, name="nexttrack.refresh_sessions")
     async def refresh_sessions(_app: Any) -> None:
+        """Timer: stored sessions."""
         ops.refresh_sessions()
 
 

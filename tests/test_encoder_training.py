@@ -124,7 +124,7 @@ def test_sampled_softmax_learns(datasets: tuple[list[list[int]], list[list[int]]
 
 
 def test_early_stopping_stops_and_keeps_best() -> None:
-    config = small_config(epochs=40, patience=1, emb_dim=32, hidden_dim=64, dropout=0.0, lr=1e-2)
+    config = small_config(epochs=40, patience=1, dropout=0.0, lr=1e-2, monitor="val_loss")
     sessions = random_sessions(300, seed=0)
     _, report = train_encoder("lstm", sessions, init_vectors(), config, progress=False)
     assert report.stopped_early

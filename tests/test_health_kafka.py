@@ -5,6 +5,7 @@ and the worker answers events again)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,22 @@ from tests.worker_helpers import StreamEnv
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def health(url: str) -> tuple[int, dict]:
+def health_is(url: str, status: int) -> Any:
+    """The /health body when it answers ``status``, else ``None``."""
     reply = http(url, "/health", timeout=15)
-    return reply.status, reply.json()
+    return reply.json() if reply.status == status else None
+
+
+def serves(env: StreamEnv, dataset: Dataset, tag: str) -> None:
+    """Produce one event and wait for its recommendation."""
+    event = PlayEvent(f"{tag}-1", "u", f"s-{tag}", dataset.tracks[0].track_id, "play", 1)
+    env.produce([event.to_bytes()])
+    wait_records(
+        env,
+        env.settings.topic_recommendations,
+        lambda rs: any(Recommendation.parse(r.value).event_id == event.event_id for r in rs),
+        timeout=120,
+    )
 
 
 def test_health_turns_503_without_the_broker_and_200_when_it_returns(
@@ -35,39 +49,21 @@ def test_health_turns_503_without_the_broker_and_200_when_it_returns(
             small_artifacts, store="memory", extra_env={"MODEL_RELOAD_INTERVAL": "0"}
         ) as worker:
             url = worker.url
-            status, body = wait_for(
-                lambda: (h := health(url))[0] == 200 and h, timeout=60, what="healthy"
-            )  # type: ignore[misc]
-            assert body["checks"]["broker"]["ok"] and body["checks"]["model"]["ok"]
+            body = wait_for(lambda: health_is(url, 200), timeout=60, what="healthy")
+            assert body["checks"]["broker"]["ok"] and body["checks"]["model"]["ok"]  # type: ignore[index]
+            serves(env, small_dataset, "before-outage")  # start-up is over: it answers
 
             broker.stop()
-            status, body = wait_for(
-                lambda: (h := health(url))[0] == 503 and h, timeout=30, what="503"
-            )  # type: ignore[misc]
-            assert body["status"] == "fail" and "broker" in body["failing"]
-            assert body["checks"]["model"]["ok"]  # the other checks still report
+            body = wait_for(lambda: health_is(url, 503), timeout=30, what="503")
+            assert body["status"] == "fail" and body["failing"] == ["broker"]  # type: ignore[index]
+            assert body["checks"]["model"]["ok"]  # type: ignore[index]
             assert worker.alive()
 
             broker = KafkaBroker(data_dir, port=port, controller_port=controller_port)
             broker.start()
-            status, body = wait_for(
-                lambda: (h := health(url))[0] == 200 and h, timeout=90, what="healthy again"
-            )  # type: ignore[misc]
-            assert body["status"] == "ok"
-
-            # and the worker serves again
-            event = PlayEvent(
-                "after-outage-1", "u", "s-after", small_dataset.tracks[0].track_id, "play", 1
-            )
-            env.produce([event.to_bytes()])
-            recs = wait_records(
-                env,
-                env.settings.topic_recommendations,
-                lambda rs: any(
-                    Recommendation.parse(r.value).event_id == event.event_id for r in rs
-                ),
-                timeout=120,
-            )
-            assert recs
+            body = wait_for(lambda: health_is(url, 200), timeout=90, what="healthy again")
+            assert body["status"] == "ok"  # type: ignore[index]
+            serves(env, small_dataset, "after-outage")  # and the worker serves again
+            assert worker.alive()
     finally:
         broker.stop()

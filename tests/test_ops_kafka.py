@@ -334,7 +334,7 @@ def test_ab_variant_hit_rate_and_feedback_in_the_stream(ops: Ops) -> None:
 def test_status_page_in_a_headless_browser(ops: Ops, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed (make chromium)")
+        pytest.fail("chromium is not installed: run `make chromium` (make test does)")
     # keep events flowing while the browser renders, so the rates are live
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(ops, stop), daemon=True)

@@ -37,6 +37,8 @@ class StreamEnv:
             "TOPIC_REQUESTS_DLQ": f"requests-dlq-{run}",
             "TOPIC_TRACKS": f"tracks-{run}",
             "TOPIC_TRACKS_DLQ": f"tracks-dlq-{run}",
+            "TOPIC_FEEDBACK": f"feedback-{run}",
+            "TOPIC_FEEDBACK_DLQ": f"feedback-dlq-{run}",
         }
         self.env.update(feature_topics)
         self.settings: Settings = load_settings(

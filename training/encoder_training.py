@@ -67,7 +67,7 @@ class EncoderTrainingConfig:
     num_heads: int = 1
     epochs: int = 15
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     dropout: float = 0.2
     max_len: int = 50
@@ -76,7 +76,7 @@ class EncoderTrainingConfig:
     negatives: int = 2048
     validation_share: float = 0.1
     patience: int = 2
-    monitor: MonitorMetric = "val_loss"
+    monitor: MonitorMetric = "val_hr"
     min_delta: float = 1e-4
     grad_clip: float = 5.0
     eval_k: int = 20
@@ -289,14 +289,7 @@ def train_encoder(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        model = _fit(
-            name,
-            model_input=(train, val, vectors),
-            config=config,
-            report=report,
-            use_full=use_full,
-            progress=progress,
-        )
+        model = _fit(name, train, val, vectors, config, report, use_full, progress)
     finally:
         torch.set_num_threads(previous_threads)
     report.seconds = time.perf_counter() - started
@@ -320,14 +313,15 @@ def train_encoder(
 
 def _fit(
     name: TrainableEncoder,
-    model_input: tuple[list[np.ndarray], list[np.ndarray], np.ndarray],
+    train: list[np.ndarray],
+    val: list[np.ndarray],
+    vectors: np.ndarray,
     config: EncoderTrainingConfig,
     report: TrainingReport,
     use_full: bool,
     progress: bool,
 ) -> nn.Module:
     """The epoch loop; fills ``report`` and returns the model with the best weights loaded."""
-    train, val, vectors = model_input
     n_items = vectors.shape[0]
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
