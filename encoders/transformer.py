@@ -1,10 +1,12 @@
 """SASRec-style causal Transformer session encoder over the last ``max_len`` tracks.
 
-Model (:class:`SasRecModel`): item embeddings (tied with the output, initialised from the
-collaborative vectors) plus learned positional embeddings, ``num_blocks`` pre-LayerNorm blocks
+Model (:class:`SasRecModel`): item embeddings (initialised from the collaborative vectors)
+plus learned positional embeddings, ``num_blocks`` pre-LayerNorm blocks
 (causal multi-head self-attention + GELU feed-forward, dropout), a final LayerNorm. The query
-for a prefix is the output at its last position; scores are ``query @ E.T`` with ``E`` the item
-embedding table (:meth:`TransformerEncoder.item_vectors`; search with the inner product).
+for a prefix is the output at its last position; scores are ``query @ E.T`` with ``E`` the
+input item table when ``tied`` (the default, as in SASRec) or a separate output table
+(``tied=False``); ``E`` is :meth:`TransformerEncoder.item_vectors` (search with the inner
+product; the query is not normalised).
 
 Positions count from the start of the window: the oldest item in the window is position 0.
 Model inputs are right-padded with :attr:`SasRecModel.pad_index`; attention uses a causal mask
@@ -61,6 +63,7 @@ class TransformerModelConfig:
     ffn_dim: int = 128
     max_len: int = 50
     dropout: float = 0.2
+    tied: bool = True
 
     def __post_init__(self) -> None:
         sizes = (self.n_items, self.emb_dim, self.num_blocks, self.num_heads, self.ffn_dim)
@@ -139,6 +142,9 @@ class SasRecModel(nn.Module):
             for _ in range(config.num_blocks)
         )
         self.final_ln = nn.LayerNorm(d)
+        self.out_emb: nn.Parameter | None = None
+        if not config.tied:
+            self.out_emb = nn.Parameter(torch.empty(n, d))
         nn.init.normal_(self.pos_emb.weight, 0.0, 0.1)
         self.reset_item_embeddings(init_vectors)
 
@@ -159,9 +165,13 @@ class SasRecModel(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[:n] = torch.from_numpy(table)
             self.item_emb.weight[n] = 0.0
+            if self.out_emb is not None:
+                self.out_emb.copy_(torch.from_numpy(table))
 
     def item_weights(self) -> torch.Tensor:
-        """``(n_items, emb_dim)`` item embeddings (tied input/output; the retrieval vectors)."""
+        """``(n_items, emb_dim)`` output item embeddings (the retrieval item vectors)."""
+        if self.out_emb is not None:
+            return self.out_emb
         return self.item_emb.weight[: self.config.n_items]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Literal
 
 from streams.app import NextTrackWorker
+from streams.clients import ensure_topics
 from streams.errors import ConfigError
 from streams.settings import Settings
 from training.recommender import load_model
@@ -44,11 +46,23 @@ def build_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> 
     return NextTrackWorker(settings, model, table_store=f"{table_store}://")
 
 
+def worker_topics(settings: Settings) -> list[str]:
+    """Every topic named in settings (inputs, outputs and dead-letter topics)."""
+    return [
+        value
+        for name, value in settings.model_dump().items()
+        if name.startswith("topic_") and isinstance(value, str)
+    ]
+
+
 def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> None:
     """Run a worker until SIGINT/SIGTERM (blocks)."""
     import faust
 
     worker = build_worker(settings, table_store=table_store)
+    # Faust ignores source topics that do not exist yet (and never picks them up later), so
+    # create every topic the worker reads or writes before it starts.
+    asyncio.run(ensure_topics(settings, worker_topics(settings)))
     log.info(
         "worker %s: consuming %r, publishing %r, web on %s:%d",
         settings.app_id,

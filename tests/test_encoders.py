@@ -154,6 +154,15 @@ class TestTransformer(EncoderSuite):
             padded = encoder.model(torch.tensor([[4, 5, 6, pad, pad]]))
         np.testing.assert_allclose(plain[0].numpy(), padded[0, :3].numpy(), atol=1e-5)
 
+    def test_untied_output_embeddings(self, tmp_path: Path) -> None:
+        torch.manual_seed(0)
+        hp = {"emb_dim": 8, "max_len": self.window, "tied": False}
+        encoder = build_encoder("transformer", make_item_vectors(), hp)
+        assert isinstance(encoder, TransformerEncoder) and encoder.model.out_emb is not None
+        encoder.save(tmp_path)
+        loaded = load_encoder(tmp_path)
+        np.testing.assert_array_equal(loaded.item_vectors(), encoder.item_vectors())
+
     def test_window_with_invalid_index_raises(self) -> None:
         encoder = self.make_encoder()
         state = encoder.initial_state()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -176,3 +177,18 @@ def test_restart_restores_session_state_from_changelog(
     for rec in recs:
         if rec.event_id in {e.event_id for e in second}:
             assert not {i.track_id for i in rec.items} & heard_before[rec.session_id]
+
+
+def test_worker_creates_its_topics_on_a_fresh_broker(
+    kafka_bootstrap: str, small_dataset: Dataset, small_artifacts: Path, tmp_path: Path
+) -> None:
+    """No topic exists before the worker starts: it creates them and consumes at once."""
+    env = StreamEnv(kafka_bootstrap, tmp_path, create_topics=False)
+    events = interleaved_sessions(small_dataset, n_sessions=3, per_session=2)
+    with env.worker(small_artifacts) as worker:
+        deadline = time.monotonic() + 60
+        while "Worker]: Ready" not in worker.log_tail(200) and time.monotonic() < deadline:
+            time.sleep(0.5)  # subscribed: a topic created only now would be ignored
+        env.produce([e.to_bytes() for e in events])
+        recs = env.consume(env.settings.topic_recommendations, expected=len(events), idle=60)
+    assert {Recommendation.parse(r.value).event_id for r in recs} == {e.event_id for e in events}

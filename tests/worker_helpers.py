@@ -16,7 +16,7 @@ from streams.worker_process import WorkerProcess, start_worker, wait_http
 class StreamEnv:
     """Unique topics and app id for one test, and the settings to reach them."""
 
-    def __init__(self, bootstrap: str, workdir: Path) -> None:
+    def __init__(self, bootstrap: str, workdir: Path, *, create_topics: bool = True) -> None:
         run = uuid.uuid4().hex[:10]
         self.workdir = workdir
         self.env = {
@@ -48,17 +48,13 @@ class StreamEnv:
             topic_plays_dlq=self.env["TOPIC_PLAYS_DLQ"],
             **{name.lower(): topic for name, topic in feature_topics.items()},
         )
-        asyncio.run(
-            ensure_topics(
-                self.settings,
-                [
-                    self.env["TOPIC_PLAYS"],
-                    self.env["TOPIC_RECOMMENDATIONS"],
-                    self.env["TOPIC_PLAYS_DLQ"],
-                    *feature_topics.values(),
-                ],
-            )
-        )
+        if create_topics:
+            self.create_topics()
+
+    def create_topics(self) -> None:
+        """Create every topic of this run (as an operator would before starting workers)."""
+        topics = [value for name, value in self.env.items() if name.startswith("TOPIC_")]
+        asyncio.run(ensure_topics(self.settings, topics))
 
     @contextmanager
     def worker(

@@ -65,6 +65,7 @@ class EncoderTrainingConfig:
     num_layers: int = 1
     num_blocks: int = 2
     num_heads: int = 1
+    tied: bool = True
     epochs: int = 15
     batch_size: int = 128
     lr: float = 3e-3
@@ -190,6 +191,7 @@ def build_model(
             hidden_dim=config.hidden_dim,
             num_layers=config.num_layers,
             dropout=config.dropout,
+            tied=config.tied,
         )
         model: GruSessionModel | SasRecModel = GruSessionModel(gru)
     elif name == "transformer":
@@ -201,6 +203,7 @@ def build_model(
             ffn_dim=config.hidden_dim,
             max_len=config.max_len,
             dropout=config.dropout,
+            tied=config.tied,
         )
         model = SasRecModel(sas)
     else:
