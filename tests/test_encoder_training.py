@@ -180,6 +180,8 @@ def test_split_is_seeded_and_covers_everything() -> None:
     assert len(val) == 10 and len(train) == 40
     assert sorted(int(s[0]) for s in train + val) == list(range(50))
     assert len(split_sessions(seqs[:2], 0.01, seed=0)[1]) == 1
+    train, val = split_sessions(seqs, 0.5, seed=0, max_validation=5)
+    assert len(val) == 5 and len(train) == 45
 
 
 def test_pad_batch_layout() -> None:

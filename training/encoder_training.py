@@ -76,6 +76,7 @@ class EncoderTrainingConfig:
     full_softmax_max_items: int = 50_000
     negatives: int = 2048
     validation_share: float = 0.1
+    max_val_sessions: int = 3000
     patience: int = 2
     monitor: MonitorMetric = "val_hr"
     min_delta: float = 1e-4
@@ -272,7 +273,9 @@ def train_encoder(
     vectors = check_item_vectors(init_item_vectors)
     n_items = vectors.shape[0]
     sequences = prepare_sequences(sessions, config.max_len, n_items)
-    train, val = split_sessions(sequences, config.validation_share, config.seed)
+    train, val = split_sessions(
+        sequences, config.validation_share, config.seed, config.max_val_sessions
+    )
     if not train:
         raise DataError("no training session has two or more plays")
     use_full = config.loss == "full" or (

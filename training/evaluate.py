@@ -35,6 +35,7 @@ import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
+from encoders.base import ENCODER_NAMES
 from schemas.play import PlayEvent
 from training.artifacts import load_artifacts
 from training.baselines import BaselineName, make_baseline, tune_baseline
@@ -282,6 +283,7 @@ def evaluate(
     artifacts = load_artifacts(artifacts_dir)
     index, n_items = artifacts.track_index, len(artifacts.tracks)
     names = list(encoders) if encoders is not None else artifacts.encoder_names
+    names.sort(key=lambda n: (ENCODER_NAMES.index(n) if n in ENCODER_NAMES else 99, n))
     base = params or RetrievalParams()
     base = replace(base, top_k=top_k)
     seconds: dict[str, float] = {}

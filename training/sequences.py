@@ -60,11 +60,15 @@ def prepare_sequences(
 
 
 def split_sessions(
-    sequences: Sequence[np.ndarray], validation_share: float, seed: int
+    sequences: Sequence[np.ndarray],
+    validation_share: float,
+    seed: int,
+    max_validation: int | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Seeded random split into (train, validation) by whole sessions.
 
     With ``0 < validation_share < 1`` and at least two sequences, both parts are non-empty.
+    ``max_validation`` caps the number of validation sessions (the rest train).
     """
     if not 0.0 <= validation_share < 1.0:
         raise DataError(f"validation_share must be in [0, 1), got {validation_share}")
@@ -73,6 +77,8 @@ def split_sessions(
     n_val = int(round(n * validation_share))
     if validation_share > 0 and n >= 2:
         n_val = min(max(n_val, 1), n - 1)
+    if max_validation is not None:
+        n_val = min(n_val, max(max_validation, 0))
     val = [sequences[i] for i in order[:n_val]]
     train = [sequences[i] for i in order[n_val:]]
     return train, val
