@@ -22,9 +22,9 @@ from faust.types import EventT
 from schemas.errors import SchemaError
 from schemas.play import PlayEvent
 from streams.ab import Experiment, OnlineStats
-from streams.dead_letters import dead_letter_for
 from streams.engine import Outcome, RecommendationEngine
 from streams.faust_context import event_context
+from streams.feature_support import as_bytes, raw_topic, send_dead_letter
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
 from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
@@ -116,9 +116,9 @@ class NextTrackWorker:
             broker_session_timeout=settings.consumer_session_timeout,
             broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         )
-        self.plays_topic = self._topic(settings.topic_plays)
-        self.recommendations_topic = self._topic(settings.topic_recommendations)
-        self.dlq_topic = self._topic(settings.topic_plays_dlq)
+        self.plays_topic = raw_topic(self, settings.topic_plays)
+        self.recommendations_topic = raw_topic(self, settings.topic_recommendations)
+        self.dlq_topic = raw_topic(self, settings.topic_plays_dlq)
         self.sessions = self.app.Table(
             "sessions",
             default=None,
@@ -144,11 +144,6 @@ class NextTrackWorker:
             "n_tracks": str(self.model.n_items),
         }
 
-    def _topic(self, name: str) -> Any:
-        return self.app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
-
     # -- the play-event agent ----------------------------------------------------------------
 
     async def _plays_agent(self, stream: faust.StreamT) -> None:
@@ -165,7 +160,7 @@ class NextTrackWorker:
         for event in events:
             try:
                 play = PlayEvent.parse(
-                    _as_bytes(event.value), max_bytes=self.settings.max_event_bytes
+                    as_bytes(event.value), max_bytes=self.settings.max_event_bytes
                 )
             except SchemaError as exc:
                 deliveries.append(await self.dead_letter(exc, event))
@@ -276,38 +271,9 @@ class NextTrackWorker:
             return None
 
     async def dead_letter(self, error: Exception, event: EventT) -> Awaitable[Any]:
-        """Send one rejected input to the dead-letter topic; returns its delivery future."""
-        message = event.message
-        letter = dead_letter_for(
-            error,
-            _as_bytes(event.value),
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=_as_bytes(event.key) if event.key is not None else None,
-        )
-        reason = letter.reason
-        log.info(
-            "dead-lettering %s[%s]@%s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            letter.error,
-        )
-        self.metrics.dead_letters.labels(message.topic, reason).inc()
-        self.metrics.events.labels(message.topic, "unknown", f"dead_letter:{reason}").inc()
-        return await self.dlq_topic.send(key=letter.key, value=letter.to_bytes())
+        """Send one rejected play event to the dead-letter topic; returns its delivery future."""
+        return await send_dead_letter(self, self.dlq_topic, error, event)
 
 
 def _position(event: EventT) -> tuple[int, int]:
     return (event.message.partition, event.message.offset)
-
-
-def _as_bytes(value: Any) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)
