@@ -111,3 +111,20 @@ def test_hybrid_beats_pure_cf_on_cold_artists(hetrec_dir: Path, tmp_path: Path) 
     assert set(obj) == {"models", "protocol", "data", "seconds"}
     assert obj["data"]["n_cold_items"] == 32
     assert "cold_auc" in report.table()
+
+
+def test_cli_evaluate_coldstart(hetrec_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import build_app
+
+    args = ["evaluate-coldstart", "--hetrec", str(hetrec_dir), "--epochs", "5"]
+    args += ["--components", "8", "--no-progress", "--report", str(tmp_path / "c.json")]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "hybrid" in result.output and "cold_auc" in result.output
+    assert set(orjson.loads((tmp_path / "c.json").read_bytes())["models"]) == {
+        "cf",
+        "content",
+        "hybrid",
+    }

@@ -133,3 +133,26 @@ def test_prefix_protocol(trained: tuple[Path, list, list]) -> None:
     assert all(set(p) <= set(h) for p, h in zip(plays, heard, strict=True))
     limited, _ = replay_sessions(test, index, max_prefixes=10)
     assert len(limited[0].evaluated) <= 10 and sum(len(s.evaluated) for s in limited) == 10
+
+
+def test_cli_evaluate(trained: tuple[Path, list, list], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import build_app
+    from training.io import write_events
+
+    artifacts, train, test = trained
+    write_events(tmp_path / "train.jsonl", train)
+    write_events(tmp_path / "test.jsonl", test)
+    args = ["evaluate", "--artifacts", str(artifacts), "--train-events"]
+    args += [str(tmp_path / "train.jsonl"), "--test-events", str(tmp_path / "test.jsonl")]
+    args += ["--encoder", "mean", "--baseline", "pop", "--baseline", "itemknn", "--no-tune"]
+    args += ["--max-sessions", "10", "--k", "10", "--no-progress"]
+    args += ["--report", str(tmp_path / "r.json"), "--chart", str(tmp_path / "c.png")]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "itemknn" in result.output and "hr@10" in result.output
+    obj = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert set(obj["models"]) == {"pop", "itemknn", "mean"}
+    assert obj["protocol"]["ks"] == [5, 10] and obj["data"]["n_test_sessions"] == 10
+    assert (tmp_path / "c.png").stat().st_size > 0
