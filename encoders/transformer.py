@@ -153,15 +153,17 @@ class SasRecModel(nn.Module):
         """Index used to right-pad input sequences."""
         return self.config.n_items
 
-    def reset_item_embeddings(self, init_vectors: np.ndarray | None, seed: int = 0) -> None:
+    def reset_item_embeddings(
+        self, init_vectors: np.ndarray | None, seed: int = 0, rms: float = 0.1
+    ) -> None:
         """Initialise the item table from ``init_vectors`` (or small noise when ``None``)."""
         n, d = self.config.n_items, self.config.emb_dim
         if init_vectors is None:
-            table = np.random.default_rng(seed).normal(0.0, 0.1, (n, d)).astype(np.float32)
+            table = np.random.default_rng(seed).normal(0.0, rms, (n, d)).astype(np.float32)
         else:
             if init_vectors.shape[0] != n:
                 raise EncoderError(f"init vectors have {init_vectors.shape[0]} rows, not {n}")
-            table = fit_item_vectors(init_vectors, d, seed=seed)
+            table = fit_item_vectors(init_vectors, d, seed=seed, rms=rms)
         with torch.no_grad():
             self.item_emb.weight[:n] = torch.from_numpy(table)
             self.item_emb.weight[n] = 0.0

@@ -11,14 +11,23 @@ import pytest
 import torch
 
 from encoders import SessionEncoder, load_encoder
-from training.encoder_training import EncoderTrainingConfig, TrainableEncoder, train_encoder
+from training.encoder_training import (
+    EncoderTrainingConfig,
+    TrainableEncoder,
+    effective_batch_size,
+    exclude_items,
+    rank_metrics,
+    train_encoder,
+)
 from training.errors import DataError
 from training.sequences import (
     IGNORE_TARGET,
     count_batches,
+    heard_matrix,
     iterate_batches,
     pad_batch,
     prepare_sequences,
+    repeat_targets,
     split_sessions,
 )
 
@@ -198,3 +207,28 @@ def test_iterate_batches_covers_every_sequence_once() -> None:
     assert len(batches) == count_batches(len(seqs), 8, bucket_batches=2)
     assert sum(b.n_targets for b in batches) == sum(len(s) - 1 for s in seqs)
     assert sum(b.inputs.shape[0] for b in batches) == 70
+
+
+def test_repeat_targets_are_skipped() -> None:
+    seq = np.asarray([5, 6, 5, 7, 6, 8])
+    np.testing.assert_array_equal(repeat_targets(seq), [False, True, False, True, False])
+    batch = pad_batch([seq], pad_index=99, skip_repeats=True)
+    np.testing.assert_array_equal(batch.targets, [[6, IGNORE_TARGET, 7, IGNORE_TARGET, 8]])
+
+
+def test_heard_items_are_excluded_from_ranking() -> None:
+    inputs = np.asarray([[2, 0, 9]])  # 9 = pad (n_items = 9)
+    heard = heard_matrix(inputs, pad_index=9)
+    np.testing.assert_array_equal(heard[0], [[2, 9, 9], [2, 0, 9], [2, 0, 9]])
+    logits = torch.arange(9, dtype=torch.float32).repeat(2, 1)
+    masked = exclude_items(logits, torch.from_numpy(heard[0, :2]))
+    assert torch.isinf(masked[0, 2]) and not torch.isinf(masked[0, 0])
+    assert torch.isinf(masked[1, [0, 2]]).all() and torch.isfinite(masked[1, 3:]).all()
+    hits, rr = rank_metrics(masked, torch.tensor([8, 1]), k=2)
+    assert (hits, rr) == (1.0, 1.0)  # 8 is ranked first; 1 ranks 7th behind 8..3
+
+
+def test_effective_batch_size() -> None:
+    assert effective_batch_size(10_000, 128, 20) == 128
+    assert effective_batch_size(215, 128, 20) == 11
+    assert effective_batch_size(3, 128, 20) == 1

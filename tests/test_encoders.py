@@ -69,6 +69,20 @@ class TestMean(EncoderSuite):
         with pytest.raises(EncoderError):
             load_encoder(tmp_path, make_item_vectors(dim=5))
 
+    def test_extend_and_replace_items_copy_on_write(self) -> None:
+        vectors = make_item_vectors()
+        encoder = MeanEncoder(vectors)
+        state = encode_sequence(encoder, [1, 2])
+        encoder.extend_items(np.ones((2, vectors.shape[1]), dtype=np.float32))
+        assert encoder.n_items == N_ITEMS + 2
+        stepped = encoder.step([state], np.asarray([N_ITEMS + 1], dtype=np.int64))[0]
+        np.testing.assert_allclose(stepped[:-1], state[:-1] + 1.0, atol=1e-6)
+        encoder.replace_items(np.asarray([0]), np.zeros((1, vectors.shape[1]), dtype=np.float32))
+        assert not encoder.item_vectors()[0].any()
+        assert vectors[0].any()  # the caller's array is untouched
+        with pytest.raises(EncoderError):
+            encoder.extend_items(np.ones((1, vectors.shape[1] + 1), dtype=np.float32))
+
 
 class TestMeanDecay(TestMean):
     decay = 0.7

@@ -84,14 +84,29 @@ def split_sessions(
     return train, val
 
 
-def pad_batch(sequences: Sequence[np.ndarray], pad_index: int) -> SequenceBatch:
-    """Right-pad (input, target) pairs of the given sequences into one batch."""
+def repeat_targets(seq: np.ndarray) -> np.ndarray:
+    """Boolean ``(len(seq) - 1,)``: is target ``seq[t + 1]`` already among ``seq[: t + 1]``?"""
+    _, first, inverse = np.unique(seq, return_index=True, return_inverse=True)
+    return (first[inverse] < np.arange(len(seq)))[1:]
+
+
+def pad_batch(
+    sequences: Sequence[np.ndarray], pad_index: int, skip_repeats: bool = False
+) -> SequenceBatch:
+    """Right-pad (input, target) pairs of the given sequences into one batch.
+
+    With ``skip_repeats``, targets already heard earlier in the sequence are ignored (the
+    worker never recommends a heard track, so predicting repeats is wasted effort).
+    """
     t = max(len(s) for s in sequences) - 1
     inputs = np.full((len(sequences), t), pad_index, dtype=np.int64)
     targets = np.full((len(sequences), t), IGNORE_TARGET, dtype=np.int64)
     for row, seq in enumerate(sequences):
         inputs[row, : len(seq) - 1] = seq[:-1]
-        targets[row, : len(seq) - 1] = seq[1:]
+        target = seq[1:]
+        if skip_repeats:
+            target = np.where(repeat_targets(seq), IGNORE_TARGET, target)
+        targets[row, : len(seq) - 1] = target
     return SequenceBatch(inputs, targets)
 
 
@@ -101,12 +116,13 @@ def iterate_batches(
     pad_index: int,
     rng: np.random.Generator | None = None,
     bucket_batches: int = 32,
+    skip_repeats: bool = False,
 ) -> Iterator[SequenceBatch]:
     """Padded batches of similar-length sequences.
 
     With ``rng`` (training): shuffle, sort by length inside chunks of ``bucket_batches``
     batches (less padding), and shuffle the batch order. Without (evaluation): sorted by
-    length, deterministic.
+    length, deterministic. ``skip_repeats`` as in :func:`pad_batch`.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -124,7 +140,7 @@ def iterate_batches(
             batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
         batches = [batches[i] for i in rng.permutation(len(batches))]
     for idx in batches:
-        yield pad_batch([sequences[i] for i in idx], pad_index)
+        yield pad_batch([sequences[i] for i in idx], pad_index, skip_repeats)
 
 
 def count_batches(n_sequences: int, batch_size: int, bucket_batches: int = 32) -> int:
@@ -134,6 +150,13 @@ def count_batches(n_sequences: int, batch_size: int, bucket_batches: int = 32) -
     chunk = batch_size * bucket_batches
     full, rest = divmod(n_sequences, chunk)
     return full * bucket_batches + -(-rest // batch_size)
+
+
+def heard_matrix(inputs: np.ndarray, pad_index: int) -> np.ndarray:
+    """``(B, T, T)``: row ``[b, t]`` lists the items heard up to position ``t`` (else pad)."""
+    t = inputs.shape[1]
+    causal = np.tril(np.ones((t, t), dtype=bool))
+    return np.where(causal[None], inputs[:, None, :], pad_index)
 
 
 def target_counts(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
