@@ -56,11 +56,10 @@ def broker_for(workdir: Path, bootstrap_servers: str | None) -> Iterator[str]:
 
 def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run the demo; returns the measured figures."""
-    from training.split import split_events
-
     from training.generate import GeneratorConfig, generate, write_dataset
     from training.io import write_events
     from training.pipeline import PipelineConfig, train_artifacts
+    from training.split import split_events
 
     work = config.workdir
     work.mkdir(parents=True, exist_ok=True)
