@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 from faust.types import EventT
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Req = TypeVar("Req", RecommendationRequest, SimilarTracksRequest)
 RequestItem = tuple[EventT, RecommendationRequest]
 SimilarItem = tuple[EventT, SimilarTracksRequest]
 
@@ -92,20 +93,33 @@ class RequestAgents:
 
     # -- batches --------------------------------------------------------------------------------
 
-    async def handle_requests(self, events: Sequence[EventT]) -> None:
-        """Answer one micro-batch of recommendation requests; returns once all is delivered."""
-        started = time.perf_counter()
+    async def _parse_batch(
+        self,
+        events: Sequence[EventT],
+        parse: Callable[..., Req],
+        check: Callable[[Req], object],
+    ) -> tuple[list[tuple[EventT, Req]], list[Awaitable[Any]]]:
+        """Parse and check each request; a rejected one is dead-lettered. Returns the valid
+        ``(event, request)`` pairs and the dead letters' delivery futures."""
         deliveries: list[Awaitable[Any]] = []
-        valid: list[RequestItem] = []
+        valid: list[tuple[EventT, Req]] = []
         max_bytes = self.worker.settings.max_event_bytes
         for event in events:
             try:
-                request = RecommendationRequest.parse(as_bytes(event.value), max_bytes=max_bytes)
-                self.handler.params_for(request)
+                request = parse(as_bytes(event.value), max_bytes=max_bytes)
+                check(request)
             except SchemaError as exc:
                 deliveries.append(await self._dead_letter(exc, event))
                 continue
             valid.append((event, request))
+        return valid, deliveries
+
+    async def handle_requests(self, events: Sequence[EventT]) -> None:
+        """Answer one micro-batch of recommendation requests; returns once all is delivered."""
+        started = time.perf_counter()
+        valid, deliveries = await self._parse_batch(
+            events, RecommendationRequest.parse, self.handler.params_for
+        )
         table = self.worker.sessions
         states = {
             id(request): read_session(table, request.session_id, event)
@@ -134,17 +148,9 @@ class RequestAgents:
 
     async def handle_similar(self, events: Sequence[EventT]) -> None:
         """Answer one micro-batch of similar-tracks requests; returns once all is delivered."""
-        deliveries: list[Awaitable[Any]] = []
-        valid: list[SimilarItem] = []
-        max_bytes = self.worker.settings.max_event_bytes
-        for event in events:
-            try:
-                request = SimilarTracksRequest.parse(as_bytes(event.value), max_bytes=max_bytes)
-                self.handler.check_similar(request)
-            except SchemaError as exc:
-                deliveries.append(await self._dead_letter(exc, event))
-                continue
-            valid.append((event, request))
+        valid, deliveries = await self._parse_batch(
+            events, SimilarTracksRequest.parse, self.handler.check_similar
+        )
 
         def answer(items: list[SimilarItem]) -> list[Any]:
             return self.handler.similar([r for _, r in items])
