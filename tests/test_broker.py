@@ -252,3 +252,18 @@ def test_cli_up_status_down(tmp_path: Path, kafka_libs: Path) -> None:
     assert down.exit_code == 0 and "stopped broker" in down.output, down.output
     status = runner.invoke(app, ["broker", "status", "--data-dir", data])
     assert status.exit_code == 1, status.output
+
+
+@pytest.mark.kafka
+def test_cluster_id_starting_with_a_dash_formats(
+    tmp_path: Path, kafka_libs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A random cluster id can start with "-" (1 in 64): formatting must not read it as a
+    flag (this once failed a CI run)."""
+    import deploy.kafka.launcher as launcher
+
+    monkeypatch.setattr(launcher, "new_cluster_id", lambda: "-" + "A" * 21)
+    with KafkaBroker(tmp_path / "broker", libs_dir=kafka_libs) as broker:
+        assert broker.ping()
+    meta = (tmp_path / "broker" / "kafka-logs" / "meta.properties").read_text()
+    assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in meta

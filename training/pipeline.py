@@ -23,6 +23,7 @@ from training.artifacts import new_model_version, write_artifacts
 from training.content import ContentFeaturizer
 from training.errors import DataError
 from training.index_check import check_index_recall
+from training.index_files import cb_index_path, cf_index_path, save_index
 from training.io import read_events, sessions_from_events
 from training.lightfm_model import TrainingConfig, interaction_matrix, train_lightfm
 
@@ -159,6 +160,17 @@ def train_artifacts(
                 }
                 reports[name] = section[name]["validation"]
             encoder.save(encoders_dir / name)
+            section[name]["index"] = save_index(
+                cf_index_path(encoders_dir / name, config.index_type),
+                encoder.item_vectors(),
+                config.index_type,  # type: ignore[arg-type]
+            )
+        if cb_vectors is not None:  # the content space is shared by every encoder
+            index_report["cb"] = save_index(
+                cb_index_path(encoders_dir.parent, config.index_type),
+                cb_vectors,
+                config.index_type,  # type: ignore[arg-type]
+            )
         return section
 
     manifest = {

@@ -19,10 +19,12 @@ import numpy as np
 
 from encoders import load_encoder
 from encoders.base import SessionEncoder
+from index.filters import CatalogFilters
 from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track
 from training.artifacts import Artifacts, ArtifactsError, load_artifacts
+from training.index_files import cb_index_path, cf_index_path, load_or_build
 
 log = logging.getLogger(__name__)
 
@@ -228,12 +230,24 @@ def load_model(
         )
     kind = index_type if use_ann else "flat"
     cb = artifacts.cb_vectors if use_content else None
-    retriever = HybridRetriever.build(
+    cf_index = load_or_build(
+        cf_index_path(artifacts.encoder_dir(encoder_name), kind),
         item_vectors,
-        cb,
-        [t.genres for t in artifacts.tracks],
-        [t.moods for t in artifacts.tracks],
-        kind=kind,  # type: ignore[arg-type]
+        kind,  # type: ignore[arg-type]
+    )
+    cb_index = (
+        load_or_build(cb_index_path(artifacts.directory, kind), cb, kind)  # type: ignore[arg-type]
+        if cb is not None
+        else None
+    )
+    retriever = HybridRetriever(
+        cf_index,
+        item_vectors,
+        cb_index=cb_index,
+        cb_vectors=cb,
+        filters=CatalogFilters.from_lists(
+            [t.genres for t in artifacts.tracks], [t.moods for t in artifacts.tracks]
+        ),
     )
     log.info(
         "loaded model %s (%s encoder, %d tracks, %s index) in %.1fs",

@@ -292,8 +292,8 @@ class KafkaBroker:
         cmd = self._java_cmd(java, libs, "kafka.tools.StorageTool", FORMAT_JVM_OPTS) + [
             "format",
             "--standalone",
-            "--cluster-id",
-            new_cluster_id(),
+            # ``=`` form: a random id may start with "-", which argparse would take for a flag.
+            f"--cluster-id={new_cluster_id()}",
             "--config",
             str(self.properties_file),
         ]
