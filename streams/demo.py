@@ -37,7 +37,7 @@ class DemoConfig:
     sessions_per_user: int = 8
     replay_events: int = 3000
     show_sessions: int = 3
-    encoder: str = "mean"
+    encoder: str = "transformer"
     seed: int = 7
     bootstrap_servers: str | None = None
 

@@ -59,7 +59,9 @@ def register(app: typer.Typer) -> None:
         tracks: int = typer.Option(3000, help="Catalog size to generate."),
         users: int = typer.Option(200, help="Users to simulate."),
         replay: int = typer.Option(3000, help="Held-out events to stream through the worker."),
-        encoder: str = typer.Option("mean", help="Session encoder: mean, lstm or transformer."),
+        encoder: str = typer.Option(
+            "transformer", help="Session encoder: mean, lstm or transformer."
+        ),
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
         """Everything end to end: broker, data, training, worker, replay, recommendations.
