@@ -19,28 +19,23 @@ worker uses popularity for empty sessions anyway.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from encoders.base import (
-    WEIGHTS_FILE,
     EncoderName,
     check_items,
     fit_item_vectors,
-    load_weights,
     pack_state,
-    read_encoder_config,
     stack_states,
     unpack_state,
-    write_encoder_config,
 )
 from encoders.errors import EncoderError
+from encoders.torch_io import TorchEncoderIO
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +133,15 @@ class GruSessionModel(nn.Module):
         return self.out_proj(self.dropout(h_top))
 
 
-class LstmEncoder:
+class LstmEncoder(TorchEncoderIO):
     """The :class:`encoders.base.SessionEncoder` wrapper around a trained GRU model.
 
     The model is put in eval mode; wrap it only after training (the item vectors are cached).
     """
 
     name: EncoderName = "lstm"
+    model_class = GruSessionModel
+    config_class = GruModelConfig
 
     def __init__(self, model: GruSessionModel) -> None:
         self.model = model.float().cpu().eval()
@@ -209,53 +206,3 @@ class LstmEncoder:
     def state_from_bytes(self, data: bytes) -> np.ndarray:
         """Inverse of :meth:`state_to_bytes`; ``EncoderStateError`` on a bad blob."""
         return unpack_state(data, np.float32, self.state_size)
-
-    def config(self) -> dict[str, Any]:
-        """The JSON-serialisable config written by :meth:`save`."""
-        hp = asdict(self.model.config)
-        return {
-            "name": self.name,
-            "dim": self.dim,
-            "n_items": hp.pop("n_items"),
-            "hyperparameters": hp,
-        }
-
-    def save(self, directory: Path) -> None:
-        """Write ``config.json`` and ``weights.pt`` (the model's ``state_dict``)."""
-        directory = Path(directory)
-        write_encoder_config(directory, self.config())
-        torch.save(self.model.state_dict(), directory / WEIGHTS_FILE)
-        logger.info(
-            "saved lstm encoder (%d items, dim %d) to %s", self.n_items, self.dim, directory
-        )
-
-    @classmethod
-    def from_config(
-        cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None
-    ) -> LstmEncoder:
-        """Rebuild from a ``config.json`` dict and (optionally) saved weights."""
-        model = GruSessionModel(model_config_from(config))
-        if state_dict is not None:
-            try:
-                model.load_state_dict(state_dict)
-            except RuntimeError as exc:
-                raise EncoderError(f"lstm weights do not fit the config: {exc}") from exc
-        return cls(model)
-
-    @classmethod
-    def load(cls, directory: Path) -> LstmEncoder:
-        """Read ``config.json`` and ``weights.pt`` from ``directory``."""
-        directory = Path(directory)
-        config = read_encoder_config(directory)
-        if config["name"] != cls.name:
-            raise EncoderError(f"{directory} holds a {config['name']!r} encoder, not 'lstm'")
-        return cls.from_config(config, load_weights(directory))
-
-
-def model_config_from(config: Mapping[str, Any]) -> GruModelConfig:
-    """:class:`GruModelConfig` from a saved encoder config (``n_items`` + ``hyperparameters``)."""
-    hp = dict(config.get("hyperparameters", {}))
-    try:
-        return GruModelConfig(n_items=int(config["n_items"]), **hp)
-    except (KeyError, TypeError) as exc:
-        raise EncoderError(f"bad lstm config: {exc}") from exc

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,18 +31,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.base import (
-    WEIGHTS_FILE,
     EncoderName,
     check_items,
     fit_item_vectors,
-    load_weights,
     pack_state,
-    read_encoder_config,
     stack_states,
     unpack_state,
-    write_encoder_config,
 )
 from encoders.errors import EncoderError, EncoderStateError
+from encoders.torch_io import TorchEncoderIO
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +222,12 @@ def shift_in(batch: np.ndarray, items: np.ndarray) -> np.ndarray:
     return out
 
 
-class TransformerEncoder:
+class TransformerEncoder(TorchEncoderIO):
     """The :class:`encoders.base.SessionEncoder` wrapper around a trained SASRec model."""
 
     name: EncoderName = "transformer"
+    model_class = SasRecModel
+    config_class = TransformerModelConfig
 
     def __init__(self, model: SasRecModel) -> None:
         self.model = model.float().cpu().eval()
@@ -293,47 +290,3 @@ class TransformerEncoder:
         """Inverse of :meth:`state_to_bytes`; ``EncoderStateError`` on a bad blob."""
         state = unpack_state(data, np.int64, self.state_size)
         return self._windows([state])[0]
-
-    def config(self) -> dict[str, Any]:
-        """The JSON-serialisable config written by :meth:`save`."""
-        hp = asdict(self.model.config)
-        n_items = hp.pop("n_items")
-        return {"name": self.name, "dim": self.dim, "n_items": n_items, "hyperparameters": hp}
-
-    def save(self, directory: Path) -> None:
-        """Write ``config.json`` and ``weights.pt`` (the model's ``state_dict``)."""
-        directory = Path(directory)
-        write_encoder_config(directory, self.config())
-        torch.save(self.model.state_dict(), directory / WEIGHTS_FILE)
-        logger.info("saved transformer encoder (%d items) to %s", self.n_items, directory)
-
-    @classmethod
-    def from_config(
-        cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None
-    ) -> TransformerEncoder:
-        """Rebuild from a ``config.json`` dict and (optionally) saved weights."""
-        model = SasRecModel(model_config_from(config))
-        if state_dict is not None:
-            try:
-                model.load_state_dict(state_dict)
-            except RuntimeError as exc:
-                raise EncoderError(f"transformer weights do not fit the config: {exc}") from exc
-        return cls(model)
-
-    @classmethod
-    def load(cls, directory: Path) -> TransformerEncoder:
-        """Read ``config.json`` and ``weights.pt`` from ``directory``."""
-        directory = Path(directory)
-        config = read_encoder_config(directory)
-        if config["name"] != cls.name:
-            raise EncoderError(f"{directory} holds a {config['name']!r} encoder, not 'transformer'")
-        return cls.from_config(config, load_weights(directory))
-
-
-def model_config_from(config: Mapping[str, Any]) -> TransformerModelConfig:
-    """:class:`TransformerModelConfig` from a saved config (``n_items`` + ``hyperparameters``)."""
-    hp = dict(config.get("hyperparameters", {}))
-    try:
-        return TransformerModelConfig(n_items=int(config["n_items"]), **hp)
-    except (KeyError, TypeError) as exc:
-        raise EncoderError(f"bad transformer config: {exc}") from exc
