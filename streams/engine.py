@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from encoders.base import encode_sequence
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation, RecommendedItem
 from streams.state import SessionState
@@ -112,10 +113,7 @@ class RecommendationEngine:
         encoder = self.model.encoder
         if state.encoder == encoder.name and state.model_version == self.model.model_version:
             return encoder.state_from_bytes(state.encoder_state)
-        items = self.model.indices(state.plays)
-        current = encoder.initial_state()
-        for item in items:
-            current = encoder.step([current], np.asarray([item], dtype=np.int64))[0]
+        current = encode_sequence(encoder, self.model.indices(state.plays))
         state.encoder = encoder.name
         state.model_version = self.model.model_version
         return current
