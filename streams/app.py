@@ -3,7 +3,7 @@
 :class:`NextTrackWorker` owns one ``faust.App`` and everything it needs; nothing lives at
 module level, so tests can build several apps side by side. The agent is thin: it decodes,
 dead-letters bad input, loads session states, calls the synchronous
-:class:`~streams.engine.RecommendationEngine` once per micro-batch, publishes, and stores the
+:class:`~serving.engine.RecommendationEngine` once per micro-batch, publishes, and stores the
 new states. Offsets are committed (events acked) only after every record of the batch has
 been delivered, so a crash never loses a valid event's recommendation (at-least-once).
 """
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -21,8 +22,10 @@ from faust.types import EventT
 
 from schemas.errors import SchemaError
 from schemas.play import PlayEvent
-from streams.ab import Experiment, OnlineStats
-from streams.engine import Outcome, RecommendationEngine
+from serving.ab import Experiment, OnlineStats
+from serving.engine import Outcome, RecommendationEngine
+from serving.model import ModelBundle, RetrievalParams
+from serving.state import SessionState
 from streams.faust_context import event_context
 from streams.feature_support import as_bytes, raw_topic, send_dead_letter
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
@@ -30,8 +33,6 @@ from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
 from streams.ratelimit import RateLimiter
 from streams.settings import Settings
-from streams.state import SessionState
-from training.recommender import ModelBundle, RetrievalParams
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class NextTrackWorker:
         *,
         metrics: WorkerMetrics | None = None,
         table_store: str = "rocksdb://",
+        data_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
@@ -86,7 +88,7 @@ class NextTrackWorker:
         )
         #: Rolling throughput and latency for the status page (``streams.live_stats``).
         self.live_stats = LiveStats()
-        #: Online hit rate and feedback figures per A/B variant (``streams.ab``).
+        #: Online hit rate and feedback figures per A/B variant (``serving.ab``).
         self.ab_stats = OnlineStats()
         #: Plays per user per window; in memory, so per worker process.
         self.rate_limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_window)
@@ -98,7 +100,7 @@ class NextTrackWorker:
             broker=faust_broker_url(settings.kafka_bootstrap_servers),
             broker_credentials=faust_broker_credentials(settings),
             store=table_store,
-            datadir=str(settings.data_dir),
+            datadir=str(data_dir or settings.data_dir),
             web_port=settings.web_port,
             web_host=settings.web_host,
             web_enabled=True,

@@ -6,14 +6,15 @@ route: ours (``/metrics``, ``/status``...), the request API (``/recommendations`
 ``/graph/``, ``/performance/``), and even unknown paths (401 before 404, so nothing is
 revealed to a caller without the key).
 
-* ``ENABLE_AUTH=true``: every path except ``/health`` needs ``Authorization: Bearer
+* ``ENABLE_AUTH=true``: every path except ``/health`` and ``/ready`` needs ``Authorization: Bearer
   <API_KEY>`` (compared in constant time); otherwise 401 with ``WWW-Authenticate: Bearer``.
   ``METRICS_PUBLIC=true`` opens ``/metrics``, ``STATUS_PUBLIC=true`` opens ``/status`` and
   ``/status.json`` (aggregate figures only).
 * ``HTTP_RATE_LIMIT_REQUESTS`` (default ``RATE_LIMIT_REQUESTS``) per ``RATE_LIMIT_WINDOW``
   seconds per API key, or per client address when auth is off (``request.remote``; a proxy's
-  ``X-Forwarded-For`` is not trusted): 429 with ``Retry-After``. ``/health``, ``/metrics`` and
-  the status page are not limited (scrapers and the page poll them). In memory, per process.
+  ``X-Forwarded-For`` is not trusted): 429 with ``Retry-After``. ``/health``, ``/ready``,
+  ``/metrics`` and the status page are not limited (scrapers and the page poll them). In
+  memory, per process.
 * Bodies over ``MAX_HTTP_BODY_BYTES``: 413 (a declared ``Content-Length`` is refused before
   reading; aiohttp's ``client_max_size``, set in :mod:`streams.app`, stops the rest).
 """
@@ -41,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 #: Never needs a key and is never rate limited (load balancers, orchestrators).
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ready"})
 METRICS_PATHS = frozenset({"/metrics"})
 STATUS_PATHS = frozenset({"/status", "/status.json"})
 #: Not rate limited: polled by scrapers and by the status page itself.

@@ -26,7 +26,7 @@ from streams.clients import ensure_topics
 from streams.demo import broker_for
 from streams.roundtrip import roundtrip
 from streams.settings import load_settings
-from streams.worker_process import start_worker, wait_http
+from streams.worker_process import start_worker, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             log_path=config.workdir / f"{run_id}-worker.log",
         )
         try:
-            wait_http(worker, timeout=120)
+            wait_ready(worker)
             asyncio.run(_measure(settings, t["plays"], t["recs"], warmup))
             full = asyncio.run(_measure(settings, t["plays"], t["recs"], measured))
         finally:

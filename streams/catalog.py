@@ -1,7 +1,7 @@
 """The live catalog agent: topic ``tracks`` (``track/v1`` records, key = track id).
 
 Each micro-batch is validated (invalid records go to ``TOPIC_TRACKS_DLQ``, ``tracks-dlq``) and
-applied to the worker's model with :func:`training.live_catalog.apply_tracks`: a new track is
+applied to the worker's model with :func:`serving.catalog.apply_tracks`: a new track is
 placed in the content and collaborative spaces and inserted into the indexes, a changed one is
 updated, a tombstone (``{"track_id": ..., "retired": true}``) retires the track for good (never
 recommended again, popularity fallback included). The update is synchronous and the agents
@@ -31,10 +31,10 @@ from faust.types import EventT
 
 from schemas.errors import SchemaError
 from schemas.track import Track
+from serving.catalog import CatalogChanges, apply_tracks
+from serving.model import ModelBundle
 from streams.faust_context import event_context
 from streams.feature_support import as_bytes, raw_topic, run_isolated, send_dead_letter
-from training.live_catalog import CatalogChanges, apply_tracks
-from training.recommender import ModelBundle
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.errors import StreamsError
 from streams.kafka_config import aiokafka_kwargs
 from streams.settings import Settings
 
@@ -148,5 +149,108 @@ async def consume_records(
                     count += 1
                     if max_records is not None and count >= max_records:
                         return
+    finally:
+        await consumer.stop()
+
+
+async def cluster_id(settings: Settings, *, bootstrap_servers: str | None = None) -> str:
+    """The Kafka cluster id (KRaft: fixed when the broker's storage was formatted)."""
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
+    await admin.start()
+    try:
+        found = (await admin.describe_cluster()).get("cluster_id")
+    finally:
+        await admin.close()
+    if not found:
+        raise StreamsError("the broker did not report a cluster id")
+    return str(found)
+
+
+async def end_offsets(
+    settings: Settings, topic: str, *, bootstrap_servers: str | None = None
+) -> dict[int, int]:
+    """Partition -> end offset (the next offset to be written) of ``topic``; ``{}`` when the
+    topic does not exist."""
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings, bootstrap_servers))
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return {}
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        ends = await consumer.end_offsets(parts)
+        return {tp.partition: int(off) for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(
+    settings: Settings, group: str, topic: str, *, bootstrap_servers: str | None = None
+) -> dict[int, int]:
+    """Partition -> committed offset of consumer group ``group`` on ``topic`` (partitions
+    without a commit are left out)."""
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def read_until(
+    settings: Settings,
+    topics: list[str],
+    done: Callable[[list[Record]], bool] | None = None,
+    *,
+    timeout: float = 60.0,
+    bootstrap_servers: str | None = None,
+) -> list[Record]:
+    """Every record of ``topics`` from the beginning: until ``done(records)`` is true, or
+    (``done=None``) up to the end offsets as they stand when called.
+
+    Raises :class:`TimeoutError` (with what was read) when ``timeout`` seconds pass first.
+    """
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(settings, bootstrap_servers), enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout
+    try:
+        parts: list[TopicPartition] = []
+        while True:  # a topic just created may take a moment to show in the metadata
+            known = await consumer.topics()
+            if all(t in known for t in topics):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {topics} do not exist")
+            await asyncio.sleep(0.2)
+        for topic in topics:
+            parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts) if done is None else {}
+
+        async def finished() -> bool:
+            if done is not None:
+                return done(records)
+            for tp, end in ends.items():
+                if end > 0 and await consumer.position(tp) < end:
+                    return False
+            return True
+
+        while not await finished():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"{topics}: condition not met in {timeout:.0f}s ({len(records)} records read)"
+                )
+            batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            for msgs in batch.values():
+                records += [
+                    Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                    for m in msgs
+                ]
+        return records
     finally:
         await consumer.stop()

@@ -24,7 +24,7 @@ from schemas.track import Track
 from streams.clients import ensure_topics
 from streams.roundtrip import roundtrip
 from streams.settings import Settings, load_settings
-from streams.worker_process import start_worker, wait_http
+from streams.worker_process import start_worker, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
         echo("[4/6] starting the worker ...")
         worker = start_worker(artifacts, env=env, log_path=work / f"{run_id}-worker.log")
         try:
-            wait_http(worker, timeout=120)
+            wait_ready(worker)
             replay = test[: config.replay_events]
             echo(f"[5/6] replaying {len(replay)} held-out events through Kafka ...")
             recs, figures = asyncio.run(_replay(settings, replay))

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from faust.types import EventT
 
 from schemas.errors import SchemaError
+from serving.state import SessionState
 from streams.dead_letters import dead_letter_for
 from streams.faust_context import event_context
-from streams.state import SessionState
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from schemas.errors import SchemaError
 from schemas.feedback import FeedbackEvent
-from streams.ab import OnlineStats
+from serving.ab import OnlineStats
 from streams.feature_support import as_bytes, raw_topic, read_session, send_dead_letter
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class OnlineStatsCollector(Collector):
-    """Exports :class:`~streams.ab.OnlineStats` at scrape time, labelled by variant."""
+    """Exports :class:`~serving.ab.OnlineStats` at scrape time, labelled by variant."""
 
     def __init__(self, stats: OnlineStats, names: Sequence[str] = ()) -> None:
         self.stats = stats

@@ -44,6 +44,14 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.local_state_resets = Counter(
+            "nexttrack_local_state_resets_total",
+            "Local table state not used at start, by reason: stale_offset (a partition ahead "
+            "of its changelog, wiped and restored) or other_cluster (state of another "
+            "Kafka cluster found under DATA_DIR).",
+            ["reason"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "nexttrack_batch_size", "Events per micro-batch.", buckets=BATCH_BUCKETS, registry=r
         )

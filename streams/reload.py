@@ -2,7 +2,7 @@
 
 Every ``MODEL_RELOAD_INTERVAL`` seconds (0 disables) a timer reads ``manifest.json``'s
 ``model_version`` in the (fixed) artifacts directory. The trainer replaces that directory
-atomically (:func:`training.artifacts.write_artifacts` renames a complete temporary directory
+atomically (:func:`serving.artifacts.write_artifacts` renames a complete temporary directory
 into place; a ``current`` symlink switched with a rename works too, as the path is resolved
 afresh each time). When the version differs from the live model's:
 
@@ -17,7 +17,7 @@ A model that fails any step is rejected: the old one stays, an error is logged a
 ``nexttrack_model_reloads_total{outcome="rejected"}`` counts it; the same manifest (same
 version, inode and mtime) is not tried again, a rewritten one is. Session states survive:
 the engine rebuilds an encoder state from the session's recent plays when it was made by
-another model version (:meth:`streams.engine.RecommendationEngine.encoder_state`), and each
+another model version (:meth:`serving.engine.RecommendationEngine.encoder_state`), and each
 recommendation carries the ``model_version`` that produced it.
 """
 
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from training.artifacts import ArtifactsError
-from training.recommender import ModelBundle, RetrievalParams, load_model, rank_sessions
+from serving.artifacts import ArtifactsError
+from serving.model import ModelBundle, RetrievalParams, load_model, rank_sessions
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker

@@ -3,7 +3,7 @@
 Both agents are micro-batched like the play agent (``take_events``), read raw bytes, send
 invalid or unanswerable requests to ``TOPIC_REQUESTS_DLQ`` (``requests-dlq``; reason and
 original bytes, counted in ``nexttrack_dead_letters_total``) and answer the rest through the
-shared :class:`~streams.request_handler.RequestHandler`:
+shared :class:`~serving.requests.RequestHandler`:
 
 * a recommendation request is answered on ``TOPIC_RECOMMENDATIONS`` with a ``recommendation/v1``
   record carrying its ``request_id`` (``event_id`` null), keyed by its session id (else its
@@ -34,6 +34,7 @@ from faust.types import EventT
 
 from schemas.errors import SchemaError
 from schemas.requests import RecommendationRequest, SimilarTracksRequest
+from serving.requests import RequestHandler
 from streams.feature_support import (
     as_bytes,
     raw_topic,
@@ -41,7 +42,6 @@ from streams.feature_support import (
     run_isolated,
     send_dead_letter,
 )
-from streams.request_handler import RequestHandler
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker

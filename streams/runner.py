@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Literal
 
+from serving.model import load_model
 from streams.app import NextTrackWorker
-from streams.clients import ensure_topics
+from streams.clients import cluster_id, end_offsets, ensure_topics
 from streams.errors import ConfigError
+from streams.local_state import (
+    PartitionStore,
+    find_stale,
+    other_clusters,
+    state_dir,
+    wipe,
+)
 from streams.settings import Settings
-from training.recommender import load_model
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +38,16 @@ def set_threads(torch_threads: int, faiss_threads: int) -> None:
     faiss.omp_set_num_threads(faiss_threads)
 
 
-def build_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> NextTrackWorker:
-    """Load the model named by ``settings`` and wire a worker around it."""
+def build_worker(
+    settings: Settings, *, table_store: TableStore = "rocksdb", data_dir: Path | None = None
+) -> NextTrackWorker:
+    """Load the model named by ``settings`` and wire a worker around it; its tables live
+    in ``data_dir`` (default ``DATA_DIR``)."""
     if settings.artifacts_dir is None:
         raise ConfigError("ARTIFACTS_DIR is not set (or pass --artifacts DIR)")
     set_threads(settings.torch_threads, settings.faiss_threads)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(
         settings.artifacts_dir,
         settings.encoder,
@@ -43,7 +55,7 @@ def build_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> 
         use_ann=settings.use_ann_index,
         use_content=settings.use_content_based,
     )
-    return NextTrackWorker(settings, model, table_store=f"{table_store}://")
+    return NextTrackWorker(settings, model, table_store=f"{table_store}://", data_dir=data_dir)
 
 
 def worker_topics(settings: Settings) -> list[str]:
@@ -55,14 +67,50 @@ def worker_topics(settings: Settings) -> list[str]:
     ]
 
 
+def reset_stale_tables(worker: NextTrackWorker) -> int:
+    """Wipe local table partitions that are ahead of their changelogs (see
+    :mod:`streams.local_state`); returns how many were wiped."""
+    stores: list[PartitionStore] = []
+    for table in worker.app.tables.values():
+        changelog = table.changelog_topic.get_topic_name()
+        partitions = table.partitions or worker.settings.topic_partitions
+        stores += [
+            PartitionStore(table.name, changelog, p, Path(table.data.partition_path(p)))
+            for p in range(partitions)
+        ]
+    ends = {
+        name: asyncio.run(end_offsets(worker.settings, name))
+        for name in {s.changelog for s in stores}
+    }
+    return wipe(find_stale(stores, ends))
+
+
 def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> None:
     """Run a worker until SIGINT/SIGTERM (blocks)."""
     import faust
 
-    worker = build_worker(settings, table_store=table_store)
+    cluster = asyncio.run(cluster_id(settings))
+    data_dir = state_dir(settings.data_dir, settings.app_id, cluster)
+    foreign = other_clusters(settings.data_dir, settings.app_id, cluster)
+    if foreign and not data_dir.exists():
+        log.warning(
+            "local state in %s belongs to other Kafka clusters (%s); not used: this worker "
+            "keeps its state for cluster %s in %s",
+            settings.data_dir,
+            ", ".join(p.name for p in foreign),
+            cluster,
+            data_dir,
+        )
+    worker = build_worker(settings, table_store=table_store, data_dir=data_dir)
+    if foreign and not data_dir.exists():
+        worker.metrics.local_state_resets.labels("other_cluster").inc()
     # Faust ignores source topics that do not exist yet (and never picks them up later), so
     # create every topic the worker reads or writes before it starts.
     asyncio.run(ensure_topics(settings, worker_topics(settings)))
+    if table_store == "rocksdb":
+        wiped = reset_stale_tables(worker)
+        if wiped:
+            worker.metrics.local_state_resets.labels("stale_offset").inc(wiped)
     log.info(
         "worker %s: consuming %r, publishing %r, web on %s:%d",
         settings.app_id,

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.ab import VariantSpec, parse_variants
+from serving.ab import VariantSpec, parse_variants
 from streams.errors import ConfigError
 
 IndexType = Literal["flat", "hnsw", "ivf"]
@@ -186,7 +186,7 @@ class Settings(BaseSettings):
 
     @property
     def ab_variant_specs(self) -> tuple[VariantSpec, ...]:
-        """``AB_VARIANTS`` parsed (see :mod:`streams.ab`)."""
+        """``AB_VARIANTS`` parsed (see :mod:`serving.ab`)."""
         return parse_variants(self.ab_variants)
 
     def redacted(self) -> dict[str, Any]:

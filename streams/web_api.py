@@ -5,7 +5,7 @@ JSON in, JSON out. The body is a ``recommendation-request/v1`` / ``similar-track
 object; over HTTP its ``schema`` and ``request_id`` fields may be left out (filled in; a
 generated request id is returned in the answer). Answers are the same records the Kafka agents
 publish (``recommendation/v1``, ``similar-tracks/v1``), computed by the same
-:class:`~streams.request_handler.RequestHandler`.
+:class:`~serving.requests.RequestHandler`.
 
 Status codes: ``200`` answer; ``400`` invalid input, body
 ``{"error": message, "reason": code, "field": name}`` naming the failing field; ``404`` unknown
@@ -37,8 +37,8 @@ from schemas.requests import (
     SimilarTracksRequest,
 )
 from schemas.validation import decode_object
+from serving.requests import RequestHandler
 from streams.feature_support import read_session
-from streams.request_handler import RequestHandler
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker

@@ -7,6 +7,10 @@
     (probed at most every :data:`BROKER_PROBE_TTL` seconds), a model is loaded and the
     consumer lag of this worker's input partitions is within ``MAX_LAG_HEALTHY``; else 503
     with ``"failing": [names]``. Always open (no API key) for load balancers.
+``/ready``
+    Readiness, apart from liveness: 200 only once this worker has input partitions assigned
+    and its tables recovered from their changelogs (503 with the reason while it is starting,
+    rebalancing or restoring). Orchestrators route traffic and tests wait on it.
 ``/status`` and ``/status.json``
     A page for people (no external assets; it fetches ``status.json`` every
     :data:`REFRESH_SECONDS` s): throughput, latency percentiles from the worker's rolling
@@ -256,6 +260,28 @@ class Operations:
         }
         return health_report(checks)
 
+    def ready(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status and body of ``/ready``."""
+        app = self.worker.app
+        try:
+            assigned = sorted(
+                f"{tp.topic}:{tp.partition}"
+                for tp in app.consumer.assignment()
+                if tp.topic == self.settings.topic_plays
+            )
+        except Exception:  # consumer not started yet
+            assigned = []
+        recovered = app.tables.recovery.completed.is_set()
+        checks: dict[str, Check] = {
+            "partitions": (bool(assigned), assigned or "no input partition assigned yet"),
+            "tables": (
+                recovered and not app.in_recovery,
+                "recovered" if recovered and not app.in_recovery else "restoring from changelogs",
+            ),
+            "rebalance": (not app.rebalancing, "rebalancing" if app.rebalancing else "stable"),
+        }
+        return health_report(checks)
+
     def status(self) -> dict[str, Any]:
         """The body of ``/status.json``."""
         worker = self.worker
@@ -296,7 +322,7 @@ def metrics_text(registry: Any) -> bytes:
 
 
 def register(worker: NextTrackWorker) -> None:
-    """Add ``/metrics``, ``/health``, ``/status``, ``/status.json`` and the refresh timers."""
+    """Add ``/metrics``, ``/health``, ``/ready``, ``/status``, ``/status.json`` and timers."""
     ops = Operations(worker)
     app = worker.app
 
@@ -312,6 +338,12 @@ def register(worker: NextTrackWorker) -> None:
     async def health_view(view: Any, request: web.Request) -> web.Response:
         """``GET /health``: 200 or 503 with the checks."""
         status, body = await ops.health()
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+    @app.page("/ready", name="nexttrack-ready")
+    async def ready_view(view: Any, request: web.Request) -> web.Response:
+        """``GET /ready``: 200 once partitions are assigned and tables recovered, else 503."""
+        status, body = ops.ready()
         return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
     @app.page("/status", name="nexttrack-status")

@@ -96,22 +96,28 @@ def start_worker(
     return WorkerProcess(process, port, log_path)
 
 
-def wait_http(worker: WorkerProcess, path: str = "/", *, timeout: float = 120.0) -> None:
-    """Wait until the worker's web server answers ``path``; raise with its log if it dies."""
+def wait_ready(worker: WorkerProcess, *, timeout: float = 180.0) -> None:
+    """Wait until the worker's ``/ready`` answers 200 (input partitions assigned, tables
+    recovered); raise with its log if it exits or the deadline passes."""
     import urllib.error
     import urllib.request
 
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if not worker.alive():
             raise StreamsError(
                 f"worker exited with code {worker.process.returncode}:\n{worker.log_tail()}"
             )
         try:
-            with urllib.request.urlopen(worker.url + path, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # the server answers, whatever the status
-        except OSError:
-            time.sleep(0.5)
-    raise StreamsError(f"worker web server not up after {timeout:.0f}s:\n{worker.log_tail()}")
+            with urllib.request.urlopen(worker.url + "/ready", timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode("utf-8", "replace")[:500]
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise StreamsError(
+        f"worker not ready after {timeout:.0f}s (last: {last}):\n{worker.log_tail()}"
+    )

@@ -88,13 +88,5 @@ def wait_records(
     *,
     timeout: float = 60.0,
 ) -> list[Record]:
-    """Read ``topic`` from the beginning until ``done(records)``."""
-    deadline = time.monotonic() + timeout
-    records: list[Record] = []
-    while time.monotonic() < deadline:
-        records = env.consume(topic, idle=1.0)
-        if done(records):
-            return records
-    raise AssertionError(
-        f"{topic}: condition not met after {timeout:.0f}s ({len(records)} records)"
-    )
+    """Read ``topic`` from the beginning until ``done(records)``; fail after ``timeout``."""
+    return env.read(topic, done, timeout=timeout)

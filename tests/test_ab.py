@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.play import PlayEvent
-from streams.ab import (
+from serving.ab import (
     NO_VARIANT,
     OVERRIDES,
     DistinctCounter,
@@ -22,9 +22,9 @@ from streams.ab import (
     is_hit,
     parse_variants,
 )
-from streams.engine import RecommendationEngine
-from streams.state import SessionState
-from training.recommender import ModelBundle, RetrievalParams, load_model
+from serving.engine import RecommendationEngine
+from serving.model import ModelBundle, RetrievalParams, load_model
+from serving.state import SessionState
 
 # -- parsing ----------------------------------------------------------------------------------
 

@@ -252,8 +252,8 @@ async def test_cli_clients_use_the_security_settings(monkeypatch: pytest.MonkeyP
 
 
 def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Path) -> None:
+    from serving.model import load_model
     from streams.app import NextTrackWorker
-    from training.recommender import load_model
 
     settings = sasl_settings().model_copy(update={"data_dir": tmp_path, "app_id": "creds-test"})
     worker = NextTrackWorker(

@@ -94,9 +94,9 @@ def test_pop_baseline_equals_worker_popularity_fallback(trained: tuple[Path, lis
     same exclusions; encoder lists never hold a heard track."""
     import numpy as np
 
-    from training.artifacts import load_artifacts
+    from serving.artifacts import load_artifacts
+    from serving.model import RetrievalParams
     from training.evaluate import replay_encoder, train_sessions
-    from training.recommender import RetrievalParams
 
     artifacts_dir, train, test = trained
     artifacts = load_artifacts(artifacts_dir)

@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from training.index_files import cb_index_path, cf_index_path, load_or_build
-from training.recommender import load_model
+from serving.index_files import cb_index_path, cf_index_path, load_or_build
+from serving.model import load_model
 
 
 def test_training_saves_indexes_and_the_worker_loads_them(
@@ -23,7 +23,7 @@ def test_training_saves_indexes_and_the_worker_loads_them(
     assert manifest["encoders"]["mean"]["index"]["file"] == cf_path.name
     assert manifest["index"]["cb"]["file"] == cb_path.name
 
-    with caplog.at_level(logging.INFO, logger="training.index_files"):
+    with caplog.at_level(logging.INFO, logger="serving.index_files"):
         model = load_model(small_artifacts, "mean", index_type="hnsw")
     loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded")]
     assert len(loaded) == 2

@@ -12,9 +12,9 @@ from encoders import build_encoder
 from encoders.extended import ExtendedItemsEncoder
 from index.retriever import HybridRetriever
 from schemas import PlayEvent, Track
-from streams.engine import RecommendationEngine
-from training.live_catalog import apply_tracks, collaborative_vectors, content_vectors
-from training.recommender import ModelBundle, RetrievalParams, load_model, rank_sessions
+from serving.catalog import apply_tracks, collaborative_vectors, content_vectors
+from serving.engine import RecommendationEngine
+from serving.model import ModelBundle, RetrievalParams, load_model, rank_sessions
 
 PARAMS = RetrievalParams(top_k=10)
 
@@ -78,12 +78,15 @@ def test_cold_start_vector_is_the_lightfm_one(model: ModelBundle) -> None:
     cf = collaborative_vectors(model, [new], cb)
     art = model.artifacts
     assert art.featurizer is not None and art.cf_feature_embeddings is not None
+    from training.content import ContentFeaturizer
     from training.lightfm_model import cold_start_vectors
 
-    expected = cold_start_vectors(
-        art.featurizer.metadata_features([new]), art.cf_feature_embeddings
-    )
-    np.testing.assert_allclose(cf, expected)
+    # Training's route (scipy sparse metadata features) gives the very same vector.
+    fitted = ContentFeaturizer.from_dict(art.featurizer.to_dict())
+    sparse = fitted.metadata_features([new])
+    np.testing.assert_array_equal(sparse.toarray(), art.featurizer.metadata_rows([new]).toarray())
+    expected = cold_start_vectors(sparse, art.cf_feature_embeddings)
+    np.testing.assert_array_equal(cf, expected)
 
 
 def test_update_changes_labels_and_content(model: ModelBundle) -> None:

@@ -13,15 +13,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from serving.artifacts import ArtifactsError
+from serving.engine import RecommendationEngine
+from serving.model import ModelBundle, RetrievalParams, load_model
 from streams.auth import bearer_token, build_middleware, client_identity
-from streams.engine import RecommendationEngine
 from streams.metrics import WorkerMetrics
 from streams.ratelimit import RateLimiter
 from streams.reload import ModelReloader, manifest_identity, validate_model
 from streams.settings import Settings, load_settings
 from streams.web_ops import BrokerProbe, health_report, partition_lag
-from training.artifacts import ArtifactsError
-from training.recommender import ModelBundle, RetrievalParams, load_model
 
 KEY = "unit-test-api-key-0123456789"
 PATHS = ["/health", "/metrics", "/status", "/status.json", "/", "/assignment/", "/nowhere"]

@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from schemas import DeadLetter, Recommendation
+from serving.model import load_model
 from streams.app import NextTrackWorker
 from streams.settings import load_settings
 from tests.data_fixtures import Dataset
-from training.recommender import load_model
 
 
 @pytest.fixture

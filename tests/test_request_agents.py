@@ -19,12 +19,12 @@ from schemas import (
     SimilarTracksRequest,
     Track,
 )
+from serving.model import load_model
 from streams.app import NextTrackWorker
 from streams.feature_support import read_session
 from streams.settings import load_settings
 from streams.web_api import read_body
 from tests.data_fixtures import Dataset
-from training.recommender import load_model
 
 Sent = list[tuple[str, bytes | None, bytes]]
 

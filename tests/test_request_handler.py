@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from schemas import PlayEvent, RecommendationRequest, SchemaError, SimilarTracksRequest
-from streams.engine import RecommendationEngine
-from streams.request_handler import RequestHandler, encode_sequences
-from streams.state import SessionState
+from serving.engine import RecommendationEngine
+from serving.model import ModelBundle, RetrievalParams, load_model
+from serving.requests import RequestHandler, encode_sequences
+from serving.state import SessionState
 from tests.data_fixtures import Dataset
-from training.recommender import ModelBundle, RetrievalParams, load_model
 
 DEFAULTS = RetrievalParams(top_k=10, fusion_method="weighted_sum", cf_weight=0.7, cb_weight=0.3)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import shutil
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
 from schemas import DeadLetter, PlayEvent, Recommendation
+from streams.clients import Record
 from tests.data_fixtures import Dataset
 from tests.worker_helpers import StreamEnv
 
@@ -94,12 +96,14 @@ def test_one_recommendation_per_valid_event_and_dead_letters(
 
     with env.worker(small_artifacts):
         env.produce(lines)
-        recs = env.consume(env.settings.topic_recommendations, expected=len(valid), idle=60)
-        extra = env.consume(env.settings.topic_recommendations, idle=3)
-        dead = env.consume(env.settings.topic_plays_dlq, expected=len(MALFORMED), idle=30)
+        # Offsets are committed only after a batch's outputs are delivered, so once the input
+        # is committed to its end, every answer and dead letter is in its topic.
+        env.wait_committed()
+        recs = env.read(env.settings.topic_recommendations)
+        dead = env.read(env.settings.topic_plays_dlq)
 
     # Exactly one recommendation per valid event, keyed by session, answering its event.
-    assert len(extra) == len(valid), "duplicate or missing recommendations"
+    assert len(recs) == len(valid), "duplicate or missing recommendations"
     parsed = [(r, Recommendation.parse(r.value)) for r in recs]
     counts = Counter(rec.event_id for _, rec in parsed)
     assert set(counts) == {e.event_id for e in valid}
@@ -137,34 +141,47 @@ def test_one_recommendation_per_valid_event_and_dead_letters(
         assert letter.error
 
 
+@pytest.mark.parametrize(
+    ("store", "keep_local_state"),
+    [("memory", False), ("rocksdb", False), ("rocksdb", True)],
+    ids=["memory", "rocksdb-emptied", "rocksdb-kept"],
+)
 def test_restart_restores_session_state_from_changelog(
-    kafka_bootstrap: str, small_dataset: Dataset, small_artifacts: Path, tmp_path: Path
+    kafka_bootstrap: str,
+    small_dataset: Dataset,
+    small_artifacts: Path,
+    tmp_path: Path,
+    store: str,
+    keep_local_state: bool,
 ) -> None:
-    """Kill the worker (SIGKILL, no clean shutdown), start a new one with an empty local
-    store: states come back from the changelog, nothing is lost or applied twice."""
+    """Kill the worker (SIGKILL, no clean shutdown) and start a new one, with its local store
+    kept or emptied: states come back (from RocksDB or the changelog), nothing is lost or
+    applied twice."""
     env = StreamEnv(kafka_bootstrap, tmp_path)
     events = interleaved_sessions(small_dataset, n_sessions=5, per_session=6)
-    first = [e for e in events if e.event_id in {x.event_id for x in events[:15]}]
-    second = events[15:]
+    first, second = events[:15], events[15:]
+    topic = env.settings.topic_recommendations
 
-    with env.worker(small_artifacts, store="memory", name="before") as worker:
+    def answered(ids: set[str]) -> Callable[[list[Record]], bool]:
+        return lambda records: {Recommendation.parse(r.value).event_id for r in records} >= ids
+
+    with env.worker(small_artifacts, store=store, name="before") as worker:
         env.produce([e.to_bytes() for e in first])
-        got = env.consume(env.settings.topic_recommendations, expected=len(first), idle=60)
-        assert len(got) == len(first)
+        env.read(topic, answered({e.event_id for e in first}))
         worker.stop(kill=True)
+    if not keep_local_state:
+        shutil.rmtree(env.env["DATA_DIR"], ignore_errors=True)
 
-    with env.worker(small_artifacts, store="memory", name="after"):
+    # Ready only after the dead member left the group and the tables were restored.
+    with env.worker(small_artifacts, store=store, name="after"):
         env.produce([e.to_bytes() for e in second])
-        total = len(first) + len(second)
-        recs = [
-            Recommendation.parse(r.value)
-            for r in env.consume(env.settings.topic_recommendations, expected=None, idle=8)
-        ]
+        env.read(topic, answered({e.event_id for e in events}))
+        env.wait_committed()
+        recs = [Recommendation.parse(r.value) for r in env.read(topic)]
 
-    answered = {r.event_id for r in recs}
-    assert answered == {e.event_id for e in events}, "an event lost its recommendation"
-    assert len(recs) >= total
-    last_per_session = {}
+    answered_ids = {r.event_id for r in recs}
+    assert answered_ids == {e.event_id for e in events}, "an event lost its recommendation"
+    last_per_session: dict[str, int] = {}
     for rec in recs:
         last_per_session[rec.session_id] = max(
             rec.session_length, last_per_session.get(rec.session_id, 0)
@@ -174,8 +191,9 @@ def test_restart_restores_session_state_from_changelog(
     heard_before = defaultdict(set)
     for e in first:
         heard_before[e.session_id].add(e.track_id)
+    second_ids = {e.event_id for e in second}
     for rec in recs:
-        if rec.event_id in {e.event_id for e in second}:
+        if rec.event_id in second_ids:
             assert not {i.track_id for i in rec.items} & heard_before[rec.session_id]
 
 
@@ -185,10 +203,7 @@ def test_worker_creates_its_topics_on_a_fresh_broker(
     """No topic exists before the worker starts: it creates them and consumes at once."""
     env = StreamEnv(kafka_bootstrap, tmp_path, create_topics=False)
     events = interleaved_sessions(small_dataset, n_sessions=3, per_session=2)
-    with env.worker(small_artifacts) as worker:
-        deadline = time.monotonic() + 60
-        while "Worker]: Ready" not in worker.log_tail(200) and time.monotonic() < deadline:
-            time.sleep(0.5)  # subscribed: a topic created only now would be ignored
+    with env.worker(small_artifacts):  # ready: subscribed, so a topic created now is seen
         env.produce([e.to_bytes() for e in events])
-        recs = env.consume(env.settings.topic_recommendations, expected=len(events), idle=60)
+        recs = env.consume(env.settings.topic_recommendations, expected=len(events))
     assert {Recommendation.parse(r.value).event_id for r in recs} == {e.event_id for e in events}

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from streams.clients import Record, consume_records, ensure_topics, produce_lines
+from streams.clients import (
+    Record,
+    committed_offsets,
+    end_offsets,
+    ensure_topics,
+    produce_lines,
+    read_until,
+)
 from streams.settings import Settings, load_settings
-from streams.worker_process import WorkerProcess, start_worker, wait_http
+from streams.worker_process import WorkerProcess, start_worker, wait_ready
+
+#: Longest wait for a condition on Kafka (records arrived, offsets committed). Generous: a
+#: busy machine is slow, and a test that meets its condition returns at once.
+DEADLINE = 180.0
 
 
 class StreamEnv:
@@ -64,7 +76,10 @@ class StreamEnv:
         store: str = "rocksdb",
         name: str = "worker",
         extra_env: dict[str, str] | None = None,
+        ready: bool = True,
     ) -> Iterator[WorkerProcess]:
+        """A worker process on this run's topics, ready (``/ready``) unless ``ready=False``;
+        stopped (SIGTERM) on exit."""
         process = start_worker(
             artifacts,
             env={**self.env, **(extra_env or {})},
@@ -72,7 +87,8 @@ class StreamEnv:
             store=store,
         )
         try:
-            wait_http(process, timeout=120)
+            if ready:
+                wait_ready(process, timeout=DEADLINE)
             yield process
         finally:
             if process.alive():
@@ -81,19 +97,35 @@ class StreamEnv:
     def produce(self, lines: list[bytes], topic: str | None = None) -> int:
         return asyncio.run(produce_lines(self.settings, topic or self.settings.topic_plays, lines))
 
-    def consume(
-        self, topic: str, *, expected: int | None = None, idle: float = 10.0
+    def read(
+        self,
+        topic: str,
+        done: Callable[[list[Record]], bool] | None = None,
+        *,
+        timeout: float = DEADLINE,
     ) -> list[Record]:
-        async def run() -> list[Record]:
-            return [
-                r
-                async for r in consume_records(
-                    self.settings,
-                    [topic],
-                    from_beginning=True,
-                    max_records=expected,
-                    idle_timeout=idle,
-                )
-            ]
+        """Every record of ``topic`` from the beginning, until ``done(records)`` holds (or, with
+        ``done=None``, up to the topic's end as it stands now). Fails at the deadline."""
+        try:
+            return asyncio.run(read_until(self.settings, [topic], done, timeout=timeout))
+        except TimeoutError as exc:
+            raise AssertionError(str(exc)) from exc
 
-        return asyncio.run(run())
+    def consume(self, topic: str, *, expected: int, timeout: float = DEADLINE) -> list[Record]:
+        """The first records of ``topic`` once at least ``expected`` are there."""
+        return self.read(topic, lambda records: len(records) >= expected, timeout=timeout)
+
+    def wait_committed(self, topic: str | None = None, *, timeout: float = DEADLINE) -> None:
+        """Until the worker group's committed offsets reach the end of ``topic`` (default:
+        plays): everything produced so far is consumed, answered and delivered."""
+        topic = topic or self.settings.topic_plays
+        deadline = time.monotonic() + timeout
+        ends: dict[int, int] = {}
+        done: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            ends = asyncio.run(end_offsets(self.settings, topic))
+            done = asyncio.run(committed_offsets(self.settings, self.env["APP_ID"], topic))
+            if all(done.get(p, 0) >= end for p, end in ends.items() if end > 0):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{topic}: committed {done} never reached the end offsets {ends}")

@@ -1,6 +1,6 @@
 """Strong session-based baselines for next-track evaluation, fitted on training sessions only.
 
-All baselines share the worker's answer rules (see :func:`training.recommender.rank_sessions`):
+All baselines share the worker's answer rules (see :func:`serving.model.rank_sessions`):
 
 - the input per prefix is the *played* item indices so far (chronological) and the *heard*
   item indices (plays and skips), and heard items are never recommended;

@@ -13,7 +13,7 @@ warm artists only, so a cold artist is never even sampled as a negative)
     ``content``  tag/genre metadata features only (no identity).
     ``hybrid``   identity + metadata features weighted as in the project
                  (:func:`training.lightfm_model.hybrid_item_features`); a cold artist gets its
-                 metadata-only vector (:func:`training.lightfm_model.cold_start_vectors`).
+                 metadata-only vector (:func:`serving.coldstart.cold_start_vectors`).
     Metadata rows come from :meth:`training.content.ContentFeaturizer.metadata_features` on
     tracks built like ``import_hetrec`` does (top tags, genre-like tags). The ``artist=`` name
     feature is left out: here the item IS the artist, so that feature is an identity in disguise.

@@ -13,8 +13,8 @@ Protocol (recorded in every report under ``protocol``):
   gets the most popular tracks. A target the catalog does not know, or one already heard in
   the session (so excluded), is a miss for every model.
 - Encoders (``mean``, ``lstm``, ``transformer``) run through the worker's own code path:
-  :func:`training.recommender.load_model`, ``encoder.step`` on known plays only, and
-  :func:`training.recommender.rank_sessions` (same index, fusion, content query, exclusion).
+  :func:`serving.model.load_model`, ``encoder.step`` on known plays only, and
+  :func:`serving.model.rank_sessions` (same index, fusion, content query, exclusion).
   Extra fusion methods (e.g. ``cf_only``) add models named ``<encoder>+<method>``.
 - Baselines (:mod:`training.baselines`) are fitted on the training events only (plays,
   sessions ordered by start); their neighbourhood sizes are picked on a validation slice of
@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 
 from encoders.base import ENCODER_NAMES
 from schemas.play import PlayEvent
-from training.artifacts import load_artifacts
+from serving.artifacts import load_artifacts
+from serving.model import RetrievalParams, load_model, rank_sessions
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
 from training.io import read_events, sessions_from_events
 from training.metrics import PAD, next_item_metrics, ranks_in_lists
-from training.recommender import RetrievalParams, load_model, rank_sessions
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def replay_sessions(
 
 
 def _remember(heard: list[str], plays: list[str], track: str, played: bool, limit: int) -> None:
-    """``streams.state.SessionState.remember``: bounded lists of heard and played tracks."""
+    """``serving.state.SessionState.remember``: bounded lists of heard and played tracks."""
     heard.append(track)
     if len(heard) > limit:
         del heard[: len(heard) - limit]

@@ -4,7 +4,7 @@ Sessions play the part of LightFM's users: a session-track interaction matrix is
 with the WARP loss, and each track's vector is the sum of its feature embeddings. With item
 features, the metadata embeddings (genres, moods, tags, artist, audio buckets) are learned
 together with the identity embeddings, so a track with metadata but no plays still gets a
-vector in the same space (:func:`cold_start_vectors`).
+vector in the same space (:func:`serving.coldstart.cold_start_vectors`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from serving.coldstart import IDENTITY_WEIGHT, cold_start_vectors
 from training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 LightFMLoss = Literal["warp", "bpr", "logistic", "warp-kos"]
-#: Share of a warm item's feature weight on its identity feature (the rest on metadata).
-IDENTITY_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,12 +142,4 @@ def train_lightfm(
         n_warm=int(warm.sum()),
         n_cold=int((~warm).sum()),
         seconds=seconds,
-    )
-
-
-def cold_start_vectors(metadata_rows: sp.csr_matrix, feature_embeddings: np.ndarray) -> np.ndarray:
-    """Collaborative vectors for tracks known only by metadata: the representation LightFM
-    gives an item whose identity embedding is zero."""
-    return np.asarray(
-        (metadata_rows * (1.0 - IDENTITY_WEIGHT)) @ feature_embeddings, dtype=np.float32
     )

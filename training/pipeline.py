@@ -19,11 +19,11 @@ import numpy as np
 
 from schemas.play import PlayEvent
 from schemas.track import Track, read_catalog
-from training.artifacts import new_model_version, write_artifacts
+from serving.artifacts import new_model_version, write_artifacts
+from serving.index_files import cb_index_path, cf_index_path, save_index
 from training.content import ContentFeaturizer
 from training.errors import DataError
 from training.index_check import check_index_recall
-from training.index_files import cb_index_path, cf_index_path, save_index
 from training.io import read_events, sessions_from_events
 from training.lightfm_model import TrainingConfig, interaction_matrix, train_lightfm
 

@@ -60,10 +60,10 @@ def register(app: typer.Typer) -> None:
         (FUSION_METHOD, CF_WEIGHT, CB_WEIGHT, USE_CONTENT_BASED, ANN_INDEX_TYPE,
         SESSION_HISTORY from the environment); baselines are fitted on --train-events only.
         """
+        from serving.model import RetrievalParams
         from streams.cli.options import settings_for
         from training.evaluate import evaluate as run_evaluate
         from training.evaluate import write_chart
-        from training.recommender import RetrievalParams
 
         settings = settings_for()
         params = RetrievalParams(

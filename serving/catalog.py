@@ -2,13 +2,13 @@
 
 A new track is known by its metadata only. It gets
 
-* a **content vector** from the artifacts' :class:`~training.content.ContentFeaturizer`
+* a **content vector** from the artifacts' :class:`~serving.content.ContentFeaturizer`
   (the same vocabularies and scalers as the trained catalog; labels outside the vocabularies
   simply add nothing), and
 * a **collaborative vector in the active encoder's item space**:
 
   - ``mean`` encoder (its item space *is* the LightFM space): the LightFM cold-start vector
-    (:func:`training.lightfm_model.cold_start_vectors`: the learned metadata-feature
+    (:func:`serving.coldstart.cold_start_vectors`: the learned metadata-feature
     embeddings, as for a trained track that had no plays);
   - ``lstm`` / ``transformer`` (their own learned item embeddings, which have no metadata
     features): the mean of the encoder item vectors of the ``NEIGHBOURS`` trained, live
@@ -18,7 +18,7 @@ A new track is known by its metadata only. It gets
     artist's trained tracks (zero vector when the artist is unknown).
 
 :func:`apply_tracks` turns a batch of catalog records into the right
-:class:`~training.recommender.ModelBundle` calls: add (new id, or a retired id coming back
+:class:`~serving.model.ModelBundle` calls: add (new id, or a retired id coming back
 under a new item index), update (changed metadata of a live track; trained tracks keep their
 learned collaborative vector, added ones get a fresh cold-start vector), retire (tombstones)
 or nothing (identical record, tombstone of an unknown or retired id). It is synchronous and
@@ -35,8 +35,8 @@ import numpy as np
 
 from index.ann import exact_search
 from schemas.track import Track
-from training.lightfm_model import cold_start_vectors
-from training.recommender import ModelBundle
+from serving.coldstart import cold_start_vectors
+from serving.model import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ def collaborative_vectors(
     art = model.artifacts
     if uses_lightfm_space(model):
         assert art.featurizer is not None and art.cf_feature_embeddings is not None
-        return cold_start_vectors(
-            art.featurizer.metadata_features(tracks), art.cf_feature_embeddings
-        )
+        return cold_start_vectors(art.featurizer.metadata_rows(tracks), art.cf_feature_embeddings)
     n = model.n_trained
     item_vectors = model.encoder.item_vectors()[:n]
     live = ~model.retriever.filters.retired_mask[:n]

@@ -22,11 +22,11 @@ import numpy as np
 from encoders.base import encode_sequence
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation, RecommendedItem
-from streams.state import SessionState
-from training.recommender import ModelBundle, RetrievalParams, rank_sessions
+from serving.model import ModelBundle, RetrievalParams, rank_sessions
+from serving.state import SessionState
 
 if TYPE_CHECKING:
-    from streams.ab import Experiment
+    from serving.ab import Experiment
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class RecommendationEngine:
     ) -> None:
         self.model = model
         self.params = params
-        #: A/B variants (``streams.ab``): each session's variant picks its parameters.
+        #: A/B variants (``serving.ab``): each session's variant picks its parameters.
         self.experiment = experiment
         self.history_limit = history_limit
         self.clock = clock
@@ -260,7 +260,7 @@ class RecommendationEngine:
         enc_states: Sequence[np.ndarray],
         params: RetrievalParams,
     ) -> list[list[RecommendedItem]]:
-        """Ranked items for each session (see :func:`training.recommender.rank_sessions`)."""
+        """Ranked items for each session (see :func:`serving.model.rank_sessions`)."""
         return rank_sessions(
             self.model, enc_states, [s.plays for s in states], [s.heard for s in states], params
         )

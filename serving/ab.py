@@ -6,7 +6,7 @@ each variant's retrieval parameters, and the online figures computed per variant
     AB_VARIANTS="A:cf_weight=0.7,cb_weight=0.3;B:fusion_method=rrf"
     AB_VARIANTS="control:weight=3;rrf:fusion_method=rrf,weight=1"
 
-Keys override the default :class:`~training.recommender.RetrievalParams` (from settings):
+Keys override the default :class:`~serving.model.RetrievalParams` (from settings):
 ``top_k`` (1..1000), ``fusion_method`` (weighted_sum, rrf, cf_only, cb_only), ``cf_weight`` and
 ``cb_weight`` (0..1), ``use_content`` (true/false). ``weight`` (> 0, default 1) is the variant's
 relative share of sessions. A name is 1-32 letters, digits, ``_`` or ``-`` (not ``none``). An
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.recommender import RetrievalParams
+    from serving.model import RetrievalParams
 
 #: The label of sessions without a variant (no experiment configured).
 NO_VARIANT = "none"

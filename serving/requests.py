@@ -9,7 +9,7 @@ Recommendation requests
     encoder step per position across the requests of a batch), else nothing (the most popular
     tracks). Tracks heard in the session, or listed in the sequence, are excluded. Per-request
     retrieval parameters override the worker's defaults; requests are grouped by parameters
-    and each group is ranked with one :func:`training.recommender.rank_sessions` call.
+    and each group is ranked with one :func:`serving.model.rank_sessions` call.
 Similar-track requests
     :meth:`index.retriever.HybridRetriever.similar` on the track's own vectors (the track
     itself excluded). An unknown track id is rejected with reason ``unknown_track``.
@@ -31,9 +31,9 @@ from encoders.base import SessionEncoder
 from schemas.errors import SchemaError
 from schemas.recommendation import Recommendation, RecommendedItem
 from schemas.requests import RecommendationRequest, SimilarTracks, SimilarTracksRequest
-from streams.engine import RecommendationEngine
-from streams.state import SessionState
-from training.recommender import ModelBundle, RetrievalParams, rank_sessions
+from serving.engine import RecommendationEngine
+from serving.model import ModelBundle, RetrievalParams, rank_sessions
+from serving.state import SessionState
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A :class:`ModelBundle` is a loaded model: artifacts, the chosen session encoder and the hybrid
 retriever together. :func:`rank_sessions` turns encoder states and session histories into
 ranked tracks (heard tracks excluded, popularity for sessions with no known play). The worker
-(``streams.engine``) and the evaluator (``training.evaluate``) both call it, so offline figures
+(``serving.engine``) and the evaluator (``training.evaluate``) both call it, so offline figures
 measure exactly what runs online.
 """
 
@@ -23,8 +23,8 @@ from index.filters import CatalogFilters
 from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track
-from training.artifacts import Artifacts, ArtifactsError, load_artifacts
-from training.index_files import cb_index_path, cf_index_path, load_or_build
+from serving.artifacts import Artifacts, ArtifactsError, load_artifacts
+from serving.index_files import cb_index_path, cf_index_path, load_or_build
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,15 @@ import numpy as np
 import orjson
 
 from schemas.track import Track, read_catalog
-from training.content import ContentFeaturizer
-from training.errors import TrainingError
+from serving.content import ContentFeaturizer
+from serving.errors import ServingError
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS_FORMAT = "nexttrack-artifacts/v1"
 
 
-class ArtifactsError(TrainingError):
+class ArtifactsError(ServingError):
     """An artifacts directory is missing, incomplete or inconsistent."""
 
 
