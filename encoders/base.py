@@ -81,7 +81,10 @@ STATE_FORMAT_VERSION = 1
 #: ``format_version`` written into every encoder ``config.json``.
 CONFIG_FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+#: torch ``state_dict`` of a learned encoder (training, fine-tuning).
 WEIGHTS_FILE = "weights.pt"
+#: The same weights as numpy arrays (``np.savez``), read by the torch-free serving path.
+NUMPY_WEIGHTS_FILE = "weights.npz"
 
 _DTYPE_CODES: dict[str, bytes] = {"float32": b"f", "int64": b"q"}
 # version (uint8), dtype code (1 char), element count (uint32), little endian: 6 bytes.

@@ -6,8 +6,13 @@ An encoder directory (``artifacts/encoders/<name>/``) holds ``config.json``::
      "hyperparameters": {"emb_dim": 64, "hidden_dim": 128, ...}}
 
 and, for the learned encoders, ``weights.pt`` (a torch ``state_dict``, loaded with
-``weights_only=True``). The ``mean`` encoder stores no weights: its item vectors are the
-artifacts' collaborative vectors and must be passed to :func:`load_encoder`.
+``weights_only=True``); the ``lstm`` encoder also writes ``weights.npz`` (the same arrays),
+which it serves from with numpy only. The ``mean`` encoder stores no weights: its item vectors
+are the artifacts' collaborative vectors and must be passed to :func:`load_encoder`.
+
+This module imports no torch: the ``transformer`` encoder and the torch ``lstm`` model are
+imported inside the functions that need them, so loading a ``mean`` or ``lstm`` encoder (with
+``weights.npz``) keeps torch out of the process.
 """
 
 from __future__ import annotations
@@ -21,9 +26,8 @@ import numpy as np
 
 from encoders.base import ENCODER_NAMES, EncoderName, SessionEncoder, read_encoder_config
 from encoders.errors import EncoderError
-from encoders.lstm import GruModelConfig, GruSessionModel, LstmEncoder
+from encoders.lstm import GruModelConfig, LstmEncoder
 from encoders.mean import MeanEncoder
-from encoders.transformer import SasRecModel, TransformerEncoder, TransformerModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ def build_encoder(
     ``config`` holds hyperparameters: ``decay`` for ``mean``; the fields of
     :class:`~encoders.lstm.GruModelConfig` / :class:`~encoders.transformer.TransformerModelConfig`
     (except ``n_items``, taken from ``item_vectors``) for ``lstm`` / ``transformer``, whose item
-    embeddings are initialised from ``item_vectors``.
+    embeddings are initialised from ``item_vectors``. The learned ones are initialised by
+    torch (imported here; seed it with ``torch.manual_seed``).
     """
     hp = dict(config or {})
     try:
@@ -44,8 +49,17 @@ def build_encoder(
             return MeanEncoder(item_vectors, decay=float(hp.pop("decay", 1.0)), **hp)
         n_items = int(np.shape(item_vectors)[0])
         if name == "lstm":
-            return LstmEncoder(GruSessionModel(GruModelConfig(n_items, **hp), item_vectors))
+            gru_config = GruModelConfig(n_items, **hp)
+            from encoders.lstm_model import GruSessionModel, encoder_from_model
+
+            return encoder_from_model(GruSessionModel(gru_config, item_vectors))
         if name == "transformer":
+            from encoders.transformer import (
+                SasRecModel,
+                TransformerEncoder,
+                TransformerModelConfig,
+            )
+
             model_config = TransformerModelConfig(n_items, **hp)
             return TransformerEncoder(SasRecModel(model_config, item_vectors))
     except TypeError as exc:
@@ -57,7 +71,8 @@ def load_encoder(directory: Path, item_vectors: np.ndarray | None = None) -> Ses
     """Restore the encoder saved in ``directory`` (see the module docstring for the layout).
 
     ``item_vectors`` are required for ``mean``; for the learned encoders they are optional and
-    only checked against the saved catalogue size.
+    only checked against the saved catalogue size. Only ``transformer`` (and an ``lstm``
+    directory without ``weights.npz``) imports torch.
     """
     directory = Path(directory)
     config = read_encoder_config(directory)
@@ -69,6 +84,8 @@ def load_encoder(directory: Path, item_vectors: np.ndarray | None = None) -> Ses
     elif name == "lstm":
         encoder = LstmEncoder.load(directory)
     else:
+        from encoders.transformer import TransformerEncoder
+
         encoder = TransformerEncoder.load(directory)
     if item_vectors is not None and int(np.shape(item_vectors)[0]) != config.get("n_items"):
         raise EncoderError(

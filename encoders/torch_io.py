@@ -1,4 +1,5 @@
-"""Saving and loading shared by the PyTorch encoders (``lstm``, ``transformer``).
+"""Saving and loading of the PyTorch-served encoders (``transformer``; ``lstm`` is served with
+numpy, see :mod:`encoders.lstm`).
 
 An encoder directory holds ``config.json`` (name, dim, n_items and the model's
 hyperparameters) and ``weights.pt`` (the model's ``state_dict``).

@@ -171,16 +171,35 @@ async def end_offsets(
 ) -> dict[int, int]:
     """Partition -> end offset (the next offset to be written) of ``topic``; ``{}`` when the
     topic does not exist."""
+    partitions = (await topic_partitions(settings, [topic], bootstrap_servers)).get(topic)
+    if not partitions:
+        return {}
     consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings, bootstrap_servers))
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
-            return {}
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        ends = await consumer.end_offsets(parts)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: int(off) for tp, off in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def topic_partitions(
+    settings: Settings, topics: Iterable[str], bootstrap_servers: str | None = None
+) -> dict[str, list[int]]:
+    """Partition numbers of those ``topics`` that exist (never creates a topic)."""
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in dict.fromkeys(topics) if t in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
+    finally:
+        await admin.close()
+    return {
+        d["topic"]: sorted(p["partition"] for p in d["partitions"])
+        for d in described
+        if d.get("error_code", 0) == 0
+    }
 
 
 async def committed_offsets(
@@ -217,16 +236,14 @@ async def read_until(
     records: list[Record] = []
     deadline = time.monotonic() + timeout
     try:
-        parts: list[TopicPartition] = []
         while True:  # a topic just created may take a moment to show in the metadata
-            known = await consumer.topics()
-            if all(t in known for t in topics):
+            known = await topic_partitions(settings, topics, bootstrap_servers)
+            if all(known.get(t) for t in topics):
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"topics {topics} do not exist")
+                raise TimeoutError(f"topics {sorted(set(topics) - set(known))} do not exist")
             await asyncio.sleep(0.2)
-        for topic in topics:
-            parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        parts = [TopicPartition(t, p) for t in topics for p in known[t]]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts) if done is None else {}

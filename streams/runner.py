@@ -92,7 +92,8 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
     cluster = asyncio.run(cluster_id(settings))
     data_dir = state_dir(settings.data_dir, settings.app_id, cluster)
     foreign = other_clusters(settings.data_dir, settings.app_id, cluster)
-    if foreign and not data_dir.exists():
+    if not data_dir.exists() and foreign:
+        reason = "other_cluster"
         log.warning(
             "local state in %s belongs to other Kafka clusters (%s); not used: this worker "
             "keeps its state for cluster %s in %s",
@@ -101,9 +102,11 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
             cluster,
             data_dir,
         )
+    else:
+        reason = None
     worker = build_worker(settings, table_store=table_store, data_dir=data_dir)
-    if foreign and not data_dir.exists():
-        worker.metrics.local_state_resets.labels("other_cluster").inc()
+    if reason is not None:
+        worker.metrics.local_state_resets.labels(reason).inc()
     # Faust ignores source topics that do not exist yet (and never picks them up later), so
     # create every topic the worker reads or writes before it starts.
     asyncio.run(ensure_topics(settings, worker_topics(settings)))

@@ -3,6 +3,7 @@ waiting for records."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.error
 import urllib.request
@@ -79,6 +80,24 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what or check} (last: {last!r})")
+
+
+async def wait_until_async(
+    check: Callable[[], object], *, timeout: float = 60.0, interval: float = 0.02, what: str = ""
+) -> object:
+    """``wait_for`` inside an event loop: await (so the agents under test run) until ``check``
+    returns something truthy; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if loop.time() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what or check} (last: {last!r})"
+            )
+        await asyncio.sleep(interval)
 
 
 def wait_records(

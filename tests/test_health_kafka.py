@@ -13,7 +13,7 @@ from deploy.kafka import KafkaBroker
 from schemas import PlayEvent, Recommendation
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import http, wait_for, wait_records
-from tests.worker_helpers import StreamEnv
+from tests.worker_helpers import DEADLINE, StreamEnv
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def serves(env: StreamEnv, dataset: Dataset, tag: str) -> None:
         env,
         env.settings.topic_recommendations,
         lambda rs: any(Recommendation.parse(r.value).event_id == event.event_id for r in rs),
-        timeout=120,
+        timeout=DEADLINE,
     )
 
 
@@ -40,7 +40,7 @@ def test_health_turns_503_without_the_broker_and_200_when_it_returns(
     small_dataset: Dataset, small_artifacts: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "broker"
-    broker = KafkaBroker(data_dir, start_timeout=120.0)
+    broker = KafkaBroker(data_dir, start_timeout=DEADLINE)
     broker.start()
     port, controller_port = broker.port, broker.controller_port
     try:
@@ -49,19 +49,21 @@ def test_health_turns_503_without_the_broker_and_200_when_it_returns(
             small_artifacts, store="memory", extra_env={"MODEL_RELOAD_INTERVAL": "0"}
         ) as worker:
             url = worker.url
-            body = wait_for(lambda: health_is(url, 200), timeout=60, what="healthy")
+            body = wait_for(lambda: health_is(url, 200), timeout=DEADLINE, what="healthy")
             assert body["checks"]["broker"]["ok"] and body["checks"]["model"]["ok"]  # type: ignore[index]
             serves(env, small_dataset, "before-outage")  # start-up is over: it answers
 
             broker.stop()
-            body = wait_for(lambda: health_is(url, 503), timeout=30, what="503")
+            body = wait_for(lambda: health_is(url, 503), timeout=DEADLINE, what="503")
             assert body["status"] == "fail" and body["failing"] == ["broker"]  # type: ignore[index]
             assert body["checks"]["model"]["ok"]  # type: ignore[index]
             assert worker.alive()
 
-            broker = KafkaBroker(data_dir, port=port, controller_port=controller_port)
+            broker = KafkaBroker(
+                data_dir, port=port, controller_port=controller_port, start_timeout=DEADLINE
+            )
             broker.start()
-            body = wait_for(lambda: health_is(url, 200), timeout=90, what="healthy again")
+            body = wait_for(lambda: health_is(url, 200), timeout=DEADLINE, what="healthy again")
             assert body["status"] == "ok"  # type: ignore[index]
             serves(env, small_dataset, "after-outage")  # and the worker serves again
             assert worker.alive()

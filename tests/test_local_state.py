@@ -113,9 +113,8 @@ def test_worker_moved_to_a_new_cluster_keeps_states_apart(
         assert answer_of(env_a, events[2]).session_length == 3
 
     with KafkaBroker(tmp_path / "broker-b", start_timeout=120.0) as broker_b:
-        env_b = StreamEnv(broker_b.bootstrap_servers, tmp_path)
-        env_b.env.update({k: v for k, v in env_a.env.items() if k != "KAFKA_BOOTSTRAP_SERVERS"})
-        env_b.create_topics()
+        env_b = StreamEnv(broker_b.bootstrap_servers, tmp_path, run=env_a.run)
+        assert env_b.env["DATA_DIR"] == env_a.env["DATA_DIR"]
         with env_b.worker(small_artifacts, name="on-b") as worker:
             env_b.produce([events[3].to_bytes()])
             assert answer_of(env_b, events[3]).session_length == 1  # not A's session

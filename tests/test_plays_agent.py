@@ -14,6 +14,7 @@ from serving.model import load_model
 from streams.app import NextTrackWorker
 from streams.settings import load_settings
 from tests.data_fixtures import Dataset
+from tests.ops_helpers import wait_until_async
 
 
 @pytest.fixture
@@ -52,10 +53,9 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
         for event in events:
             await ctx.put(key=event.key, value=event.to_bytes())
         await ctx.put(key=b"x", value=b"{broken")
-        for _ in range(100):
-            if len(sent) == 4:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: len(sent) >= 4, what="3 recommendations and 1 dead letter sent"
+        )
 
     recs = [Recommendation.parse(v) for t, _, v in sent if t == "recs"]
     dead = [DeadLetter.parse(v) for t, _, v in sent if t == "dlq"]

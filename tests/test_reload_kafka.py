@@ -16,8 +16,8 @@ import pytest
 
 from schemas import PlayEvent, Recommendation
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import http, parse_metrics, total, wait_records
-from tests.worker_helpers import StreamEnv
+from tests.ops_helpers import http, parse_metrics, total, wait_for, wait_records
+from tests.worker_helpers import DEADLINE, StreamEnv
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -72,17 +72,27 @@ def test_model_swap_mid_stream(
     env = StreamEnv(kafka_bootstrap, tmp_path / "work")
     extra = {"MODEL_RELOAD_INTERVAL": "0.5"}
     with env.worker(watched, store="memory", extra_env=extra) as worker:
+
+        def swapped() -> bool:
+            metrics = parse_metrics(http(worker.url, "/metrics").body.decode())
+            return total(metrics, "nexttrack_model_reloads_total", outcome="swapped") >= 1
+
         for i, batch in enumerate(rounds):
+            if i + 1 == len(rounds):
+                # The last round must meet the new model, however long the load took.
+                wait_for(swapped, timeout=DEADLINE, what="the model swap (reloads_total)")
             env.produce([e.to_bytes() for e in batch])
             if i + 1 == SWAP_AFTER_ROUND:
+                # The first rounds must meet the old model: all answered before the swap.
+                env.wait_committed()
                 replace_atomically(second, watched)
-            time.sleep(0.5)
+            time.sleep(0.5)  # paces the produce rounds (events keep flowing); waits for nothing
         ids = {e.event_id for e in events}
 
         def answered(records: list) -> bool:
             return {Recommendation.parse(r.value).event_id for r in records} >= ids
 
-        records = wait_records(env, env.settings.topic_recommendations, answered, timeout=120)
+        records = wait_records(env, env.settings.topic_recommendations, answered, timeout=DEADLINE)
         metrics = parse_metrics(http(worker.url, "/metrics").body.decode())
         log = worker.log_path.read_text(errors="replace")
 

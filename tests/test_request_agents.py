@@ -25,6 +25,7 @@ from streams.feature_support import read_session
 from streams.settings import load_settings
 from streams.web_api import read_body
 from tests.data_fixtures import Dataset
+from tests.ops_helpers import wait_until_async
 
 Sent = list[tuple[str, bytes | None, bytes]]
 
@@ -63,11 +64,12 @@ def topic_by_name(worker: NextTrackWorker, name: str) -> Any:
     raise KeyError(name)
 
 
-async def wait_for(sent: Sent, n: int) -> None:
-    for _ in range(200):
-        if len(sent) >= n:
-            return
-        await asyncio.sleep(0.02)
+async def wait_sent(sent: Sent, n: int) -> None:
+    """Until at least ``n`` records were sent; fails at the deadline."""
+    try:
+        await wait_until_async(lambda: len(sent) >= n, what=f"{n} records sent")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; sent so far to: {[t for t, _, _ in sent]}") from None
 
 
 async def test_request_agents_answer_and_dead_letter(
@@ -95,7 +97,7 @@ async def test_request_agents_answer_and_dead_letter(
     async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
         for event in plays:
             await ctx.put(key=event.key, value=event.to_bytes())
-        await wait_for(sent, 3)
+        await wait_sent(sent, 3)
     heard = {e.track_id for e in plays}
 
     requests = [
@@ -109,7 +111,7 @@ async def test_request_agents_answer_and_dead_letter(
             await ctx.put(key=req.key, value=req.to_bytes())
         for raw in bad:
             await ctx.put(key=b"k", value=raw)
-        await wait_for(sent, 3 + len(requests) + len(bad))
+        await wait_sent(sent, 3 + len(requests) + len(bad))
 
     answers = {
         r.request_id: r for r in (Recommendation.parse(v) for t, _, v in sent[3:] if t == "recs")
@@ -125,10 +127,11 @@ async def test_request_agents_answer_and_dead_letter(
 
     track = worker.model.tracks[5].track_id
     similar = [SimilarTracksRequest("q1", track, top_k=4), SimilarTracksRequest("q2", "nope")]
+    expected = len(sent) + len(similar)  # counted before the agent can add to it
     async with worker.app.agents["nexttrack.similar-requests"].test_context() as ctx:
         for req in similar:
             await ctx.put(key=req.key, value=req.to_bytes())
-        await wait_for(sent, len(sent) + 2)
+        await wait_sent(sent, expected)
     (answer,) = [SimilarTracks.parse(v) for t, _, v in sent if t == s.topic_similar_tracks]
     assert answer.request_id == "q1" and len(answer.items) == 4
     unknown = [DeadLetter.parse(v) for t, _, v in sent if t == s.topic_requests_dlq][-1]
@@ -159,10 +162,10 @@ async def test_catalog_agent_applies_and_records_tracks(
         tombstone = orjson.dumps({"track_id": gone, "retired": True})
         await ctx.put(key=gone.encode(), value=tombstone)
         await ctx.put(key=b"bad", value=b'{"track_id": "bad"}')
-        for _ in range(200):
-            if "fresh" in worker.model.track_index and worker.model.is_retired(4) and sent:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until_async(
+            lambda: "fresh" in worker.model.track_index and worker.model.is_retired(4) and sent,
+            what="the track added, the tombstone applied and the bad record dead-lettered",
+        )
     assert worker.model.n_items == n + 1 and worker.model.is_retired(4)
     (letter,) = [DeadLetter.parse(v) for t, _, v in sent if t == worker.settings.topic_tracks_dlq]
     assert letter.reason == "missing_field"

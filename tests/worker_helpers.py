@@ -28,8 +28,18 @@ DEADLINE = 180.0
 class StreamEnv:
     """Unique topics and app id for one test, and the settings to reach them."""
 
-    def __init__(self, bootstrap: str, workdir: Path, *, create_topics: bool = True) -> None:
-        run = uuid.uuid4().hex[:10]
+    def __init__(
+        self,
+        bootstrap: str,
+        workdir: Path,
+        *,
+        create_topics: bool = True,
+        run: str | None = None,
+    ) -> None:
+        """``run`` names the topics and app id (default: random); the same ``run`` and
+        ``workdir`` on another broker give the same names and ``DATA_DIR``."""
+        run = run or uuid.uuid4().hex[:10]
+        self.run = run
         self.workdir = workdir
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,

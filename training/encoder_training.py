@@ -9,8 +9,9 @@ accidental hits removed. Validation (a seeded share of whole sessions) always us
 full softmax and reports HR@k / MRR@k over all next-item predictions; early stopping keeps the
 best epoch's weights.
 
-Models live in ``encoders.lstm`` / ``encoders.transformer``, the data iterator in
-:mod:`training.sequences`; this module holds only the loop and the loss maths.
+Models live in ``encoders.lstm_model`` / ``encoders.transformer``, the data iterator in
+:mod:`training.sequences`; this module holds only the loop and the loss maths. A trained GRU
+is returned as the numpy :class:`encoders.lstm.LstmEncoder` (served without torch).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 from encoders.base import SessionEncoder, check_item_vectors
-from encoders.lstm import GruModelConfig, GruSessionModel, LstmEncoder
+from encoders.lstm import GruModelConfig
+from encoders.lstm_model import GruSessionModel, encoder_from_model
 from encoders.transformer import SasRecModel, TransformerEncoder, TransformerModelConfig
 from training.errors import DataError, TrainingError
 from training.sequences import (
@@ -364,7 +366,7 @@ def train_encoder(
     )
     encoder: SessionEncoder
     if isinstance(model, GruSessionModel):
-        encoder = LstmEncoder(model)
+        encoder = encoder_from_model(model)
     else:
         encoder = TransformerEncoder(model)
     return encoder, report

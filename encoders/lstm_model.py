@@ -1,0 +1,150 @@
+"""The PyTorch model of the ``lstm`` encoder, for training and fine-tuning (imports torch).
+
+Serving does not need this module: :class:`encoders.lstm.LstmEncoder` runs the same weights
+with numpy. :func:`encoder_from_model` turns a trained :class:`GruSessionModel` into that
+encoder, :func:`model_from_encoder` goes back (to fine-tune, or as a reference in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoders.base import WEIGHTS_FILE, fit_item_vectors, load_weights
+from encoders.errors import EncoderError
+from encoders.lstm import GruModelConfig, LstmEncoder
+
+__all__ = [
+    "GruModelConfig",
+    "GruSessionModel",
+    "encoder_from_model",
+    "load_torch_weights",
+    "model_from_encoder",
+    "model_weights",
+    "save_torch_weights",
+]
+
+
+class GruSessionModel(nn.Module):
+    """Embedding -> GRU -> linear projection into the item-embedding space.
+
+    Inputs are item indices ``(B, T)``, right-padded with :attr:`pad_index` (= ``n_items``);
+    the GRU is causal, so padding after the real items never changes their outputs.
+    """
+
+    def __init__(self, config: GruModelConfig, init_vectors: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.config = config
+        n, d = config.n_items, config.emb_dim
+        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
+        self.gru = nn.GRU(
+            d,
+            config.hidden_dim,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.out_proj = nn.Linear(config.hidden_dim, d)
+        self.out_emb: nn.Parameter | None = None
+        if not config.tied:
+            self.out_emb = nn.Parameter(torch.empty(n, d))
+        self.reset_item_embeddings(init_vectors)
+
+    @property
+    def pad_index(self) -> int:
+        """Index used to right-pad input sequences."""
+        return self.config.n_items
+
+    def reset_item_embeddings(
+        self, init_vectors: np.ndarray | None, seed: int = 0, rms: float = 0.1
+    ) -> None:
+        """Initialise the item table(s) from ``init_vectors`` (or small noise when ``None``)."""
+        n, d = self.config.n_items, self.config.emb_dim
+        if init_vectors is None:
+            table = np.random.default_rng(seed).normal(0.0, rms, (n, d)).astype(np.float32)
+        else:
+            if init_vectors.shape[0] != n:
+                raise EncoderError(f"init vectors have {init_vectors.shape[0]} rows, not {n}")
+            table = fit_item_vectors(init_vectors, d, seed=seed, rms=rms)
+        with torch.no_grad():
+            self.item_emb.weight[:n] = torch.from_numpy(table)
+            self.item_emb.weight[n] = 0.0
+            if self.out_emb is not None:
+                self.out_emb.copy_(torch.from_numpy(table))
+
+    def item_weights(self) -> torch.Tensor:
+        """``(n_items, emb_dim)`` output item embeddings (the retrieval item vectors)."""
+        if self.out_emb is not None:
+            return self.out_emb
+        return self.item_emb.weight[: self.config.n_items]
+
+    def forward(self, inputs: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        """Query vectors ``(B, T, emb_dim)`` for every prefix of right-padded ``inputs``."""
+        x = self.dropout(self.item_emb(inputs))
+        out, _ = self.gru(x, h0)
+        return self.out_proj(self.dropout(out))
+
+    def hidden_states(self, inputs: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden state ``(num_layers, B, hidden_dim)`` after running all of ``inputs``."""
+        _, h_n = self.gru(self.dropout(self.item_emb(inputs)), h0)
+        return h_n
+
+    def step(self, items: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One event per session: ``(B,)`` items, ``(num_layers, B, H)`` -> new hidden state."""
+        _, h_n = self.gru(self.dropout(self.item_emb(items[:, None])), h)
+        return h_n
+
+    def project(self, h_top: torch.Tensor) -> torch.Tensor:
+        """Query vectors ``(B, emb_dim)`` from the top layer's hidden state ``(B, H)``."""
+        return self.out_proj(self.dropout(h_top))
+
+
+def model_weights(model: GruSessionModel) -> dict[str, np.ndarray]:
+    """The model's ``state_dict`` as float32 numpy arrays (copies, detached from the model)."""
+    return {
+        key: value.detach().to("cpu", torch.float32).numpy().copy()
+        for key, value in model.state_dict().items()
+    }
+
+
+def encoder_from_model(model: GruSessionModel) -> LstmEncoder:
+    """The numpy serving encoder of a (trained) model; later changes to the model do not
+    reach it."""
+    return LstmEncoder(model.config, model_weights(model))
+
+
+def state_dict_from_weights(weights: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """numpy weights -> a torch ``state_dict`` (copies)."""
+    return {
+        key: torch.from_numpy(np.array(value, dtype=np.float32)) for key, value in weights.items()
+    }
+
+
+def model_from_encoder(encoder: LstmEncoder) -> GruSessionModel:
+    """A torch model (eval mode) holding a copy of the encoder's weights."""
+    model = GruSessionModel(encoder.model_config)
+    try:
+        model.load_state_dict(state_dict_from_weights(encoder.weights))
+    except RuntimeError as exc:
+        raise EncoderError(f"lstm weights do not fit the config: {exc}") from exc
+    return model.eval()
+
+
+def save_torch_weights(directory: Path, weights: Mapping[str, np.ndarray]) -> None:
+    """Write ``weights.pt`` (a torch ``state_dict``) into ``directory``."""
+    torch.save(state_dict_from_weights(weights), Path(directory) / WEIGHTS_FILE)
+
+
+def load_torch_weights(directory: Path) -> dict[str, np.ndarray]:
+    """``weights.pt`` of ``directory`` (``weights_only=True``) as float32 numpy arrays."""
+    state_dict = load_weights(Path(directory))
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise EncoderError(f"{Path(directory) / WEIGHTS_FILE} is not a state_dict of tensors")
+    return {key: value.to(torch.float32).numpy() for key, value in state_dict.items()}
