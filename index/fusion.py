@@ -201,3 +201,132 @@ def fuse_batch(
     return [
         fuse(a, b, method, cf_weight, cb_weight, k, rrf_k) for a, b in zip(cfs, cbs, strict=True)
     ]
+
+
+# -- whole-batch fusion over a candidate pool --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RankedBatch:
+    """Top-``k`` fused items of a batch of queries, as arrays (no per-item objects).
+
+    ``items`` int64 ``(B, k)`` padded with ``-1``; ``scores`` float64 fused scores;
+    ``cf_scores``/``cb_scores`` float32 raw scores, NaN where the space was not scored.
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
+    cf_scores: np.ndarray
+    cb_scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def lengths(self) -> np.ndarray:
+        """Number of items per row."""
+        return (self.items >= 0).sum(axis=1)
+
+    def row(self, r: int) -> list[FusedItem]:
+        """Row ``r`` as :class:`FusedItem` objects (for callers that want objects)."""
+        n = int((self.items[r] >= 0).sum())
+        cf, cb = self.cf_scores[r], self.cb_scores[r]
+        return [
+            FusedItem(
+                int(self.items[r, j]),
+                float(self.scores[r, j]),
+                None if np.isnan(cf[j]) else float(cf[j]),
+                None if np.isnan(cb[j]) else float(cb[j]),
+            )
+            for j in range(n)
+        ]
+
+    def lists(self) -> list[list[FusedItem]]:
+        return [self.row(r) for r in range(len(self))]
+
+
+def _minmax_rows(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """:func:`minmax` of each row over its valid entries (float64)."""
+    s = scores.astype(np.float64)
+    lo = np.where(valid, s, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(valid, s, -np.inf).max(axis=1, keepdims=True)
+    span = hi - lo
+    ok = np.isfinite(span) & (span > 0)
+    return np.where(ok, (s - lo) / np.where(ok, span, 1.0), 1.0)
+
+
+def _ranks_rows(ids: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """:func:`ranks` of each row: 1-based rank by raw score desc, then item asc."""
+    key = np.where(valid, -scores.astype(np.float64), np.inf)
+    order = np.lexsort((ids, key), axis=-1)
+    out = np.empty(ids.shape, dtype=np.float64)
+    np.put_along_axis(out, order, np.arange(1, ids.shape[1] + 1, dtype=np.float64)[None, :], 1)
+    return out
+
+
+def fuse_pool(
+    ids: np.ndarray,
+    cf: np.ndarray | None,
+    cb: np.ndarray | None,
+    method: FusionMethod = "weighted_sum",
+    cf_weight: float = 0.7,
+    cb_weight: float = 0.3,
+    k: int = 10,
+    rrf_k: int = 60,
+) -> RankedBatch:
+    """:func:`fuse` for a whole batch whose two lists cover the same pooled items.
+
+    ``ids`` int64 ``(B, P)``: each row's pooled candidates, unique, ``-1`` for padding;
+    ``cf``/``cb`` ``(B, P)``: the raw score of every pooled item in that space (``None``: the
+    space has no query). Same semantics, ties and degradation as :func:`fuse` over
+    ``Candidates(ids[r], cf[r])`` and ``Candidates(ids[r], cb[r])``.
+    """
+    if method not in FUSION_METHODS:
+        raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
+    if k < 1:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    if rrf_k < 0:
+        raise InvalidInputError(f"rrf_k must be >= 0, got {rrf_k}")
+    wcf, wcb = _check_weight("cf_weight", cf_weight), _check_weight("cb_weight", cb_weight)
+    if method == "cf_only" and cf is None:
+        raise InvalidInputError("cf_only fusion needs cf candidates")
+    if method == "cb_only" and cb is None:
+        raise InvalidInputError("cb_only fusion needs cb candidates")
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.shape[1] < k:  # fewer candidates than k: pad, rows come back short
+        pad = ((0, 0), (0, k - ids.shape[1]))
+        ids = np.pad(ids, pad, constant_values=-1)
+        cf = None if cf is None else np.pad(np.asarray(cf, np.float32), pad)
+        cb = None if cb is None else np.pad(np.asarray(cb, np.float32), pad)
+    valid = ids >= 0
+    b, p = ids.shape
+    nan = np.full((b, p), np.nan, dtype=np.float32)
+    raw_cf = nan if cf is None else np.asarray(cf, dtype=np.float32)
+    raw_cb = nan if cb is None else np.asarray(cb, dtype=np.float32)
+    if method in ("weighted_sum", "rrf") and cf is not None and cb is not None:
+        if wcf == wcb == 0 and valid.any():
+            raise InvalidInputError("cf_weight and cb_weight are both 0")
+    elif method in ("weighted_sum", "rrf"):
+        wcf, wcb = float(cf is not None), float(cb is not None)  # the one list present
+
+    if method == "cf_only":
+        score = raw_cf.astype(np.float64)
+    elif method == "cb_only":
+        score = raw_cb.astype(np.float64)
+    else:
+        score = np.zeros((b, p))
+        for raw, w in ((cf, wcf), (cb, wcb)):
+            if raw is None or w == 0:
+                continue
+            if method == "weighted_sum":
+                score += w * _minmax_rows(raw, valid)
+            else:
+                score += w / (rrf_k + _ranks_rows(ids, raw, valid))
+    key = np.where(valid, -score, np.inf)
+    top = np.lexsort((np.where(valid, ids, np.iinfo(np.int64).max), key), axis=-1)[:, :k]
+    items = np.take_along_axis(ids, top, 1)
+    keep = np.take_along_axis(valid, top, 1)
+    items = np.where(keep, items, -1)
+    pick = lambda a: np.where(keep, np.take_along_axis(a, top, 1), np.nan)  # noqa: E731
+    return RankedBatch(
+        items, pick(score), pick(raw_cf).astype(np.float32), pick(raw_cb).astype(np.float32)
+    )

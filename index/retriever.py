@@ -28,7 +28,7 @@ import numpy as np
 from index.ann import IndexType, VectorIndex, as_vectors, exact_search
 from index.errors import InvalidInputError, UnknownItemError
 from index.filters import CatalogFilters
-from index.fusion import FUSION_METHODS, Candidates, FusedItem, FusionMethod, fuse
+from index.fusion import FUSION_METHODS, FusedItem, FusionMethod, RankedBatch, fuse_pool
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +156,39 @@ class HybridRetriever:
         mood_filter: Sequence[str] | None = None,
         rrf_k: int = 60,
     ) -> list[list[FusedItem]]:
+        """:meth:`rank` as lists of :class:`FusedItem` (one list per query row)."""
+        return self.rank(
+            cf_queries,
+            cb_queries,
+            exclude,
+            k,
+            method,
+            cf_weight,
+            cb_weight,
+            genre_filter,
+            mood_filter,
+            rrf_k,
+        ).lists()
+
+    def rank(
+        self,
+        cf_queries: np.ndarray,
+        cb_queries: np.ndarray | None = None,
+        exclude: Sequence[Collection[int]] | None = None,
+        k: int = 10,
+        method: FusionMethod = "weighted_sum",
+        cf_weight: float = 0.7,
+        cb_weight: float = 0.3,
+        genre_filter: Sequence[str] | None = None,
+        mood_filter: Sequence[str] | None = None,
+        rrf_k: int = 60,
+    ) -> RankedBatch:
         """Top-``k`` fused items per query row (see module doc), never an excluded, retired
         or filtered-out item; ``min(k, usable items not excluded)`` items per query.
 
         ``cf_only`` searches cf, ``cb_only`` searches cb; ``weighted_sum``/``rrf`` search
-        both when ``cb_queries`` is given, else degrade to cf alone.
+        both when ``cb_queries`` is given, else degrade to cf alone. The whole batch is
+        searched, filtered, scored and fused with array operations.
         """
         if method not in FUSION_METHODS:
             raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
@@ -178,7 +206,7 @@ class HybridRetriever:
                 raise InvalidInputError(f"{b} cf queries but {queries['cb'].shape[0]} cb queries")
         if method == "cb_only" and "cb" not in queries:
             raise InvalidInputError("cb_only needs cb_queries and a cb space")
-        excl = self._exclusions(exclude, b)
+        excl = _Exclusions.build(exclude, b, self.n_items)
         searched: list[Space] = list(queries)
         if method in ("cf_only", "cb_only"):
             searched = ["cf"] if method == "cf_only" else ["cb"]
@@ -189,19 +217,19 @@ class HybridRetriever:
             ~self.filters.retired_mask if allowed is None else allowed & ~self.filters.retired_mask
         )
         n_usable = int(usable.sum())
-        want = np.array([min(k, n_usable - int(usable[e].sum())) for e in excl], dtype=np.int64)
+        want = np.minimum(k, n_usable - excl.count_in(usable))
         pool = max(k, self.pool_factor * k)
-        cands = {
-            s: self._candidates(s, queries[s], usable, excl, want, pool, filtered) for s in searched
+        found = [
+            self._candidates(s, queries[s], usable, excl, want, pool, filtered) for s in searched
+        ]
+        ids = _unique_rows(np.concatenate(found, axis=1) if len(found) > 1 else found[0])
+        safe = np.maximum(ids, 0)
+        scores = {
+            s: np.einsum("bpd,bd->bp", self._spaces[s].vectors[safe], queries[s]) for s in queries
         }
-        out: list[list[FusedItem]] = []
-        for r in range(b):
-            ids = np.unique(np.concatenate([cands[s][r] for s in searched]))
-            lists = {
-                s: Candidates(ids, self._spaces[s].vectors[ids] @ queries[s][r]) for s in queries
-            }
-            out.append(fuse(lists["cf"], lists.get("cb"), method, cf_weight, cb_weight, k, rrf_k))
-        return out
+        return fuse_pool(
+            ids, scores["cf"], scores.get("cb"), method, cf_weight, cb_weight, k, rrf_k
+        )
 
     def similar(
         self,
@@ -243,65 +271,57 @@ class HybridRetriever:
     def _dim(self, space: Space) -> int:
         return self._spaces[space].index.dim
 
-    def _exclusions(self, exclude: Sequence[Collection[int]] | None, b: int) -> list[np.ndarray]:
-        if exclude is None:
-            return [np.zeros(0, dtype=np.int64)] * b
-        if len(exclude) != b:
-            raise InvalidInputError(f"{len(exclude)} exclusion sets for {b} queries")
-        out = []
-        for e in exclude:
-            arr = np.fromiter((int(i) for i in e), dtype=np.int64, count=len(e))
-            out.append(np.unique(arr[(arr >= 0) & (arr < self.n_items)]))
-        return out
-
     def _candidates(
         self,
         space: Space,
         q: np.ndarray,
         usable: np.ndarray,
-        excl: list[np.ndarray],
+        excl: _Exclusions,
         want: np.ndarray,
         pool: int,
         filtered: bool,
-    ) -> list[np.ndarray]:
-        """Per query, up to ``pool`` usable non-excluded ids of ``space`` by score desc, at
-        least ``want[r]`` of them (deeper ANN rounds, then exact scoring over the subset)."""
+    ) -> np.ndarray:
+        """``(B, pool)`` ids: per query, up to ``pool`` usable non-excluded ids of ``space`` by
+        score desc (``-1`` padded), at least ``want[r]`` of them.
+
+        The first search is ``max(4k, pool)`` deep whatever the histories' lengths; only the
+        rows left short by exclusions are searched again (2x deeper each round), and past
+        ``max_ann_depth`` scored exactly over the usable subset.
+        """
         data = self._spaces[space]
         n_usable = int(usable.sum())
-        k = int(want.max(initial=0))
-        depth = max(4 * k, pool, k + max((e.size for e in excl), default=0) + self.margin)
+        b = q.shape[0]
+        out = np.full((b, pool), -1, dtype=np.int64)
+        rows = np.arange(b)
+        depth = max(4 * int(want.max(initial=0)), pool)
         if filtered:
             depth = math.ceil(depth * max(1, len(data.index)) / max(1, n_usable))
-        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(excl)
-        rows = np.arange(len(excl))
-        ok = usable.copy()  # scratch: usable minus the current query's exclusions
 
-        def clean(r: int, row: np.ndarray) -> np.ndarray:
-            keep = row[row >= 0]
-            ok[excl[r]] = False
-            keep = keep[ok[keep]]
-            ok[excl[r]] = usable[excl[r]]
-            return keep
+        def keep_first(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+            """Keep the usable, non-excluded ids; store the first ``pool`` of the rows that
+            have enough; return which rows are done."""
+            keep = ids >= 0
+            keep &= usable[np.maximum(ids, 0)]
+            keep &= ~excl.contains(rows, ids)
+            done = (keep.sum(axis=1) >= want[rows]) | (ids[:, -1] < 0)
+            order = np.argsort(~keep[done], axis=1, kind="stable")[:, :pool]
+            chosen = np.take_along_axis(ids[done], order, 1)
+            chosen[~np.take_along_axis(keep[done], order, 1)] = -1
+            out[rows[done], : chosen.shape[1]] = chosen
+            return done
 
         if n_usable > self.exact_threshold:
             while rows.size and depth <= self.max_ann_depth:
                 ids = data.index.search(q[rows], depth)[1]
-                left = []
-                for r, row in zip(rows, ids, strict=True):
-                    keep = clean(r, row)
-                    if keep.size >= want[r] or row[-1] < 0:  # -1: every live item returned
-                        out[r] = keep[:pool]
-                    else:
-                        left.append(r)
-                rows = np.asarray(left, dtype=np.int64)
+                rows = rows[~keep_first(rows, ids)]
                 depth *= 2
             if rows.size:
                 logger.debug("%s: %d queries fall back to exact search", space, rows.size)
         if rows.size:
-            extra = max((excl[r].size for r in rows), default=0)
+            extra = int(excl.counts[rows].max(initial=0))
             ids = exact_search(data.vectors, q[rows], pool + extra, allowed=usable, check=False)[1]
-            for r, row in zip(rows, ids, strict=True):
-                out[r] = clean(r, row)[:pool]
+            done = keep_first(rows, ids)
+            assert done.all()
         return out
 
     # ------------------------------------------------------------------ live catalog
@@ -373,3 +393,55 @@ class HybridRetriever:
         for space in self._spaces.values():
             space.index.remove(arr)
         self.filters.retire(arr)
+
+
+class _Exclusions:
+    """Per-row excluded item ids of a batch, as sorted ``row * n + item`` codes."""
+
+    def __init__(self, codes: np.ndarray, counts: np.ndarray, rows: np.ndarray, n: int) -> None:
+        self.codes, self.counts, self.n = codes, counts, n
+        self._rows = rows  # the row of each code (for per-row sums)
+
+    @classmethod
+    def build(cls, exclude: Sequence[Collection[int]] | None, b: int, n: int) -> _Exclusions:
+        if exclude is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, np.zeros(b, dtype=np.int64), empty, n)
+        if len(exclude) != b:
+            raise InvalidInputError(f"{len(exclude)} exclusion sets for {b} queries")
+        sizes = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=b)
+        items = np.fromiter(
+            (int(i) for e in exclude for i in e), dtype=np.int64, count=int(sizes.sum())
+        )
+        rows = np.repeat(np.arange(b, dtype=np.int64), sizes)
+        ok = (items >= 0) & (items < n)
+        codes = np.unique(rows[ok] * n + items[ok])
+        code_rows = codes // n
+        return cls(codes, np.bincount(code_rows, minlength=b).astype(np.int64), code_rows, n)
+
+    def contains(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Boolean ``ids.shape``: whether ``ids[i, j]`` is excluded for row ``rows[i]``."""
+        if self.codes.size == 0:
+            return np.zeros(ids.shape, dtype=bool)
+        codes = rows[:, None] * self.n + ids
+        pos = np.minimum(np.searchsorted(self.codes, codes), self.codes.size - 1)
+        return (self.codes[pos] == codes) & (ids >= 0)
+
+    def count_in(self, mask: np.ndarray) -> np.ndarray:
+        """Per row, how many excluded items ``mask`` (over items) holds."""
+        b = self.counts.size
+        if self.codes.size == 0:
+            return np.zeros(b, dtype=np.int64)
+        hit = mask[self.codes % self.n]
+        return np.bincount(self._rows[hit], minlength=b).astype(np.int64)
+
+
+def _unique_rows(ids: np.ndarray) -> np.ndarray:
+    """Each row's ids sorted ascending, duplicates and padding as ``-1`` at the end."""
+    big = np.iinfo(np.int64).max
+    s = np.sort(np.where(ids >= 0, ids, big), axis=1)
+    dup = np.zeros(s.shape, dtype=bool)
+    dup[:, 1:] = s[:, 1:] == s[:, :-1]
+    s[dup] = big
+    s = np.sort(s, axis=1)
+    return np.where(s == big, -1, s)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from encoders import load_encoder
 from encoders.base import SessionEncoder
 from index.filters import CatalogFilters
+from index.fusion import RankedBatch
 from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track
@@ -56,6 +57,8 @@ class ModelBundle:
     track_index: dict[str, int]
     cb_vectors: np.ndarray | None
     popularity: np.ndarray
+    #: Items by popularity, descending (computed on first use, per catalog size).
+    _pop_order: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def model_version(self) -> str:
@@ -78,6 +81,21 @@ class ModelBundle:
             cf_score=_opt_float(fused.cf_score),  # type: ignore[attr-defined]
             cb_score=_opt_float(fused.cb_score),  # type: ignore[attr-defined]
         )
+
+    def content_queries(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Content-space queries ``(len(rows), dim)``: per row, the normalised mean content
+        vector of those item indices (zeros for an empty row)."""
+        assert self.cb_vectors is not None
+        width = max((len(r) for r in rows), default=0)
+        idx = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
+        for j, r in enumerate(rows):
+            idx[j, : len(r)] = r
+        mask = (idx >= 0)[:, :, None]
+        vecs = np.where(mask, self.cb_vectors[np.maximum(idx, 0)], 0.0)
+        count = np.maximum(mask.sum(axis=1), 1)
+        query = vecs.sum(axis=1) / count
+        norm = np.linalg.norm(query, axis=1, keepdims=True)
+        return (query / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
     def content_query(self, track_ids: Sequence[str]) -> np.ndarray:
         """The content-space query: the normalised mean content vector of ``track_ids``."""
@@ -182,23 +200,55 @@ class ModelBundle:
                     self.tracks[i] = replace(self.tracks[i], retired=True)
         return items
 
+    def popular(
+        self, usable: np.ndarray, exclude: set[int], k: int
+    ) -> tuple[list[int], list[float]]:
+        """The ``k`` most played usable items not in ``exclude``, with their popularity
+        relative to the most played track (the order is computed once per catalog size)."""
+        if self._pop_order is None or self._pop_order.size != self.popularity.size:
+            self._pop_order = np.argsort(-self.popularity, kind="stable")
+        top = float(self.popularity.max()) if len(self.popularity) else 1.0
+        items: list[int] = []
+        for i in map(int, self._pop_order):
+            if i in exclude or not usable[i]:
+                continue
+            items.append(i)
+            if len(items) == k:
+                break
+        return items, [float(self.popularity[i]) / (top or 1.0) for i in items]
+
     def popular_items(self, params: RetrievalParams, exclude: set[int]) -> list[RecommendedItem]:
         """The most played tracks, skipping excluded and retired ones, honouring filters
         (the retriever's own filter semantics)."""
         usable = self.retriever.filters.usable_mask(
             list(params.genre_filter) or None, list(params.mood_filter) or None
         )
-        top = float(self.popularity.max()) if len(self.popularity) else 1.0
-        out: list[RecommendedItem] = []
-        for i in np.argsort(-self.popularity, kind="stable"):
-            i = int(i)
-            if i in exclude or not usable[i]:
-                continue
-            score = float(self.popularity[i]) / (top or 1.0)
-            out.append(RecommendedItem(self.tracks[i].track_id, score))
-            if len(out) == params.top_k:
-                break
-        return out
+        items, scores = self.popular(usable, exclude, params.top_k)
+        return [
+            RecommendedItem(self.tracks[i].track_id, s) for i, s in zip(items, scores, strict=True)
+        ]
+
+    def items_batch(self, ranked: RankedBatch) -> list[list[RecommendedItem]]:
+        """Each row of a ranked batch as record items (scores rounded to 6 decimals); the
+        rounding and conversion run once over the whole batch."""
+        tracks = self.tracks
+        ids = ranked.items.tolist()
+        score = np.round(ranked.scores, 6).tolist()
+        cf = np.round(ranked.cf_scores.astype(np.float64), 6).tolist()
+        cb = np.round(ranked.cb_scores.astype(np.float64), 6).tolist()
+        return [
+            [
+                RecommendedItem(
+                    tracks[i].track_id,
+                    s,
+                    None if c != c else c,  # NaN: not scored in that space
+                    None if d != d else d,
+                )
+                for i, s, c, d in zip(row_ids, row_s, row_cf, row_cb, strict=True)
+                if i >= 0
+            ]
+            for row_ids, row_s, row_cf, row_cb in zip(ids, score, cf, cb, strict=True)
+        ]
 
 
 def load_model(
@@ -277,33 +327,62 @@ def rank_sessions(
 ) -> list[list[RecommendedItem]]:
     """Ranked items for each session: ``enc_states`` are the encoder states, ``plays`` the
     played track ids and ``heard`` every track id heard (excluded from the answer). Sessions
-    without a known play get the most popular tracks."""
-    exclude = [set(model.indices(h)) for h in heard]
+    without a known play get the most popular tracks. (:func:`rank_batch` as objects.)"""
+    return model.items_batch(rank_batch(model, enc_states, plays, heard, params))
+
+
+def rank_batch(
+    model: ModelBundle,
+    enc_states: Sequence[np.ndarray],
+    plays: Sequence[Sequence[str]],
+    heard: Sequence[Sequence[str]],
+    params: RetrievalParams,
+) -> RankedBatch:
+    """:func:`rank_sessions` as arrays: one retrieval for the whole batch, no per-item
+    objects. Rows of sessions without a known play hold the most popular usable tracks
+    (``cf_scores``/``cb_scores`` NaN)."""
     index = model.track_index
-    warm = [i for i, p in enumerate(plays) if any(t in index for t in reversed(p))]
-    out: list[list[RecommendedItem]] = [[] for _ in plays]
+    exclude = [[i for i in (index.get(t) for t in h) if i is not None] for h in heard]
+    recent = [
+        [i for i in (index.get(t) for t in p[-CONTENT_WINDOW:]) if i is not None] for p in plays
+    ]
+    # warm: a known play anywhere in the history (the content window may hold none of them)
+    warm = [r for r, p in enumerate(plays) if recent[r] or any(t in index for t in reversed(p))]
+    k = params.top_k
+    b = len(plays)
+    out = RankedBatch(
+        np.full((b, k), -1, dtype=np.int64),
+        np.full((b, k), np.nan),
+        np.full((b, k), np.nan, dtype=np.float32),
+        np.full((b, k), np.nan, dtype=np.float32),
+    )
     if warm:
-        cf_q = model.encoder.embed([enc_states[i] for i in warm])
+        cf_q = model.encoder.embed([enc_states[r] for r in warm])
         cb_q = None
         if params.use_content and model.cb_vectors is not None:
-            cb_q = np.stack([model.content_query(plays[i][-CONTENT_WINDOW:]) for i in warm])
-        ranked = model.retriever.recommend(
+            cb_q = model.content_queries([recent[r] for r in warm])
+        ranked = model.retriever.rank(
             cf_q,
             cb_q,
-            exclude=[exclude[i] for i in warm],
-            k=params.top_k,
+            exclude=[exclude[r] for r in warm],
+            k=k,
             method=params.fusion_method if cb_q is not None else "cf_only",  # type: ignore[arg-type]
             cf_weight=params.cf_weight,
             cb_weight=params.cb_weight,
             genre_filter=list(params.genre_filter) or None,
             mood_filter=list(params.mood_filter) or None,
         )
-        for i, items in zip(warm, ranked, strict=True):
-            out[i] = [model.item(it) for it in items]
-    warm_set = set(warm)
-    for i in range(len(plays)):
-        if i not in warm_set:
-            out[i] = model.popular_items(params, exclude[i])
+        rows = np.asarray(warm)
+        out.items[rows], out.scores[rows] = ranked.items, ranked.scores
+        out.cf_scores[rows], out.cb_scores[rows] = ranked.cf_scores, ranked.cb_scores
+    cold = sorted(set(range(b)) - set(warm))
+    if cold:
+        usable = model.retriever.filters.usable_mask(
+            list(params.genre_filter) or None, list(params.mood_filter) or None
+        )
+        for r in cold:
+            items, scores = model.popular(usable, set(exclude[r]), k)
+            out.items[r, : len(items)], out.scores[r, : len(items)] = items, scores
     return out
 
 

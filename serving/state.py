@@ -3,17 +3,26 @@
 A state holds the encoder state (bytes from ``SessionEncoder.state_to_bytes``), the recent
 tracks heard (plays and skips, bounded, to exclude them and to rebuild encoder states after a
 model swap), and the last recommendation's track ids (for the online hit rate).
+
+Stored format 2 (written now): one version byte ``0x02``, a little-endian ``uint32`` length,
+that many bytes of JSON (ids, counters, the heard tracks once, a bit mask of which were
+plays, and plays older than the heard window), then the encoder state's raw bytes. Plays
+are not stored twice and the encoder state is not base64-encoded. Format 1 (JSON, written by
+the first release) is still read.
 """
 
 from __future__ import annotations
 
 import base64
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+_V2 = b"\x02"
+_LEN = struct.Struct("<I")
 
 
 @dataclass
@@ -55,29 +64,65 @@ class SessionState:
                 del self.plays[: len(self.plays) - limit]
 
     def to_bytes(self) -> bytes:
+        """Format 2 (see the module doc)."""
+        flags, older = _played_mask(self.heard, self.plays)
         obj: dict[str, Any] = {
-            "v": STATE_FORMAT,
             "sid": self.session_id,
             "uid": self.user_id,
             "enc": self.encoder,
             "mv": self.model_version,
-            "es": base64.b64encode(self.encoder_state).decode("ascii"),
             "n": self.length,
             "h": self.heard,
-            "p": self.plays,
+            "f": flags,
             "ts": self.last_ts,
             "lr": self.last_recommended,
         }
+        if older:
+            obj["o"] = older
         if self.variant is not None:
             obj["var"] = self.variant
         if self.position is not None:
-            obj["pos"] = list(self.position)
-        return orjson.dumps(obj)
+            obj["pos"] = self.position
+        head = orjson.dumps(obj)
+        return b"".join((_V2, _LEN.pack(len(head)), head, self.encoder_state))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionState:
+        """Read format 2 or 1; raises ``ValueError`` (or ``KeyError``/``TypeError``) when
+        ``data`` is neither."""
+        if data[:1] == b"{":
+            return cls._from_v1(data)
+        if data[:1] != _V2 or len(data) < 1 + _LEN.size:
+            raise ValueError(f"unknown session state format {data[:1]!r}")
+        (size,) = _LEN.unpack_from(data, 1)
+        start = 1 + _LEN.size
+        if len(data) < start + size:
+            raise ValueError("truncated session state")
+        obj = orjson.loads(data[start : start + size])
+        heard = list(obj["h"])
+        mask = int(obj["f"], 16) if obj["f"] else 0
+        plays = list(obj.get("o", ())) + [
+            t for i, t in enumerate(heard) if mask >> (len(heard) - 1 - i) & 1
+        ]
+        return cls(
+            session_id=obj["sid"],
+            user_id=obj["uid"],
+            encoder=obj["enc"],
+            model_version=obj["mv"],
+            encoder_state=bytes(data[start + size :]),
+            length=obj["n"],
+            heard=heard,
+            plays=plays,
+            last_ts=obj["ts"],
+            last_recommended=list(obj["lr"]),
+            variant=obj.get("var"),
+            position=tuple(obj["pos"]) if obj.get("pos") else None,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def _from_v1(cls, data: bytes) -> SessionState:
         obj = orjson.loads(data)
-        if obj.get("v") != STATE_FORMAT:
+        if obj.get("v") != 1:
             raise ValueError(f"unknown session state format {obj.get('v')!r}")
         return cls(
             session_id=obj["sid"],
@@ -93,3 +138,18 @@ class SessionState:
             variant=obj.get("var"),
             position=tuple(obj["pos"]) if obj.get("pos") else None,  # type: ignore[arg-type]
         )
+
+
+def _played_mask(heard: list[str], plays: list[str]) -> tuple[str, list[str]]:
+    """Which of ``heard`` spell the newest ``plays`` (a bit mask as hex, first heard = most
+    significant bit), and the plays older than that (matched greedily from the newest end,
+    so ``older + [marked heard]`` is exactly ``plays``)."""
+    j = len(plays) - 1
+    mask = 0
+    for i in range(len(heard) - 1, -1, -1):
+        if j < 0:
+            break
+        if heard[i] == plays[j]:
+            mask |= 1 << (len(heard) - 1 - i)
+            j -= 1
+    return (format(mask, "x") if mask else ""), plays[: j + 1]

@@ -26,15 +26,22 @@ TableStore = Literal["rocksdb", "memory"]
 
 
 def set_threads(torch_threads: int, faiss_threads: int) -> None:
-    """Pin torch and FAISS thread pools (the defaults oversubscribe small machines)."""
-    import faiss
-    import torch
+    """Pin the numpy BLAS, torch and FAISS thread pools (the defaults oversubscribe small
+    machines). torch is configured only when something imported it (the transformer
+    encoder): the worker does not load it otherwise."""
+    import sys
 
-    torch.set_num_threads(torch_threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process
-        pass
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=torch_threads, user_api="blas")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(torch_threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set in this process
+            pass
     faiss.omp_set_num_threads(faiss_threads)
 
 
@@ -45,7 +52,6 @@ def build_worker(
     in ``data_dir`` (default ``DATA_DIR``)."""
     if settings.artifacts_dir is None:
         raise ConfigError("ARTIFACTS_DIR is not set (or pass --artifacts DIR)")
-    set_threads(settings.torch_threads, settings.faiss_threads)
     data_dir = data_dir or settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(
@@ -55,6 +61,7 @@ def build_worker(
         use_ann=settings.use_ann_index,
         use_content=settings.use_content_based,
     )
+    set_threads(settings.torch_threads, settings.faiss_threads)
     return NextTrackWorker(settings, model, table_store=f"{table_store}://", data_dir=data_dir)
 
 

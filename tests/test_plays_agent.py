@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import orjson
 import pytest
 
 from schemas import DeadLetter, Recommendation
 from serving.model import load_model
+from serving.state import SessionState
 from streams.app import NextTrackWorker
 from streams.settings import load_settings
 from tests.data_fixtures import Dataset
@@ -65,4 +65,4 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
     assert not heard & {i.track_id for i in recs[-1].items}
     assert len(dead) == 1 and dead[0].reason == "not_json" and dead[0].payload == b"{broken"
     stored = worker.sessions.data.get(session.encode())
-    assert stored is not None and orjson.loads(stored)["n"] == 3
+    assert stored is not None and SessionState.from_bytes(stored).length == 3
