@@ -47,7 +47,7 @@ format: venv  ## apply ruff formatting and autofixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup  ## passthrough vs full worker throughput and latency on a local broker
+bench: setup  ## passthrough vs full worker (lstm, 100k tracks): throughput, latency, peak memory
 	$(VENV)/bin/nexttrack bench --events 20000
 
 clean:  ## remove the virtualenv and local state (keeps the Maven/pip caches)

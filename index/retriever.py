@@ -36,11 +36,16 @@ Space = Literal["cf", "cb"]
 
 
 class _SpaceData:
-    """One retrieval space: its index and its item vectors (row = item, amortised growth)."""
+    """One retrieval space: its index and its item vectors (row = item).
+
+    The vectors given are shared, not copied (one copy of each matrix in a worker); the
+    first change (a live catalog addition or update) makes a private, growable copy.
+    """
 
     def __init__(self, index: VectorIndex, vectors: np.ndarray) -> None:
         self.index = index
-        self._buf = as_vectors(vectors, index.dim).copy()
+        self._buf = as_vectors(vectors, index.dim)
+        self._owned = False
         self.n = self._buf.shape[0]
         if index.id_space != self.n:
             raise InvalidInputError(f"index covers {index.id_space} items, vectors {self.n}")
@@ -49,14 +54,22 @@ class _SpaceData:
     def vectors(self) -> np.ndarray:
         return self._buf[: self.n]
 
+    def _own(self, capacity: int) -> None:
+        if self._owned and capacity <= self._buf.shape[0]:
+            return
+        cap = max(capacity, 2 * self._buf.shape[0] if self._owned else capacity)
+        buf = np.empty((cap, self._buf.shape[1]), dtype=np.float32)
+        buf[: self.n] = self._buf[: self.n]
+        self._buf, self._owned = buf, True
+
     def append(self, x: np.ndarray) -> None:
-        if self.n + x.shape[0] > self._buf.shape[0]:
-            cap = max(self.n + x.shape[0], 2 * self._buf.shape[0])
-            buf = np.empty((cap, self._buf.shape[1]), dtype=np.float32)
-            buf[: self.n] = self._buf[: self.n]
-            self._buf = buf
+        self._own(self.n + x.shape[0])
         self._buf[self.n : self.n + x.shape[0]] = x
         self.n += x.shape[0]
+
+    def set_row(self, item: int, x: np.ndarray) -> None:
+        self._own(self.n)
+        self._buf[item] = x
 
 
 class HybridRetriever:
@@ -284,7 +297,7 @@ class HybridRetriever:
         """``(B, pool)`` ids: per query, up to ``pool`` usable non-excluded ids of ``space`` by
         score desc (``-1`` padded), at least ``want[r]`` of them.
 
-        The first search is ``max(4k, pool)`` deep whatever the histories' lengths; only the
+        The first search is ``max(2k, pool)`` deep whatever the histories' lengths; only the
         rows left short by exclusions are searched again (2x deeper each round), and past
         ``max_ann_depth`` scored exactly over the usable subset.
         """
@@ -293,7 +306,7 @@ class HybridRetriever:
         b = q.shape[0]
         out = np.full((b, pool), -1, dtype=np.int64)
         rows = np.arange(b)
-        depth = max(4 * int(want.max(initial=0)), pool)
+        depth = max(2 * int(want.max(initial=0)), pool)
         if filtered:
             depth = math.ceil(depth * max(1, len(data.index)) / max(1, n_usable))
 
@@ -378,7 +391,7 @@ class HybridRetriever:
         ids = np.array([item], dtype=np.int64)
         for space, x in updates:
             self._spaces[space].index.update(ids, x)  # type: ignore[index]
-            self._spaces[space].vectors[item] = x[0]  # type: ignore[index]
+            self._spaces[space].set_row(item, x[0])  # type: ignore[index]
         self.filters.set_labels(item, genres, moods)
 
     def retire(self, ids: Collection[int] | np.ndarray) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -118,3 +119,83 @@ def read_catalog(path: str) -> list[Track]:
             if line:
                 tracks.append(Track.parse(line))
     return tracks
+
+
+class TrackList(Sequence[Track]):
+    """A catalog held compactly: each track as its encoded line, decoded on access, with the
+    track ids kept decoded for the hot path (:attr:`track_ids`).
+
+    A list of :class:`Track` objects costs about 1.5 KB per track (strings, lists, a dict of
+    audio features); 100k tracks would take 150 MB of a worker's memory for data it reads
+    only on catalog changes. Tracks assigned or appended later (live catalog changes, rare)
+    are kept as objects.
+    """
+
+    def __init__(self, lines: list[bytes], track_ids: list[str]) -> None:
+        if len(lines) != len(track_ids):
+            raise ValueError(f"{len(lines)} lines but {len(track_ids)} track ids")
+        self._lines = lines
+        self._changed: dict[int, Track] = {}
+        self.track_ids = track_ids
+
+    @classmethod
+    def of(cls, tracks: Iterable[Track]) -> TrackList:
+        out = cls([], [])
+        out.extend(tracks)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Track: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Track]: ...
+
+    def __getitem__(self, index: int | slice) -> Track | list[Track]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        changed = self._changed.get(index)
+        if changed is not None:
+            return changed
+        return Track.parse(self._lines[index])
+
+    def __setitem__(self, index: int, track: Track) -> None:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        self._changed[index] = track
+        self.track_ids[index] = track.track_id
+
+    def append(self, track: Track) -> None:
+        self._lines.append(b"")
+        self.track_ids.append(track.track_id)
+        self._changed[len(self.track_ids) - 1] = track
+
+    def extend(self, tracks: Iterable[Track]) -> None:
+        for track in tracks:
+            self.append(track)
+
+    def copy(self) -> TrackList:
+        """An independent list (the encoded lines are immutable and shared)."""
+        out = TrackList(list(self._lines), list(self.track_ids))
+        out._changed = dict(self._changed)
+        return out
+
+
+def read_catalog_compact(path: str) -> TrackList:
+    """:func:`read_catalog` into a :class:`TrackList` (every line is validated)."""
+    lines: list[bytes] = []
+    ids: list[str] = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                track = Track.parse(line)  # validates the line
+                lines.append(bytes(line))
+                ids.append(track.track_id)
+    return TrackList(lines, ids)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas.track import Track, read_catalog
+from schemas.track import Track, TrackList, read_catalog_compact
 from serving.content import ContentFeaturizer
 from serving.errors import ServingError
 
@@ -43,7 +43,7 @@ class Artifacts:
 
     directory: Path
     manifest: dict[str, Any]
-    tracks: list[Track]
+    tracks: TrackList
     cf_vectors: np.ndarray
     cb_vectors: np.ndarray | None
     popularity: np.ndarray
@@ -52,7 +52,7 @@ class Artifacts:
     track_index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.track_index = {t.track_id: i for i, t in enumerate(self.tracks)}
+        self.track_index = {t: i for i, t in enumerate(self.tracks.track_ids)}
 
     @property
     def model_version(self) -> str:
@@ -155,7 +155,7 @@ def load_artifacts(directory: Path) -> Artifacts:
             f"{manifest_path}: format {manifest.get('format')!r} is not {ARTIFACTS_FORMAT!r}"
         )
     try:
-        tracks = read_catalog(str(directory / "tracks.jsonl"))
+        tracks = read_catalog_compact(str(directory / "tracks.jsonl"))
         cf = np.load(directory / "cf_vectors.npy")
         pop = np.load(directory / "popularity.npy")
         cb_path = directory / "cb_vectors.npy"

@@ -23,7 +23,7 @@ from index.filters import CatalogFilters
 from index.fusion import RankedBatch
 from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
-from schemas.track import Track
+from schemas.track import Track, TrackList
 from serving.artifacts import Artifacts, ArtifactsError, load_artifacts
 from serving.index_files import cb_index_path, cf_index_path, load_or_build
 
@@ -53,7 +53,8 @@ class ModelBundle:
     artifacts: Artifacts
     encoder: SessionEncoder
     retriever: HybridRetriever
-    tracks: list[Track]
+    #: The catalog (decoded on access); ``tracks.track_ids`` is the hot-path id list.
+    tracks: TrackList
     track_index: dict[str, int]
     cb_vectors: np.ndarray | None
     popularity: np.ndarray
@@ -76,7 +77,7 @@ class ModelBundle:
     def item(self, fused: object) -> RecommendedItem:
         """A retriever result as a record item."""
         return RecommendedItem(
-            track_id=self.tracks[fused.item].track_id,  # type: ignore[attr-defined]
+            track_id=self.tracks.track_ids[fused.item],  # type: ignore[attr-defined]
             score=float(fused.score),  # type: ignore[attr-defined]
             cf_score=_opt_float(fused.cf_score),  # type: ignore[attr-defined]
             cb_score=_opt_float(fused.cb_score),  # type: ignore[attr-defined]
@@ -225,13 +226,14 @@ class ModelBundle:
         )
         items, scores = self.popular(usable, exclude, params.top_k)
         return [
-            RecommendedItem(self.tracks[i].track_id, s) for i, s in zip(items, scores, strict=True)
+            RecommendedItem(self.tracks.track_ids[i], s)
+            for i, s in zip(items, scores, strict=True)
         ]
 
     def items_batch(self, ranked: RankedBatch) -> list[list[RecommendedItem]]:
         """Each row of a ranked batch as record items (scores rounded to 6 decimals); the
         rounding and conversion run once over the whole batch."""
-        tracks = self.tracks
+        track_ids = self.tracks.track_ids
         ids = ranked.items.tolist()
         score = np.round(ranked.scores, 6).tolist()
         cf = np.round(ranked.cf_scores.astype(np.float64), 6).tolist()
@@ -239,7 +241,7 @@ class ModelBundle:
         return [
             [
                 RecommendedItem(
-                    tracks[i].track_id,
+                    track_ids[i],
                     s,
                     None if c != c else c,  # NaN: not scored in that space
                     None if d != d else d,
@@ -295,9 +297,7 @@ def load_model(
         item_vectors,
         cb_index=cb_index,
         cb_vectors=cb,
-        filters=CatalogFilters.from_lists(
-            [t.genres for t in artifacts.tracks], [t.moods for t in artifacts.tracks]
-        ),
+        filters=CatalogFilters.from_lists(*_labels(artifacts.tracks)),
     )
     log.info(
         "loaded model %s (%s encoder, %d tracks, %s index) in %.1fs",
@@ -311,7 +311,7 @@ def load_model(
         artifacts=artifacts,
         encoder=encoder,
         retriever=retriever,
-        tracks=list(artifacts.tracks),
+        tracks=artifacts.tracks.copy(),
         track_index=dict(artifacts.track_index),
         cb_vectors=cb,
         popularity=artifacts.popularity.copy(),
@@ -384,6 +384,16 @@ def rank_batch(
             items, scores = model.popular(usable, set(exclude[r]), k)
             out.items[r, : len(items)], out.scores[r, : len(items)] = items, scores
     return out
+
+
+def _labels(tracks: Iterable[Track]) -> tuple[list[list[str]], list[list[str]]]:
+    """Genres and moods of every track, decoding each track once."""
+    genres: list[list[str]] = []
+    moods: list[list[str]] = []
+    for track in tracks:
+        genres.append(track.genres)
+        moods.append(track.moods)
+    return genres, moods
 
 
 def _opt_float(value: object) -> float | None:

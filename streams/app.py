@@ -182,17 +182,20 @@ class NextTrackWorker:
         outcomes, failed = self._run_engine(valid)
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
+        publish = self.publish
+        out_topic = self.settings.topic_recommendations
+        counter = self.metrics.events
         latest: dict[str, tuple[EventT, SessionState]] = {}
         for (event, play), outcome in outcomes:
-            deliveries.append(
-                await self.recommendations_topic.send(
-                    key=play.key, value=outcome.recommendation.to_bytes()
-                )
-            )
-            self.metrics.events.labels(topic, play.event_type, "recommended").inc()
-            if outcome.unknown_track:
-                self.metrics.unknown_tracks.inc()
+            deliveries.append(await publish(out_topic, play.key, outcome.recommendation.to_bytes()))
             latest[play.session_id] = (event, outcome.state)
+        for event_type in ("play", "skip"):
+            n = sum(1 for (_, play), _ in outcomes if play.event_type == event_type)
+            if n:
+                counter.labels(topic, event_type, "recommended").inc(n)
+        unknown = sum(1 for _, outcome in outcomes if outcome.unknown_track)
+        if unknown:
+            self.metrics.unknown_tracks.inc(unknown)
         for session_id, (event, state) in latest.items():
             with event_context(event):
                 self.sessions[session_id.encode("utf-8")] = state.to_bytes()
@@ -271,6 +274,14 @@ class NextTrackWorker:
                 "session %s: unreadable stored state (%s); starting afresh", session_id, exc
             )
             return None
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        """Hand one output record to the producer; returns its delivery future.
+
+        Straight to the app's producer: Faust's ``Topic.send`` adds per-record bookkeeping
+        the play path does not need. Callers await delivery before their input offsets can
+        be acked (at-least-once)."""
+        return await self.app.producer.send(topic, key, value, None, None, None)
 
     async def dead_letter(self, error: Exception, event: EventT) -> Awaitable[Any]:
         """Send one rejected play event to the dead-letter topic; returns its delivery future."""

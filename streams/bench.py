@@ -1,21 +1,40 @@
 """``nexttrack bench``: the full worker against a raw Kafka passthrough, in one run.
 
-Both stages run as their own processes on the same broker and see the same events. For each,
-the clock starts at the first send; throughput is answers per second until the last answer,
-and latency runs from each event's send to its answer's arrival.
+Both stages run as their own processes on the same broker and see the same events:
+
+- **passthrough**: ``python -m streams.passthrough``, a raw aiokafka consume-and-produce loop
+  (the least any Kafka stream processor must do per event);
+- **worker**: ``nexttrack worker`` with the trained artifacts (validation, session table,
+  encoder step, hybrid retrieval and fusion, publishing), started and waited on until
+  ``/ready``.
+
+For each stage: warm-up events (answered, not measured), then the throughput run (the measured
+events as fast as the producer takes them; events/s is answers per second from the first send
+to the last answer), then one run per ``rates`` entry (events offered at a steady rate; the
+figures of interest are the latency percentiles). Latency always runs from an event's send to
+its answer's arrival on the output topic. Each stage's memory is read from
+``/proc/<pid>/status`` just before it is stopped (``VmHWM``, the peak resident set) and
+``VmRSS`` is sampled while it runs.
+
+Training the artifacts is the slow part (minutes for 100k tracks); they are cached under the
+work directory by (catalog size, users, seed, encoder, LightFM epochs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +43,326 @@ import orjson
 from schemas.play import PlayEvent
 from streams.clients import ensure_topics
 from streams.demo import broker_for
-from streams.roundtrip import roundtrip
-from streams.settings import load_settings
+from streams.errors import StreamsError
+from streams.roundtrip import RoundTrip, roundtrip
+from streams.settings import Settings, load_settings
 from streams.worker_process import start_worker, wait_ready
 
 log = logging.getLogger(__name__)
 
+#: Worker settings recorded with the figures (what changes the worker's cost per event).
+WORKER_SETTINGS = (
+    "encoder",
+    "top_k",
+    "batch_size",
+    "batch_timeout_ms",
+    "use_content_based",
+    "fusion_method",
+    "cf_weight",
+    "cb_weight",
+    "use_ann_index",
+    "ann_index_type",
+    "session_history",
+    "torch_threads",
+    "faiss_threads",
+)
+
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """What ``nexttrack bench`` runs. The defaults are issue #9's reference configuration:
+    lstm encoder over 100k tracks, top 10, hybrid (weighted-sum) fusion."""
+
     events: int = 20_000
-    catalog_size: int = 20_000
-    encoder: str = "mean"
+    catalog_size: int = 100_000
+    encoder: str = "lstm"
     batch_size: int = 256
     workdir: Path = Path(".nexttrack/bench")
     bootstrap_servers: str | None = None
     seed: int = 11
     warmup_events: int = 200
+    lightfm_epochs: int = 5
+    #: Steady rates (events/s) to measure after the throughput run, in order.
+    rates: tuple[float, ...] = ()
+    #: Events per rate run; ``None``: ``rate_seconds`` worth, at least 200, at most ``events``.
+    rate_events: int | None = None
+    rate_seconds: float = 30.0
+    #: Use this artifacts directory as-is (no training, no cache).
+    artifacts: Path | None = None
+    #: Train even when cached artifacts exist.
+    retrain: bool = False
+    #: Extra environment of the worker process (``BATCH_TIMEOUT_MS``, ``FUSION_METHOD``, ...);
+    #: applied last, so it overrides the bench's own settings.
+    worker_env: Mapping[str, str] = field(default_factory=dict)
+    #: Where the figures go as JSON; ``None``: ``workdir/bench.json``.
+    json_out: Path | None = None
+    #: The command line recorded with the figures; ``None``: one rebuilt from this config.
+    command: str | None = None
+    #: Seconds between progress lines while a run waits for answers.
+    progress_interval: float = 10.0
+    ready_timeout: float = 300.0
+
+    @property
+    def json_path(self) -> Path:
+        return self.json_out or self.workdir / "bench.json"
+
+
+# --- pure parts ---------------------------------------------------------------------------
+
+
+def parse_proc_kb(text: str) -> dict[str, int]:
+    """``Key:   1234 kB`` lines (``/proc/<pid>/status``, ``/proc/meminfo``) as ``{key: kB}``;
+    lines without a kB figure are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        parts = rest.split()
+        if sep and len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            out[key.strip()] = int(parts[0])
+    return out
+
+
+def memory_mb(status_text: str) -> dict[str, float | None]:
+    """Peak (``VmHWM``) and current (``VmRSS``) resident memory in MB (MiB) from the text of
+    ``/proc/<pid>/status``; ``None`` where the line is missing."""
+    kb = parse_proc_kb(status_text)
+
+    def mb(key: str) -> float | None:
+        return round(kb[key] / 1024, 1) if key in kb else None
+
+    return {"peak_rss_mb": mb("VmHWM"), "rss_mb": mb("VmRSS")}
+
+
+def read_memory(pid: int) -> dict[str, float | None]:
+    """:func:`memory_mb` of a live process (all ``None`` if it is gone or not on Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        text = ""
+    return memory_mb(text)
+
+
+class RssSampler:
+    """Samples a process's ``VmRSS`` every ``interval`` seconds in a thread; ``max_mb`` is the
+    largest sample (a cross-check of ``VmHWM``)."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.max_mb: float | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            rss = read_memory(self.pid)["rss_mb"]
+            if rss is not None:
+                self.samples += 1
+                self.max_mb = rss if self.max_mb is None else max(self.max_mb, rss)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def machine_info(meminfo_text: str | None = None) -> dict[str, Any]:
+    """CPUs, total memory (MB, from ``/proc/meminfo``), Python and platform."""
+    if meminfo_text is None:
+        try:
+            meminfo_text = Path("/proc/meminfo").read_text()
+        except OSError:
+            meminfo_text = ""
+    total = parse_proc_kb(meminfo_text).get("MemTotal")
+    return {
+        "cpus": os.cpu_count(),
+        "memory_total_mb": round(total / 1024) if total is not None else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def dataset_users(config: BenchConfig) -> int:
+    """Users to simulate so that the data has the warm-up and measured events (10 sessions of
+    about 10 events each per user, with some to spare)."""
+    sessions_needed = math.ceil((config.events + config.warmup_events) / 10) + 50
+    return max(20, sessions_needed // 10)
+
+
+def artifacts_key(config: BenchConfig, users: int) -> str:
+    """What the trained artifacts depend on: data (catalog size, users, seed) and training
+    (encoder, LightFM epochs)."""
+    return (
+        f"{config.catalog_size}t-{users}u-s{config.seed}-{config.encoder}-e{config.lightfm_epochs}"
+    )
+
+
+def plan_artifacts(config: BenchConfig, users: int) -> tuple[Path, str]:
+    """Which artifacts the worker loads and how they come about: ``(path, "given")`` for
+    ``--artifacts``, ``(path, "reuse")`` when the cached directory has a manifest and
+    ``--retrain`` is off, else ``(path, "train")``."""
+    if config.artifacts is not None:
+        if not (config.artifacts / "manifest.json").is_file():
+            raise StreamsError(f"{config.artifacts} is not an artifacts directory (no manifest)")
+        return config.artifacts, "given"
+    path = config.workdir / f"artifacts-{artifacts_key(config, users)}"
+    if not config.retrain and (path / "manifest.json").is_file():
+        return path, "reuse"
+    return path, "train"
+
+
+def parse_worker_env(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings (``--worker-env``) as a dict; raises ``ValueError`` on others."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not key.replace("_", "").isalnum():
+            raise ValueError(f"--worker-env expects KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The worker's settings that matter for the figures, as the worker will read them: this
+    process's environment (and ``.env``) with ``env`` on top. Invalid values raise
+    :class:`~streams.errors.ConfigError` here, before anything slow starts."""
+    fields = Settings.model_fields
+    overrides = {k.lower(): v for k, v in env.items() if k.lower() in fields}
+    for key in env:
+        if key.lower() not in fields:
+            log.warning("--worker-env %s is not a NextTrack setting (passed on anyway)", key)
+    settings = load_settings(**overrides)
+    dumped = settings.model_dump(mode="json")
+    return {name: dumped[name] for name in WORKER_SETTINGS}
+
+
+def rate_event_count(config: BenchConfig, rate: float) -> int:
+    """Events offered in the run at ``rate`` events/s."""
+    if config.rate_events:
+        return config.rate_events
+    return max(200, min(config.events, math.ceil(rate * config.rate_seconds)))
+
+
+def relabel(events: Sequence[PlayEvent], tag: str) -> list[PlayEvent]:
+    """The same plays as fresh sessions (``-tag`` appended to event and session ids), so a rate
+    run reuses the measured events without extending the sessions the worker already holds."""
+    return [
+        dataclasses.replace(e, event_id=f"{e.event_id}-{tag}", session_id=f"{e.session_id}-{tag}")
+        for e in events
+    ]
+
+
+def command_line(config: BenchConfig) -> str:
+    """The command that reproduces ``config`` (when the CLI did not record its own)."""
+    args = [
+        "nexttrack",
+        "bench",
+        "--events",
+        str(config.events),
+        "--catalog-size",
+        str(config.catalog_size),
+        "--encoder",
+        config.encoder,
+        "--batch-size",
+        str(config.batch_size),
+    ]
+    for rate in config.rates:
+        args += ["--rate", f"{rate:g}"]
+    if config.rate_events:
+        args += ["--rate-events", str(config.rate_events)]
+    for key, value in config.worker_env.items():
+        args += ["--worker-env", f"{key}={value}"]
+    if config.artifacts is not None:
+        args += ["--artifacts", str(config.artifacts)]
+    return shlex.join(args)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(b / a, 3) if a and b is not None else None
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A small table for the terminal: the throughput run, then each rate run."""
+    rows = [("run", "stage", "events/s", "p50 ms", "p95 ms", "p99 ms", "answered")]
+
+    def add(run: str, name: str, r: dict[str, Any]) -> None:
+        rows.append(
+            (
+                run,
+                name,
+                _num(r.get("events_per_second"), ".0f"),
+                _num(r.get("p50_ms"), ".1f"),
+                _num(r.get("p95_ms"), ".1f"),
+                _num(r.get("p99_ms"), ".1f"),
+                f"{r.get('answered')}/{r.get('sent')}",
+            )
+        )
+
+    for name in ("passthrough", "worker"):
+        add("max", name, results[name])
+    for entry in results.get("rates", []):
+        for name in ("passthrough", "worker"):
+            add(f"{entry['rate']:g}/s", name, entry[name])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    mem = ", ".join(
+        f"{name} {_num(results[name].get('peak_rss_mb'), '.0f')} MB"
+        for name in ("passthrough", "worker")
+    )
+    lines.append(f"peak resident memory (VmHWM): {mem}")
+    lines.append(f"worker/passthrough throughput ratio: {results['worker_to_passthrough_ratio']}")
+    settings = results.get("worker_settings") or {}
+    if settings:
+        lines.append(
+            "worker: "
+            + ", ".join(
+                f"{k}={settings[k]}"
+                for k in ("encoder", "top_k", "batch_size", "batch_timeout_ms", "fusion_method")
+                if k in settings
+            )
+            + f"; catalog {results.get('catalog_size')} tracks"
+        )
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    return path
+
+
+# --- the run ------------------------------------------------------------------------------
 
 
 def bench_events(config: BenchConfig) -> tuple[Path, list[PlayEvent]]:
     """Generate a catalog and at least ``events`` play events; returns (data dir, events)."""
     from training.generate import GeneratorConfig, generate, write_dataset
 
-    sessions_needed = math.ceil((config.events + config.warmup_events) / 10) + 50
-    users = max(20, sessions_needed // 10)
+    users = dataset_users(config)
     gen = GeneratorConfig(
         tracks=config.catalog_size, users=users, sessions_per_user=10, seed=config.seed
     )
     tracks, events = generate(gen)
-    data_dir = config.workdir / f"data-{config.catalog_size}-{users}"
+    data_dir = config.workdir / f"data-{config.catalog_size}-{users}-s{config.seed}"
     write_dataset(data_dir, tracks, events, gen)
     return data_dir, events
 
@@ -66,37 +375,107 @@ def _event_id(value: bytes) -> str | None:
     return obj.get("event_id") if isinstance(obj, dict) else None
 
 
-def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """Run both stages and return the figures (also written as JSON by the CLI)."""
-    from training.lightfm_model import TrainingConfig
-    from training.pipeline import PipelineConfig, train_artifacts
+def _artifacts(config: BenchConfig, data_dir: Path, users: int) -> tuple[Path, str, dict[str, Any]]:
+    path, how = plan_artifacts(config, users)
+    if how == "train":
+        from training.lightfm_model import TrainingConfig
+        from training.pipeline import PipelineConfig, train_artifacts
 
+        log.info(
+            "training artifacts (%s encoder, %d tracks, LightFM %d epochs) into %s; "
+            "this takes minutes for a large catalog and is cached for the next run",
+            config.encoder,
+            config.catalog_size,
+            config.lightfm_epochs,
+            path,
+        )
+        started = time.perf_counter()
+        train_artifacts(
+            data_dir / "events.jsonl",
+            data_dir / "tracks.jsonl",
+            path,
+            PipelineConfig(
+                encoders=(config.encoder,),
+                lightfm=TrainingConfig(epochs=config.lightfm_epochs),
+                progress=False,
+            ),
+        )
+        log.info("trained in %.0fs", time.perf_counter() - started)
+    else:
+        log.info("%s artifacts %s", "reusing" if how == "reuse" else "using the given", path)
+    manifest = orjson.loads((path / "manifest.json").read_bytes())
+    if config.encoder not in manifest.get("encoders", {}):
+        raise StreamsError(
+            f"{path} has no {config.encoder!r} encoder (has {sorted(manifest.get('encoders', {}))})"
+        )
+    if manifest.get("n_tracks") != config.catalog_size:
+        log.warning(
+            "the artifacts have %s tracks, the generated catalog %d: events may name tracks "
+            "the model does not know",
+            manifest.get("n_tracks"),
+            config.catalog_size,
+        )
+    return path, how, manifest
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run both stages, write the figures as JSON (``config.json_path``) and return them."""
+    started = time.perf_counter()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     config.workdir.mkdir(parents=True, exist_ok=True)
+    if any(rate <= 0 for rate in config.rates):
+        raise StreamsError("--rate must be positive")
+    rate_counts = [rate_event_count(config, rate) for rate in config.rates]
+
+    base_env = {
+        "ENCODER": config.encoder,
+        "BATCH_SIZE": str(config.batch_size),
+        "LOG_LEVEL": "WARNING",
+        **config.worker_env,
+    }
+    effective = worker_settings(base_env)  # fails fast on an invalid --worker-env
+    if effective["encoder"] != config.encoder:  # ENCODER=... in --worker-env
+        config = dataclasses.replace(config, encoder=effective["encoder"])
+
+    users = dataset_users(config)
+    log.info(
+        "generating %d tracks and the sessions of %d users (seed %d) ...",
+        config.catalog_size,
+        users,
+        config.seed,
+    )
     data_dir, events = bench_events(config)
     if len(events) < config.events + config.warmup_events:
         raise RuntimeError(f"generated only {len(events)} events")
-    artifacts = train_artifacts(
-        data_dir / "events.jsonl",
-        data_dir / "tracks.jsonl",
-        config.workdir / "artifacts",
-        PipelineConfig(
-            encoders=(config.encoder,),
-            lightfm=TrainingConfig(epochs=5),
-            progress=False,
-        ),
-    )
+    log.info("%d events in %s", len(events), data_dir)
+    artifacts, how, manifest = _artifacts(config, data_dir, users)
+
     warmup = events[: config.warmup_events]
     measured = events[config.warmup_events : config.warmup_events + config.events]
+    pool = events[config.warmup_events :]
+    rate_runs: list[tuple[float, list[PlayEvent]]] = []
+    for i, (rate, n) in enumerate(zip(config.rates, rate_counts, strict=True)):
+        if n > len(pool):
+            log.warning("rate %g/s: only %d events available (asked %d)", rate, len(pool), n)
+        rate_runs.append((rate, relabel(pool[:n], f"r{i}")))
 
     results: dict[str, Any] = {
-        "command": f"nexttrack bench --events {config.events} --catalog-size {config.catalog_size}",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "events": config.events,
+        "command": config.command or command_line(config),
+        "started_at": started_at,
+        "machine": machine_info(),
+        "encoder": effective["encoder"],
         "catalog_size": config.catalog_size,
-        "encoder": config.encoder,
-        "batch_size": config.batch_size,
+        "events": config.events,
+        "warmup_events": config.warmup_events,
+        "batch_size": effective["batch_size"],
+        "artifacts": str(artifacts),
+        "artifacts_source": how,
+        "model_version": manifest.get("model_version"),
+        "worker_settings": effective,
+        "worker_env": dict(config.worker_env),
     }
     with broker_for(config.workdir, config.bootstrap_servers) as bootstrap:
+        log.info("broker at %s", bootstrap)
         run_id = f"bench{int(time.time())}"
         t = {
             "pass_in": f"{run_id}-pass-in",
@@ -105,10 +484,19 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "recs": f"{run_id}-recommendations",
             "dlq": f"{run_id}-plays-dlq",
         }
+        worker_env = {
+            "APP_ID": run_id,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOPIC_PLAYS": t["plays"],
+            "TOPIC_RECOMMENDATIONS": t["recs"],
+            "TOPIC_PLAYS_DLQ": t["dlq"],
+            "DATA_DIR": str(config.workdir / "worker" / run_id),
+            **base_env,
+        }
         settings = load_settings(kafka_bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(settings, t.values()))
 
-        log.info("stage (a): raw aiokafka passthrough")
+        log.info("stage 1/2: raw aiokafka passthrough (python -m streams.passthrough)")
         passthrough = subprocess.Popen(
             [
                 sys.executable,
@@ -125,70 +513,140 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             ],
         )
         try:
-            asyncio.run(_measure(settings, t["pass_in"], t["pass_out"], warmup))
-            passed = asyncio.run(_measure(settings, t["pass_in"], t["pass_out"], measured))
+            stage = _Stage("passthrough", settings, t["pass_in"], t["pass_out"], config)
+            results["passthrough"], pass_rates = stage.run(
+                passthrough.pid, lambda: passthrough.poll() is None, warmup, measured, rate_runs
+            )
         finally:
             passthrough.terminate()
             passthrough.wait(timeout=30)
-        results["passthrough"] = passed.figures()
 
-        log.info("stage (b): full worker")
+        log.info(
+            "stage 2/2: full worker (%s encoder), waiting for /ready ...", effective["encoder"]
+        )
         worker = start_worker(
-            artifacts,
-            env={
-                "APP_ID": run_id,
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "TOPIC_PLAYS": t["plays"],
-                "TOPIC_RECOMMENDATIONS": t["recs"],
-                "TOPIC_PLAYS_DLQ": t["dlq"],
-                "ENCODER": config.encoder,
-                "BATCH_SIZE": str(config.batch_size),
-                "DATA_DIR": str(config.workdir / "worker" / run_id),
-                "LOG_LEVEL": "WARNING",
-            },
-            log_path=config.workdir / f"{run_id}-worker.log",
+            artifacts, env=worker_env, log_path=config.workdir / f"{run_id}-worker.log"
         )
         try:
-            wait_ready(worker)
-            asyncio.run(_measure(settings, t["plays"], t["recs"], warmup))
-            full = asyncio.run(_measure(settings, t["plays"], t["recs"], measured))
+            ready_started = time.perf_counter()
+            wait_ready(worker, timeout=config.ready_timeout)
+            log.info("worker ready after %.1fs", time.perf_counter() - ready_started)
+            stage = _Stage("worker", settings, t["plays"], t["recs"], config)
+            results["worker"], worker_rates = stage.run(
+                worker.process.pid, worker.alive, warmup, measured, rate_runs
+            )
         finally:
             worker.stop()
-        results["worker"] = full.figures()
-    a = results["passthrough"]["events_per_second"]
-    b = results["worker"]["events_per_second"]
-    results["worker_to_passthrough_ratio"] = round(b / a, 3) if a else None
+
+    results["worker_to_passthrough_ratio"] = _ratio(
+        results["passthrough"]["events_per_second"], results["worker"]["events_per_second"]
+    )
+    results["rates"] = [
+        {"rate": rate, "events": len(evs), "passthrough": p, "worker": w}
+        for (rate, evs), p, w in zip(rate_runs, pass_rates, worker_rates, strict=True)
+    ]
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    path = write_results(results, config.json_path)
+    log.info("figures written to %s", path)
     return results
 
 
-async def _measure(settings: Any, source: str, target: str, events: list[PlayEvent]) -> Any:
-    return await roundtrip(
-        settings,
-        in_topic=source,
-        out_topic=target,
-        payloads=[e.to_bytes() for e in events],
-        ids=[e.event_id for e in events],
-        answer_id=_event_id,
-        idle_timeout=60.0,
-    )
+class _Stage:
+    """One stage's runs (warm-up, throughput, rates) against its topics."""
 
+    def __init__(
+        self, name: str, settings: Settings, source: str, target: str, config: BenchConfig
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.source = source
+        self.target = target
+        self.config = config
 
-def format_results(results: dict[str, Any]) -> str:
-    """A small table for the terminal."""
-    rows = [("stage", "events/s", "p50 ms", "p95 ms", "p99 ms", "answered")]
-    for name in ("passthrough", "worker"):
-        r = results[name]
-        rows.append(
-            (
-                name,
-                f"{r['events_per_second']:.0f}",
-                f"{r['p50_ms']:.1f}",
-                f"{r['p95_ms']:.1f}",
-                f"{r['p99_ms']:.1f}",
-                f"{r['answered']}/{r['sent']}",
+    def run(
+        self,
+        pid: int,
+        alive: Callable[[], bool],
+        warmup: list[PlayEvent],
+        measured: list[PlayEvent],
+        rate_runs: list[tuple[float, list[PlayEvent]]],
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        with RssSampler(pid) as sampler:
+            log.info("%s: warm-up, %d events", self.name, len(warmup))
+            self._check(self._measure("warm-up", warmup), alive)
+            log.info("%s: throughput run, %d events as fast as possible", self.name, len(measured))
+            full = self._check(self._measure("throughput", measured), alive)
+            log.info(
+                "%s: %.0f events/s, p50 %.0f ms, p99 %.0f ms (%d/%d answered)",
+                self.name,
+                full.events_per_second,
+                full.percentiles_ms()["p50_ms"],
+                full.percentiles_ms()["p99_ms"],
+                full.answered,
+                full.sent,
+            )
+            rates = []
+            for rate, events in rate_runs:
+                log.info(
+                    "%s: %d events at %g/s (about %.0fs)",
+                    self.name,
+                    len(events),
+                    rate,
+                    len(events) / rate,
+                )
+                r = self._check(self._measure(f"{rate:g}/s", events, rate), alive)
+                pct = r.percentiles_ms()
+                log.info(
+                    "%s at %g/s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (%d/%d answered)",
+                    self.name,
+                    rate,
+                    pct["p50_ms"],
+                    pct["p95_ms"],
+                    pct["p99_ms"],
+                    r.answered,
+                    r.sent,
+                )
+                rates.append({**r.figures(), "rss_mb": read_memory(pid)["rss_mb"]})
+            memory = read_memory(pid)  # just before the stage is stopped
+        figures: dict[str, Any] = {
+            **full.figures(),
+            "peak_rss_mb": memory["peak_rss_mb"],
+            "rss_mb": memory["rss_mb"],
+            "rss_max_sampled_mb": sampler.max_mb,
+            "rss_samples": sampler.samples,
+        }
+        log.info(
+            "%s: peak resident memory %s MB (VmHWM), largest VmRSS sample %s MB",
+            self.name,
+            memory["peak_rss_mb"],
+            sampler.max_mb,
+        )
+        return figures, rates
+
+    def _check(self, result: RoundTrip, alive: Callable[[], bool]) -> RoundTrip:
+        if not alive():
+            raise StreamsError(f"the {self.name} process exited during the benchmark")
+        if result.answered < result.sent:
+            log.warning("%s: %d of %d answered", self.name, result.answered, result.sent)
+        return result
+
+    def _measure(self, label: str, events: list[PlayEvent], rate: float | None = None) -> RoundTrip:
+        total = len(events)
+
+        def progress(sent: int, answered: int) -> None:
+            log.info("%s %s: sent %d/%d, answered %d", self.name, label, sent, total, answered)
+
+        return asyncio.run(
+            roundtrip(
+                self.settings,
+                in_topic=self.source,
+                out_topic=self.target,
+                payloads=[e.to_bytes() for e in events],
+                ids=[e.event_id for e in events],
+                answer_id=_event_id,
+                idle_timeout=60.0,
+                rate=rate,
+                progress=progress,
+                progress_interval=self.config.progress_interval,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.append(f"worker/passthrough throughput ratio: {results['worker_to_passthrough_ratio']}")
-    return "\n".join(lines)

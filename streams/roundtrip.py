@@ -29,6 +29,8 @@ class RoundTrip:
     sent: int
     first_sent: float
     last_arrival: float
+    #: When the last record was handed to the producer (0 until then).
+    last_sent: float = 0.0
     latencies: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, bytes] = field(default_factory=dict)
 
@@ -47,12 +49,20 @@ class RoundTrip:
         p50, p95, p99 = np.percentile(values, [50, 95, 99]) * 1000
         return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
 
+    @property
+    def sent_per_second(self) -> float:
+        """The rate at which records were offered (first to last send)."""
+        if self.last_sent <= self.first_sent:
+            return float("nan")
+        return (self.sent - 1) / (self.last_sent - self.first_sent) if self.sent > 1 else 0.0
+
     def figures(self) -> dict[str, float]:
         return {
             "sent": self.sent,
             "answered": self.answered,
             "seconds": round(self.last_arrival - self.first_sent, 3),
             "events_per_second": round(self.events_per_second, 1),
+            "sent_per_second": round(self.sent_per_second, 1),
             **{k: round(v, 2) for k, v in self.percentiles_ms().items()},
         }
 
@@ -90,9 +100,14 @@ async def roundtrip(
     answer_id: Callable[[bytes], str | None],
     idle_timeout: float = 30.0,
     rate: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    progress_interval: float = 10.0,
 ) -> RoundTrip:
     """Send ``payloads`` (``ids[i]`` names payload ``i``) and collect answers whose
-    ``answer_id`` is one of ``ids``, until all arrived or none came for ``idle_timeout`` s."""
+    ``answer_id`` is one of ``ids``, until all arrived or none came for ``idle_timeout`` s.
+
+    ``rate``: records per second, evenly spaced (default: as fast as the producer takes them).
+    ``progress(sent, answered)`` is called about every ``progress_interval`` seconds."""
     consumer = await _consumer_at_end(settings, out_topic)
     producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", linger_ms=5)
     await producer.start()
@@ -114,11 +129,13 @@ async def roundtrip(
                 await asyncio.gather(*futures)
                 futures.clear()
         await asyncio.gather(*futures)
+        result.last_sent = sent_at[ids[-1]] if ids else time.time()
 
     try:
         result.first_sent = time.time()
         sender = asyncio.create_task(send_all())
         last_seen = time.monotonic()
+        next_report = time.monotonic() + progress_interval
         while len(result.latencies) < len(wanted):
             batch = await consumer.getmany(timeout_ms=500)
             now = time.time()
@@ -129,6 +146,9 @@ async def roundtrip(
                         result.latencies[ident] = now - sent_at[ident]
                         result.outputs[ident] = msg.value
                         result.last_arrival = now
+            if progress is not None and time.monotonic() >= next_report:
+                progress(len(sent_at), len(result.latencies))
+                next_report = time.monotonic() + progress_interval
             if batch:
                 last_seen = time.monotonic()
             elif sender.done() and time.monotonic() - last_seen > idle_timeout:

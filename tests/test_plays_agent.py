@@ -47,7 +47,10 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
 
         return send
 
-    worker.recommendations_topic.send = capture("recs")  # type: ignore[method-assign]
+    async def publish(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+        return await capture("recs")(key=key, value=value)
+
+    worker.publish = publish  # type: ignore[method-assign]
     worker.dlq_topic.send = capture("dlq")  # type: ignore[method-assign]
     async with agent.test_context() as ctx:
         for event in events:

@@ -80,6 +80,11 @@ async def test_request_agents_answer_and_dead_letter(
     plays = [e for e in small_dataset.events if e.session_id == session][:3]
     sent: Sent = []
     worker.recommendations_topic.send = capture(sent, "recs")  # type: ignore[method-assign]
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+        return await capture(sent, "recs")(key=key, value=value)
+
+    worker.publish = publish  # type: ignore[method-assign]
     worker.dlq_topic.send = capture(sent, "plays-dlq")  # type: ignore[method-assign]
     # The feature modules send through their own topic objects: patch the class method once.
     from faust.topics import Topic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
@@ -83,26 +84,81 @@ def register(app: typer.Typer) -> None:
             echo=typer.echo,
         )
 
-    @app.command()
+    bench_help = """Throughput, latency and memory: raw aiokafka passthrough vs the full worker.
+
+    Both stages run as their own processes on the same broker and see the same events:
+    (1) a raw aiokafka consume-and-produce loop that forwards each record unchanged, the
+    least any Kafka stream processor does; (2) `nexttrack worker` on the trained artifacts,
+    started and waited on until /ready. Each gets 200 warm-up events, then the throughput
+    run: --events events as fast as the producer takes them; events/s is answers per second
+    from the first send to the last answer. Then one run per --rate at that steady rate.
+    Latency is from each event's send to its answer's arrival (p50/p95/p99). Memory is the
+    process's peak resident set (VmHWM from /proc/PID/status, read just before it is
+    stopped; VmRSS is sampled too).
+
+    The defaults are the reference configuration: lstm encoder over 100k tracks, top 10,
+    hybrid weighted-sum fusion. Training takes minutes at that size; the artifacts are
+    cached in WORKDIR by (catalog size, users, seed, encoder, epochs) and reused (see
+    --retrain, --artifacts). Without --bootstrap-servers a local Kafka broker is started
+    in WORKDIR and stopped at the end.
+    """
+
+    @app.command(help=_unwrap(bench_help))
     def bench(
-        events: int = typer.Option(20_000, "--events", help="Events to measure per stage."),
-        catalog_size: int = typer.Option(20_000, "--catalog-size", help="Tracks in the catalog."),
-        encoder: str = typer.Option("mean", help="Session encoder of the worker."),
-        batch_size: int = typer.Option(256, help="Worker micro-batch size."),
+        events: int = typer.Option(
+            20_000, "--events", help="Events per stage in the throughput run."
+        ),
+        catalog_size: int = typer.Option(
+            100_000, "--catalog-size", help="Tracks in the generated catalog."
+        ),
+        encoder: str = typer.Option("lstm", help="Session encoder of the worker."),
+        batch_size: int = typer.Option(256, help="Worker micro-batch size (BATCH_SIZE)."),
+        rate: list[float] = typer.Option(
+            [],
+            "--rate",
+            help="After the throughput run, offer events at this steady rate (events/s) and "
+            "report p50/p95/p99 latency for both stages. Repeatable.",
+        ),
+        rate_events: int | None = typer.Option(
+            None,
+            "--rate-events",
+            help="Events per --rate run (default: 30 s worth, at least 200, at most --events).",
+        ),
+        worker_env: list[str] = typer.Option(
+            [],
+            "--worker-env",
+            help="KEY=VALUE added to the worker's environment (e.g. BATCH_TIMEOUT_MS=20, "
+            "FUSION_METHOD=rrf, TOP_K=20). Repeatable; overrides the options above.",
+        ),
+        artifacts: Path | None = typer.Option(
+            None,
+            "--artifacts",
+            file_okay=False,
+            help="Use this artifacts directory as-is instead of the cached or trained one.",
+        ),
+        retrain: bool = typer.Option(
+            False, "--retrain", help="Train the artifacts even when a cached copy exists."
+        ),
         workdir: Path = typer.Option(Path(".nexttrack/bench"), help="Data, artifacts and logs."),
         json_out: Path | None = typer.Option(
-            None, "--json", help="Also write the figures here [default: WORKDIR/bench.json]."
+            None,
+            "--json-out",
+            "--json",
+            help="Write the figures here as JSON (default: WORKDIR/bench.json).",
         ),
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
-        """Throughput and latency: raw aiokafka passthrough vs the full worker, same events.
+        import shlex
+        import sys
 
-        Without --bootstrap-servers a local Kafka broker is started and stopped.
-        """
-        import orjson
+        from streams.bench import BenchConfig, format_results, parse_worker_env, run_bench
 
-        from streams.bench import BenchConfig, format_results, run_bench
-
+        try:
+            extra_env = parse_worker_env(worker_env)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--worker-env") from None
+        if any(r <= 0 for r in rate):
+            raise typer.BadParameter("must be positive", param_hint="--rate")
         results = run_bench(
             BenchConfig(
                 events=events,
@@ -111,9 +167,20 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size,
                 workdir=workdir,
                 bootstrap_servers=bootstrap_servers,
+                rates=tuple(rate),
+                rate_events=rate_events,
+                artifacts=artifacts,
+                retrain=retrain,
+                worker_env=extra_env,
+                json_out=json_out,
+                command=shlex.join(["nexttrack", *sys.argv[1:]]),
             )
         )
         typer.echo(format_results(results))
-        path = json_out or workdir / "bench.json"
-        path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-        typer.echo(f"figures written to {path}")
+        typer.echo(f"figures written to {json_out or workdir / 'bench.json'}")
+
+
+def _unwrap(text: str) -> str:
+    """Help text with each paragraph on one line (rich help keeps single line breaks)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
