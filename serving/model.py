@@ -78,7 +78,7 @@ class ModelBundle:
         """A retriever result as a record item."""
         return RecommendedItem(
             track_id=self.tracks.track_ids[fused.item],  # type: ignore[attr-defined]
-            score=float(fused.score),  # type: ignore[attr-defined]
+            score=round(float(fused.score), 6),  # type: ignore[attr-defined]
             cf_score=_opt_float(fused.cf_score),  # type: ignore[attr-defined]
             cb_score=_opt_float(fused.cb_score),  # type: ignore[attr-defined]
         )
@@ -226,7 +226,7 @@ class ModelBundle:
         )
         items, scores = self.popular(usable, exclude, params.top_k)
         return [
-            RecommendedItem(self.tracks.track_ids[i], s)
+            RecommendedItem(self.tracks.track_ids[i], round(s, 6))
             for i, s in zip(items, scores, strict=True)
         ]
 
@@ -400,4 +400,4 @@ def _opt_float(value: object) -> float | None:
     if value is None:
         return None
     f = float(value)  # type: ignore[arg-type]
-    return None if not np.isfinite(f) else f
+    return None if not np.isfinite(f) else round(f, 6)

@@ -95,6 +95,9 @@ class NextTrackWorker:
         #: ``callback(old, new)`` run by the hot reload (``streams.reload``) before a new model
         #: goes live, e.g. to re-apply live catalog additions; one raising rejects the model.
         self.on_model_swap: list[Callable[[ModelBundle, ModelBundle], None]] = []
+        #: Held while the engine runs (in a thread) and while the model changes (live
+        #: catalog, hot reload), so the two never overlap.
+        self.model_lock = asyncio.Lock()
         self.app = faust.App(
             settings.app_id,
             broker=faust_broker_url(settings.kafka_bootstrap_servers),
@@ -179,7 +182,9 @@ class NextTrackWorker:
             valid.append((event, play))
         self.metrics.batch_size.observe(len(events))
 
-        outcomes, failed = self._run_engine(valid)
+        raw_states = self._read_states(valid)
+        async with self.model_lock:  # no catalog change or model swap while it runs
+            outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states)
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
         publish = self.publish
@@ -221,15 +226,18 @@ class NextTrackWorker:
         )
 
     def _run_engine(
-        self, valid: list[tuple[EventT, PlayEvent]]
+        self, valid: list[tuple[EventT, PlayEvent]], raw_states: dict[str, bytes | None]
     ) -> tuple[list[tuple[tuple[EventT, PlayEvent], Outcome]], list[tuple[EventT, Exception]]]:
-        """Run the engine on the whole batch. If it fails, isolate the failing events (to be
-        dead-lettered with reason ``internal_error``) and answer the rest one by one."""
+        """Run the engine on the whole batch (in a worker thread: no Faust calls here). If it
+        fails, isolate the failing events (to be dead-lettered with reason
+        ``internal_error``) and answer the rest one by one."""
         if not valid:
             return [], []
         try:
             outcomes = self.engine.process(
-                [p for _, p in valid], self._load_states(valid), [_position(e) for e, _ in valid]
+                [p for _, p in valid],
+                self._decode_states(raw_states),
+                [_position(e) for e, _ in valid],
             )
         except Exception:
             log.exception("engine failed on a batch of %d events; retrying one by one", len(valid))
@@ -240,7 +248,7 @@ class NextTrackWorker:
             return list(zip(valid, outcomes, strict=True)), []
         results: list[tuple[tuple[EventT, PlayEvent], Outcome]] = []
         failed: list[tuple[EventT, Exception]] = []
-        stored = self._load_states(valid)  # afresh: the failed attempt may have changed states
+        stored = self._decode_states(raw_states)  # afresh: the failed try changed states
         for item in valid:
             try:
                 (outcome,) = self.engine.process([item[1]], stored, [_position(item[0])])
@@ -251,17 +259,17 @@ class NextTrackWorker:
             results.append((item, outcome))
         return results, failed
 
-    def _load_states(
-        self, valid: Sequence[tuple[EventT, PlayEvent]]
-    ) -> dict[str, SessionState | None]:
-        stored: dict[str, SessionState | None] = {}
+    def _read_states(self, valid: Sequence[tuple[EventT, PlayEvent]]) -> dict[str, bytes | None]:
+        """The stored state bytes of every session in the batch (in the event loop)."""
+        stored: dict[str, bytes | None] = {}
         for event, play in valid:
-            if play.session_id in stored:
-                continue
-            with event_context(event):
-                raw = self.sessions.get(play.session_id.encode("utf-8"))
-            stored[play.session_id] = self._decode_state(raw, play.session_id)
+            if play.session_id not in stored:
+                with event_context(event):
+                    stored[play.session_id] = self.sessions.get(play.session_id.encode("utf-8"))
         return stored
+
+    def _decode_states(self, raw: dict[str, bytes | None]) -> dict[str, SessionState | None]:
+        return {sid: self._decode_state(blob, sid) for sid, blob in raw.items()}
 
     @staticmethod
     def _decode_state(raw: bytes | None, session_id: str) -> SessionState | None:

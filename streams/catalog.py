@@ -92,7 +92,8 @@ class CatalogAgent:
         def apply(items: list[TrackItem]) -> list[CatalogChanges]:
             return [self.apply([t for _, t in items])] * len(items)
 
-        done, failed = run_isolated(apply, valid, "catalog records")
+        async with self.worker.model_lock:  # not while the engine runs
+            done, failed = run_isolated(apply, valid, "catalog records")
         for (event, _), exc in failed:
             deliveries.append(await self._dead_letter(exc, event))
         for event, track in (item for item, _ in done):
@@ -136,7 +137,8 @@ class CatalogAgent:
         """Re-apply the recovered ``catalog`` table to the model (after every recovery)."""
         try:
             tracks = self.recorded_tracks()
-            changes = self.apply(tracks)
+            async with self.worker.model_lock:
+                changes = self.apply(tracks)
             log.info(
                 "catalog recovered: %d records, %d added, %d updated, %d retired",
                 len(tracks),

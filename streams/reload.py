@@ -138,17 +138,18 @@ class ModelReloader:
         except Exception as exc:
             self._reject(found, f"cannot load {self.directory}: {exc}")
             return False
-        old = worker.engine.model
-        if model.model_version == old.model_version:
-            return False  # the directory changed back while loading
-        try:
-            for callback in list(worker.on_model_swap):
-                callback(old, model)
-        except Exception as exc:
-            log.exception("an on_model_swap callback failed")
-            self._reject(found, f"on_model_swap callback failed: {exc}")
-            return False
-        worker.engine.model = model  # in the event loop, between two batches
+        async with worker.model_lock:  # between two batches, never during one
+            old = worker.engine.model
+            if model.model_version == old.model_version:
+                return False  # the directory changed back while loading
+            try:
+                for callback in list(worker.on_model_swap):
+                    callback(old, model)
+            except Exception as exc:
+                log.exception("an on_model_swap callback failed")
+                self._reject(found, f"on_model_swap callback failed: {exc}")
+                return False
+            worker.engine.model = model
         self.swaps += 1
         self.last_error = None
         worker.metrics.model_reloads.labels("swapped").inc()

@@ -132,7 +132,8 @@ class RequestAgents:
                 [r for _, r in items], [states.get(id(r)) for _, r in items]
             )
 
-        done, failed = run_isolated(answer, valid, "recommendation requests")
+        async with self.worker.model_lock:
+            done, failed = run_isolated(answer, valid, "recommendation requests")
         for (event, _), exc in failed:
             deliveries.append(await self._dead_letter(exc, event))
         topic = self.worker.recommendations_topic
@@ -155,7 +156,8 @@ class RequestAgents:
         def answer(items: list[SimilarItem]) -> list[Any]:
             return self.handler.similar([r for _, r in items])
 
-        done, failed = run_isolated(answer, valid, "similar-tracks requests")
+        async with self.worker.model_lock:
+            done, failed = run_isolated(answer, valid, "similar-tracks requests")
         for (event, _), exc in failed:
             deliveries.append(await self._dead_letter(exc, event))
         for _, result in done:

@@ -110,7 +110,8 @@ class WebApi:
             state = None
             if req.session_id is not None:
                 state = read_session(self.worker.sessions, req.session_id)
-            (rec,) = self.handler.recommend([req], [state])
+            async with self.worker.model_lock:
+                (rec,) = self.handler.recommend([req], [state])
         except SchemaError as exc:
             return error_body(exc)
         except Exception:
@@ -127,7 +128,8 @@ class WebApi:
             obj = await self._read_object(request, SIMILAR_TRACKS_REQUEST_SCHEMA)
             req = SimilarTracksRequest.from_dict(obj)
             self.handler.check_similar(req)
-            (answer,) = self.handler.similar([req])
+            async with self.worker.model_lock:
+                (answer,) = self.handler.similar([req])
         except SchemaError as exc:
             return error_body(exc)
         except Exception:

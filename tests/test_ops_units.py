@@ -3,6 +3,7 @@ real aiohttp server, health and lag logic, the broker probe, and the hot-reload 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,7 @@ class StubWorker:
         self.engine = RecommendationEngine(model, RetrievalParams())
         self.metrics = WorkerMetrics()
         self.on_model_swap: list[Any] = []
+        self.model_lock = asyncio.Lock()
 
     @property
     def model(self) -> ModelBundle:
