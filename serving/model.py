@@ -238,16 +238,13 @@ class ModelBundle:
         score = np.round(ranked.scores, 6).tolist()
         cf = np.round(ranked.cf_scores.astype(np.float64), 6).tolist()
         cb = np.round(ranked.cb_scores.astype(np.float64), 6).tolist()
+        new = tuple.__new__  # C-level: a named tuple's own __new__ is a Python lambda
+        item = RecommendedItem
         return [
             [
-                RecommendedItem(
-                    track_ids[i],
-                    s,
-                    None if c != c else c,  # NaN: not scored in that space
-                    None if d != d else d,
-                )
+                new(item, (track_ids[i], s, None if c != c else c, None if d != d else d))
                 for i, s, c, d in zip(row_ids, row_s, row_cf, row_cb, strict=True)
-                if i >= 0
+                if i >= 0  # NaN (c != c): not scored in that space
             ]
             for row_ids, row_s, row_cf, row_cb in zip(ids, score, cf, cb, strict=True)
         ]

@@ -31,6 +31,7 @@ from streams.feature_support import as_bytes, raw_topic, send_dead_letter
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
 from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
+from streams.publisher import BatchPublisher
 from streams.ratelimit import RateLimiter
 from streams.settings import Settings
 
@@ -98,6 +99,8 @@ class NextTrackWorker:
         #: Held while the engine runs (in a thread) and while the model changes (live
         #: catalog, hot reload), so the two never overlap.
         self.model_lock = asyncio.Lock()
+        #: The play path's own producer for its answers (batched per partition).
+        self.publisher = BatchPublisher(settings)
         self.app = faust.App(
             settings.app_id,
             broker=faust_broker_url(settings.kafka_bootstrap_servers),
@@ -133,6 +136,7 @@ class NextTrackWorker:
             help="Per-session encoder state and history (changelog-backed).",
         )
         self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)
+        self.app.on_before_shutdown.connect(self._stop_publisher)
         self.metrics.model.info(self.model_info())
         # Each feature module adds its topics, agents, tables and web views to this worker.
         for register in feature_modules():
@@ -148,6 +152,9 @@ class NextTrackWorker:
             "encoder": self.model.encoder.name,
             "n_tracks": str(self.model.n_items),
         }
+
+    async def _stop_publisher(self, app: Any, **_: Any) -> None:
+        await self.publisher.stop()
 
     # -- the play-event agent ----------------------------------------------------------------
 
@@ -187,12 +194,15 @@ class NextTrackWorker:
             outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states)
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
-        publish = self.publish
-        out_topic = self.settings.topic_recommendations
+        deliveries.extend(
+            await self.publish(
+                self.settings.topic_recommendations,
+                [(play.key, outcome.recommendation.to_bytes()) for (_, play), outcome in outcomes],
+            )
+        )
         counter = self.metrics.events
         latest: dict[str, tuple[EventT, SessionState]] = {}
         for (event, play), outcome in outcomes:
-            deliveries.append(await publish(out_topic, play.key, outcome.recommendation.to_bytes()))
             latest[play.session_id] = (event, outcome.state)
         for event_type in ("play", "skip"):
             n = sum(1 for (_, play), _ in outcomes if play.event_type == event_type)
@@ -283,13 +293,13 @@ class NextTrackWorker:
             )
             return None
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
-        """Hand one output record to the producer; returns its delivery future.
-
-        Straight to the app's producer: Faust's ``Topic.send`` adds per-record bookkeeping
-        the play path does not need. Callers await delivery before their input offsets can
-        be acked (at-least-once)."""
-        return await self.app.producer.send(topic, key, value, None, None, None)
+    async def publish(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> list[Awaitable[Any]]:
+        """Hand a batch's output records to the publisher (one Kafka batch per partition,
+        :mod:`streams.publisher`); returns the delivery futures, which callers await before
+        their input offsets can be acked (at-least-once)."""
+        return list(await self.publisher.publish(topic, records))
 
     async def dead_letter(self, error: Exception, event: EventT) -> Awaitable[Any]:
         """Send one rejected play event to the dead-letter topic; returns its delivery future."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,8 +48,8 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
 
         return send
 
-    async def publish(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        return await capture("recs")(key=key, value=value)
+    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
+        return [await capture("recs")(key=key, value=value) for key, value in records]
 
     worker.publish = publish  # type: ignore[method-assign]
     worker.dlq_topic.send = capture("dlq")  # type: ignore[method-assign]

@@ -81,8 +81,8 @@ async def test_request_agents_answer_and_dead_letter(
     sent: Sent = []
     worker.recommendations_topic.send = capture(sent, "recs")  # type: ignore[method-assign]
 
-    async def publish(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        return await capture(sent, "recs")(key=key, value=value)
+    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
+        return [await capture(sent, "recs")(key=key, value=value) for key, value in records]
 
     worker.publish = publish  # type: ignore[method-assign]
     worker.dlq_topic.send = capture(sent, "plays-dlq")  # type: ignore[method-assign]
