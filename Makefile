@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_STAMP := $(VENV)/.kafka-fetched
 PYTEST_ARGS ?=
 
-.PHONY: setup venv kafka chromium demo test lint format bench clean help
+.PHONY: setup venv kafka chromium prometheus demo test lint format bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,10 +32,16 @@ chromium:  ## headless Chromium for the status-page browser test (Debian's; skip
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	else echo "warning: no chromium and no apt-get: the status-page browser test will fail"; fi
 
+prometheus:  ## Prometheus and promtool for the deploy/prometheus tests (Debian's; skipped if present)
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; \
+	else echo "warning: no promtool and no apt-get: the Prometheus tests will fail"; fi
+
 demo: setup  ## start a broker, generate data, train, stream events, show recommendations
 	$(VENV)/bin/nexttrack demo
 
-test: setup chromium  ## lint, then the whole test suite (starts its own Kafka broker)
+test: setup chromium prometheus  ## lint, then the whole test suite (starts its own Kafka broker)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
 

@@ -1,8 +1,14 @@
-"""Dead letters (topic ``plays-dlq`` and friends): a rejected input, why, and where it came from."""
+"""Dead letters (topic ``plays-dlq`` and friends): a rejected input, why, and where it came from.
+
+A dead letter always fits its topic: a payload over :data:`MAX_PAYLOAD_BYTES` is cut to that
+size (``payload_truncated: true``), and every letter records the original size and SHA-256,
+so a cut payload can still be matched with its source record.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +17,11 @@ import orjson
 from schemas.validation import check_schema, decode_object, opt_int, req_int, req_str
 
 DEAD_LETTER_SCHEMA = "dead-letter/v1"
+#: Largest payload a dead letter carries (base64 makes it 4/3 larger; Kafka's default
+#: message limit is about 1 MB).
+MAX_PAYLOAD_BYTES = 256 * 1024
+#: Longest error text kept (an error message may quote its input).
+MAX_ERROR_CHARS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +36,45 @@ class DeadLetter:
     payload: bytes
     failed_at: int
     key: bytes | None = None
+    #: Size and SHA-256 (hex) of the ORIGINAL payload; ``payload`` may be a prefix of it.
+    payload_size: int | None = None
+    payload_sha256: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether ``payload`` is only the first bytes of the original record."""
+        return self.payload_size is not None and self.payload_size > len(self.payload)
+
+    @classmethod
+    def capped(
+        cls,
+        *,
+        reason: str,
+        error: str,
+        source_topic: str,
+        partition: int | None,
+        offset: int | None,
+        payload: bytes,
+        failed_at: int,
+        key: bytes | None = None,
+        max_payload: int = MAX_PAYLOAD_BYTES,
+    ) -> DeadLetter:
+        """A letter that fits its topic: payload and key cut to ``max_payload`` bytes, the
+        error to :data:`MAX_ERROR_CHARS`; the original payload's size and hash recorded."""
+        if len(error) > MAX_ERROR_CHARS:
+            error = error[:MAX_ERROR_CHARS] + f"... ({len(error)} characters)"
+        return cls(
+            reason=reason,
+            error=error,
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            payload=payload[:max_payload],
+            failed_at=failed_at,
+            key=None if key is None else key[:max_payload],
+            payload_size=len(payload),
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -37,6 +87,11 @@ class DeadLetter:
             "failed_at": self.failed_at,
         }
         out.update(_encode_bytes("payload", self.payload))
+        if self.payload_size is not None:
+            out["payload_size"] = self.payload_size
+            out["payload_truncated"] = self.truncated
+        if self.payload_sha256 is not None:
+            out["payload_sha256"] = self.payload_sha256
         if self.key is not None:
             out.update(_encode_bytes("key", self.key))
         return out
@@ -56,6 +111,10 @@ class DeadLetter:
             payload=_decode_bytes(obj, "payload") or b"",
             failed_at=req_int(obj, "failed_at"),
             key=_decode_bytes(obj, "key"),
+            payload_size=opt_int(obj, "payload_size"),
+            payload_sha256=obj.get("payload_sha256")
+            if isinstance(obj.get("payload_sha256"), str)
+            else None,
         )
 
     @classmethod

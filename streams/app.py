@@ -27,7 +27,13 @@ from serving.engine import Outcome, RecommendationEngine
 from serving.model import ModelBundle, RetrievalParams
 from serving.state import SessionState
 from streams.faust_context import event_context
-from streams.feature_support import as_bytes, raw_topic, send_dead_letter
+from streams.feature_support import (
+    as_bytes,
+    exit_process,
+    raw_topic,
+    run_batches,
+    send_dead_letter,
+)
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
 from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
@@ -101,6 +107,9 @@ class NextTrackWorker:
         self.model_lock = asyncio.Lock()
         #: The play path's own producer for its answers (batched per partition).
         self.publisher = BatchPublisher(settings)
+        #: ``(agent, n_events, error)`` when a batch cannot be completed: ends the process
+        #: (tests replace it).
+        self.on_fatal: Callable[[str, int, BaseException], None] = exit_process
         self.app = faust.App(
             settings.app_id,
             broker=faust_broker_url(settings.kafka_bootstrap_servers),
@@ -159,9 +168,7 @@ class NextTrackWorker:
     # -- the play-event agent ----------------------------------------------------------------
 
     async def _plays_agent(self, stream: faust.StreamT) -> None:
-        within = self.settings.batch_timeout_ms / 1000.0
-        async for events in stream.take_events(self.settings.batch_size, within=within):
-            await self.handle_play_batch(events)
+        await run_batches(self, stream, self.handle_play_batch, "plays")
 
     async def handle_play_batch(self, events: Sequence[EventT]) -> None:
         """Process one micro-batch; returns after every output record is delivered."""

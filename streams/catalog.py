@@ -34,7 +34,13 @@ from schemas.track import Track
 from serving.catalog import CatalogChanges, apply_tracks
 from serving.model import ModelBundle
 from streams.faust_context import event_context
-from streams.feature_support import as_bytes, raw_topic, run_isolated, send_dead_letter
+from streams.feature_support import (
+    as_bytes,
+    raw_topic,
+    run_batches,
+    run_isolated,
+    send_dead_letter,
+)
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker
@@ -73,10 +79,7 @@ class CatalogAgent:
         self.agent = worker.app.agent(self.tracks_topic, name="nexttrack.tracks")(self._agent)
 
     async def _agent(self, stream: faust.StreamT) -> None:
-        settings = self.worker.settings
-        within = settings.batch_timeout_ms / 1000.0
-        async for events in stream.take_events(settings.batch_size, within=within):
-            await self.handle_batch(events)
+        await run_batches(self.worker, stream, self.handle_batch, "tracks")
 
     async def handle_batch(self, events: Sequence[EventT]) -> None:
         """Validate and apply one micro-batch of catalog records; returns once delivered."""

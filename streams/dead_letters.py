@@ -17,10 +17,12 @@ def dead_letter_for(
     offset: int | None,
     key: bytes | None = None,
 ) -> DeadLetter:
-    """A dead letter carrying the reason, the original bytes and where they came from."""
+    """A dead letter carrying the reason, the original bytes (cut to
+    :data:`schemas.dead_letter.MAX_PAYLOAD_BYTES`, with their size and hash) and where they
+    came from."""
     reason = error.reason if isinstance(error, SchemaError) else "internal_error"
     message = str(error) if isinstance(error, SchemaError) else f"{type(error).__name__}: {error}"
-    return DeadLetter(
+    return DeadLetter.capped(
         reason=reason,
         error=message,
         source_topic=topic,

@@ -1,9 +1,11 @@
-"""Small helpers shared by the feature modules' agents (requests, catalog)."""
+"""Small helpers shared by the agents: dead letters, isolating failures, driving batches."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -114,3 +116,60 @@ def read_session(table: Any, session_id: str, event: EventT | None = None) -> Se
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("session %s: unreadable stored state (%s); ignoring it", session_id, exc)
         return None
+
+
+#: Exit status of a worker that stopped because a batch could not be completed.
+EXIT_BATCH_FAILED = 70
+#: Seconds a shutdown waits for the batch in progress to finish delivering.
+SHUTDOWN_GRACE = 30.0
+
+
+async def run_batches(
+    worker: NextTrackWorker,
+    stream: Any,
+    handle: Callable[[Sequence[EventT]], Awaitable[None]],
+    name: str,
+) -> None:
+    """Drive an agent: micro-batches of ``stream`` (``take_events``) to ``handle``.
+
+    Faust acks a batch's events as soon as the loop body returns, however it returns, and
+    commits acked offsets later; an exception escaping ``handle`` would skip its events for
+    good (and Faust would restart the agent as if nothing happened). So a batch that fails
+    ends the worker process at once (:attr:`NextTrackWorker.on_fatal`, exit status
+    :data:`EXIT_BATCH_FAILED`) before anything can be acked: the events are read again after
+    the restart. On shutdown the batch in progress may finish (up to
+    :data:`SHUTDOWN_GRACE` seconds) so its answers are delivered before its events are acked.
+    """
+    settings = worker.settings
+    within = settings.batch_timeout_ms / 1000.0
+    async for events in stream.take_events(settings.batch_size, within=within):
+        task = asyncio.ensure_future(handle(events))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait_for(task, SHUTDOWN_GRACE)
+            except BaseException as exc:
+                worker.on_fatal(name, len(events), exc)
+            raise
+        except Exception as exc:
+            worker.on_fatal(name, len(events), exc)
+
+
+def exit_process(agent: str, n_events: int, error: BaseException) -> None:
+    """Log why and end the process without running any more code (no ack, no commit)."""
+    log.critical(
+        "agent %s could not complete a batch of %d events (%s: %s); stopping the worker "
+        "without committing them, they are read again after the restart",
+        agent,
+        n_events,
+        type(error).__name__,
+        error,
+        exc_info=error,
+    )
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    os._exit(EXIT_BATCH_FAILED)

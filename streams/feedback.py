@@ -24,7 +24,13 @@ from prometheus_client.registry import Collector
 from schemas.errors import SchemaError
 from schemas.feedback import FeedbackEvent
 from serving.ab import OnlineStats
-from streams.feature_support import as_bytes, raw_topic, read_session, send_dead_letter
+from streams.feature_support import (
+    as_bytes,
+    raw_topic,
+    read_session,
+    run_batches,
+    send_dead_letter,
+)
 
 if TYPE_CHECKING:
     from streams.app import NextTrackWorker
@@ -98,10 +104,7 @@ class FeedbackAgent:
 
     async def run(self, stream: faust.StreamT) -> None:
         """The agent: micro-batches of feedback events."""
-        settings = self.worker.settings
-        within = settings.batch_timeout_ms / 1000.0
-        async for events in stream.take_events(settings.batch_size, within=within):
-            await self.handle_batch(events)
+        await run_batches(self.worker, stream, self.handle_batch, "feedback")
 
     async def handle_batch(self, events: Sequence[EventT]) -> None:
         """Count every valid event; returns after every dead letter is delivered."""

@@ -39,6 +39,7 @@ from streams.feature_support import (
     as_bytes,
     raw_topic,
     read_session,
+    run_batches,
     run_isolated,
     send_dead_letter,
 )
@@ -80,16 +81,10 @@ class RequestAgents:
     # -- agents ---------------------------------------------------------------------------------
 
     async def _requests_agent(self, stream: faust.StreamT) -> None:
-        settings = self.worker.settings
-        within = settings.batch_timeout_ms / 1000.0
-        async for events in stream.take_events(settings.batch_size, within=within):
-            await self.handle_requests(events)
+        await run_batches(self.worker, stream, self.handle_requests, "requests")
 
     async def _similar_agent(self, stream: faust.StreamT) -> None:
-        settings = self.worker.settings
-        within = settings.batch_timeout_ms / 1000.0
-        async for events in stream.take_events(settings.batch_size, within=within):
-            await self.handle_similar(events)
+        await run_batches(self.worker, stream, self.handle_similar, "similar-requests")
 
     # -- batches --------------------------------------------------------------------------------
 

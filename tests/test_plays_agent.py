@@ -70,3 +70,41 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
     assert len(dead) == 1 and dead[0].reason == "not_json" and dead[0].payload == b"{broken"
     stored = worker.sessions.data.get(session.encode())
     assert stored is not None and SessionState.from_bytes(stored).length == 3
+
+
+async def test_a_batch_that_cannot_be_delivered_stops_the_worker(
+    worker: NextTrackWorker, small_dataset: Dataset
+) -> None:
+    """Publishing fails (say the broker rejects the records): the agent must not return
+    normally (Faust would ack the batch); the worker's fatal hook runs instead."""
+    fatal: list[tuple[str, int, BaseException]] = []
+    worker.on_fatal = lambda agent, n, exc: fatal.append((agent, n, exc))  # type: ignore[method-assign]
+
+    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
+        raise RuntimeError("broker said no")
+
+    worker.publish = publish  # type: ignore[method-assign]
+    event = small_dataset.events[0]
+    async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
+        await ctx.put(key=event.key, value=event.to_bytes())
+        await wait_until_async(lambda: bool(fatal), what="the fatal hook")
+    (agent, n, exc), *_ = fatal
+    assert agent == "plays" and n == 1 and "broker said no" in str(exc)
+
+
+def test_the_default_fatal_hook_ends_the_process_without_committing() -> None:
+    """``exit_process`` exits at once with its own status (no ack, no shutdown commit)."""
+    import subprocess
+    import sys
+
+    from streams.feature_support import EXIT_BATCH_FAILED
+
+    code = (
+        "from streams.feature_support import exit_process\n"
+        "exit_process('plays', 3, RuntimeError('boom'))\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == EXIT_BATCH_FAILED
+    assert "not reached" not in done.stdout
+    assert "could not complete a batch of 3 events" in done.stderr

@@ -126,3 +126,39 @@ def test_track_round_trip_and_tombstone() -> None:
     with pytest.raises(SchemaError) as info:
         Track.parse(orjson.dumps({"track_id": "t1", "title": "x", "artist": "y", "energy": "hi"}))
     assert info.value.field == "energy"
+
+
+def test_dead_letter_of_a_huge_record_fits_its_topic() -> None:
+    import hashlib
+
+    from schemas.dead_letter import MAX_ERROR_CHARS, MAX_PAYLOAD_BYTES
+
+    payload = bytes(range(256)) * 4096 + b"\xff"  # 1 MiB + 1 byte, not UTF-8
+    letter = DeadLetter.capped(
+        reason="oversized",
+        error="x" * 100_000,
+        source_topic="plays",
+        partition=1,
+        offset=7,
+        payload=payload,
+        failed_at=1,
+        key=b"k" * 2_000_000,
+    )
+    blob = letter.to_bytes()
+    assert len(blob) < 1_000_000  # under Kafka's default message limit
+    back = DeadLetter.parse(blob)
+    assert back.truncated and back.payload == payload[:MAX_PAYLOAD_BYTES]
+    assert back.payload_size == len(payload)
+    assert back.payload_sha256 == hashlib.sha256(payload).hexdigest()
+    assert len(back.error) < MAX_ERROR_CHARS + 50
+    small = DeadLetter.capped(
+        reason="not_json",
+        error="bad",
+        source_topic="plays",
+        partition=0,
+        offset=1,
+        payload=b"{broken",
+        failed_at=1,
+    )
+    again = DeadLetter.parse(small.to_bytes())
+    assert again == small and not again.truncated and again.payload == b"{broken"
