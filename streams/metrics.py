@@ -52,6 +52,17 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        self.log_records_suppressed = Counter(
+            "nexttrack_log_records_suppressed_total",
+            "Repeated Kafka client warnings and errors not written to the log (broker "
+            "outages: one line per kind and interval is kept).",
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "nexttrack_broker_up",
+            "1 when the last broker probe (a metadata request) succeeded, else 0.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "nexttrack_batch_size", "Events per micro-batch.", buckets=BATCH_BUCKETS, registry=r
         )

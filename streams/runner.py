@@ -129,7 +129,10 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
         settings.web_host,
         settings.web_port,
     )
+    from streams.log_limits import RepeatLimiter, limit_repeats
     from streams.logs import logging_config
+
+    limit_repeats(RepeatLimiter(on_suppressed=worker.metrics.log_records_suppressed.inc))
 
     log.info("configuration: %s", settings.redacted())
 

@@ -189,6 +189,12 @@ class Operations:
 
     # timers
 
+    async def refresh_broker(self) -> Check:
+        """Probe the broker (cached for :data:`BROKER_PROBE_TTL` s) and export the result."""
+        result = await self.probe.check()
+        self.worker.metrics.broker_up.set(1 if result[0] else 0)
+        return result
+
     async def refresh_lag(self) -> None:
         """Recompute the lag of every assigned input partition and export it."""
         consumer = self.worker.app.consumer
@@ -244,7 +250,7 @@ class Operations:
         limit = self.settings.max_lag_healthy
         lag = self.lag
         checks: dict[str, Check] = {
-            "broker": await self.probe.check(),
+            "broker": await self.refresh_broker(),
             "model": (
                 model_ok,
                 f"{model.model_version} ({model.encoder.name}, {model.n_items} tracks)"
@@ -362,8 +368,9 @@ def register(worker: NextTrackWorker) -> None:
 
     @app.timer(LAG_REFRESH_SECONDS, name="nexttrack.refresh_lag")
     async def refresh_lag(_app: Any) -> None:
-        """Timer: consumer lag."""
+        """Timer: consumer lag and broker reachability."""
         await ops.refresh_lag()
+        await ops.refresh_broker()
 
     @app.timer(SESSIONS_REFRESH_SECONDS, name="nexttrack.refresh_sessions")
     async def refresh_sessions(_app: Any) -> None:
