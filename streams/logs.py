@@ -1,5 +1,8 @@
 """Log formats: ``LOG_FORMAT=text`` (Faust's default, human-readable) or ``json`` (one JSON
-object per line, for log shippers)."""
+object per line, for log shippers), and the library loggers kept quiet (:data:`QUIET_LOGGERS`).
+
+Only entry points (the CLI, the worker) configure logging; library code never does.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +34,26 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(obj, default=str).decode("utf-8")
 
 
+#: Library loggers held at a higher level than ``LOG_LEVEL``: ``faiss.loader`` logs six INFO
+#: lines on every import of FAISS (each instruction set it tries: "Loading faiss with AVX512
+#: support", "Could not load library with AVX512 support due to: ...", ...); a real failure
+#: to load raises instead.
+QUIET_LOGGERS: dict[str, str] = {"faiss.loader": "WARNING"}
+
+
+def quiet_library_loggers() -> None:
+    """Set the levels of :data:`QUIET_LOGGERS`. For entry points, before FAISS is imported
+    (the loader logs at import time); a later :func:`logging.config.dictConfig` with
+    ``disable_existing_loggers=False`` (Faust's, :func:`logging_config`'s) keeps them."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def logging_config(level: str, log_format: str) -> dict[str, Any] | None:
     """A :func:`logging.config.dictConfig` for ``faust.Worker(logging_config=...)``; ``None``
-    for ``text`` (Faust's own coloured format)."""
+    for ``text`` (Faust's own coloured format; the levels set by
+    :func:`quiet_library_loggers` survive it). The ``json`` config sets
+    :data:`QUIET_LOGGERS` itself."""
     if log_format != "json":
         return None
     return {
@@ -48,5 +68,6 @@ def logging_config(level: str, log_format: str) -> dict[str, Any] | None:
                 "stream": "ext://sys.stderr",
             }
         },
+        "loggers": {name: {"level": quiet} for name, quiet in QUIET_LOGGERS.items()},
         "root": {"level": level, "handlers": ["default"]},
     }
