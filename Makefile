@@ -35,7 +35,7 @@ chromium:  ## headless Chromium for the status-page browser test (Debian's; skip
 prometheus:  ## Prometheus and promtool for the deploy/prometheus tests (Debian's; skipped if present)
 	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	else echo "warning: no promtool and no apt-get: the Prometheus tests will fail"; fi
 
 demo: setup  ## start a broker, generate data, train, stream events, show recommendations

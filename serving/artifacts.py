@@ -98,6 +98,7 @@ def write_artifacts(
     _check_rows("popularity", popularity, n)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700: a worker running as another user must read it
     try:
         with open(tmp / "tracks.jsonl", "wb") as fh:
             for track in tracks:

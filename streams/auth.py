@@ -2,8 +2,8 @@
 
 One aiohttp middleware on Faust's web application (``app.web.web_app``), so it covers every
 route: ours (``/metrics``, ``/status``...), the request API (``/recommendations``,
-``/similar-tracks``) and Faust's own pages (``/``, ``/assignment/``, ``/router/``, ``/table/``,
-``/graph/``, ``/performance/``), and even unknown paths (401 before 404, so nothing is
+``/similar-tracks``) and Faust's own pages (``/``, ``/assignment/``, ``/router/``,
+``/performance/``), and even unknown paths (401 before 404, so nothing is
 revealed to a caller without the key).
 
 * ``ENABLE_AUTH=true``: every path except ``/health`` and ``/ready`` needs ``Authorization: Bearer

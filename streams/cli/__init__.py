@@ -36,6 +36,9 @@ def configure_logging(level: str | None = None) -> None:
     if level != "DEBUG":
         for noisy in ("aiokafka", "kafka"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    from streams.logs import quiet_library_loggers
+
+    quiet_library_loggers()
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         ),
         k: int = typer.Option(20, "--k", min=1, help="Largest cut-off (also 5 and 10 below it)."),
         encoder: list[str] = typer.Option(
-            [], "--encoder", help="Encoders to evaluate; repeatable [default: all in DIR]."
+            [], "--encoder", help="Encoders to evaluate; repeatable (default: all in DIR)."
         ),
         baseline: list[str] = typer.Option(
             ["pop", "itemknn", "sknn", "vsknn"], "--baseline", help="Baselines; repeatable."

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
             help="A file of records, one per line (e.g. events.jsonl).",
         ),
         topic: str | None = typer.Option(
-            None, "--topic", help="Target topic [default: TOPIC_PLAYS]."
+            None, "--topic", help="Target topic (default: TOPIC_PLAYS)."
         ),
         rate: float | None = typer.Option(
             None, "--rate", help="Messages per second (default: as fast as possible)."

@@ -12,7 +12,7 @@ BootstrapOption = Annotated[
     str | None,
     typer.Option(
         "--bootstrap-servers",
-        help="Kafka bootstrap servers [default: $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092].",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092).",
     ),
 ]
 

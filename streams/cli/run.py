@@ -22,14 +22,17 @@ def register(app: typer.Typer) -> None:
             file_okay=False,
             help="Artifacts directory from `nexttrack train`.",
         ),
-        web_port: int = typer.Option(
-            6066, "--web-port", help="Port of the web server (stats, /metrics)."
+        web_port: int | None = typer.Option(
+            None,
+            "--web-port",
+            help="Port of the web server (/health, /ready, /metrics, /status) "
+            "(default: $WEB_PORT, else 6066).",
         ),
         encoder: str | None = typer.Option(
-            None, "--encoder", help="mean, lstm or transformer [default: $ENCODER or mean]."
+            None, "--encoder", help="mean, lstm or transformer (default: $ENCODER, else mean)."
         ),
         data_dir: Path | None = typer.Option(
-            None, "--data-dir", help="Local table state [default: $DATA_DIR]."
+            None, "--data-dir", help="Local table state (default: $DATA_DIR)."
         ),
         store: str = typer.Option(
             "rocksdb",
@@ -39,7 +42,9 @@ def register(app: typer.Typer) -> None:
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
         """Run the streaming worker: plays in, one recommendation per valid event out."""
-        overrides: dict[str, object] = {"artifacts_dir": artifacts, "web_port": web_port}
+        overrides: dict[str, object] = {"artifacts_dir": artifacts}
+        if web_port is not None:
+            overrides["web_port"] = web_port
         if encoder:
             overrides["encoder"] = encoder
         if data_dir:
