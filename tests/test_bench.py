@@ -29,6 +29,7 @@ from streams.bench import (
     write_results,
 )
 from streams.errors import ConfigError, StreamsError
+from streams.settings import Settings
 
 STATUS = """\
 Name:\tpython
@@ -154,7 +155,7 @@ def test_worker_settings_apply_env_on_top(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings["batch_size"] == 64
     assert settings["fusion_method"] == "rrf"
     assert settings["top_k"] == 10
-    assert settings["batch_timeout_ms"] == 50
+    assert settings["batch_timeout_ms"] == Settings.model_fields["batch_timeout_ms"].default
     with pytest.raises(ConfigError, match="BATCH_SIZE"):
         worker_settings({"BATCH_SIZE": "0"})
 
