@@ -146,6 +146,7 @@ async def run_batches(
         task = asyncio.ensure_future(handle(events))
         try:
             await asyncio.shield(task)
+            worker.metrics.agent_last_batch.labels(name).set_to_current_time()
         except asyncio.CancelledError:
             try:
                 await asyncio.wait_for(task, SHUTDOWN_GRACE)

@@ -94,6 +94,15 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in ("swapped", "rejected"):  # exported at 0, so increase() sees the first
+            self.model_reloads.labels(outcome)
+        self.agent_last_batch = Gauge(
+            "nexttrack_agent_last_batch_timestamp_seconds",
+            "Unix time at which each agent last completed a micro-batch (a stuck agent stops "
+            "moving it while its input lags).",
+            ["agent"],
+            registry=r,
+        )
         self.http_rejected = Counter(
             "nexttrack_http_rejected_total",
             "HTTP requests refused before reaching a view, by reason.",
