@@ -1,19 +1,21 @@
 """Hybrid retrieval: collaborative (cf) and content-based (cb) spaces, filters, fusion.
 
-For a batch of queries, :meth:`HybridRetriever.recommend` runs ONE index search per space per
-round at a common candidate depth ``D = max(4k, pool, k + max|exclude| + margin)``, divided by
-the share of usable items when a genre/mood filter is active. Per query it drops padding,
-excluded, retired and filtered-out items and keeps the best ``pool = pool_factor * k`` of each
-searched space. A query left with fewer than ``min(k, available)`` candidates is searched
-again at ``2D`` (only those queries), and past ``max_ann_depth`` scored exactly over the usable
-subset, so a list is short only when fewer than ``k`` usable items exist. When the usable
-subset is small (``<= exact_threshold``) or ``D`` would exceed ``max_ann_depth``, the space is
-scored exactly over the subset from the start (cheaper than a deep ANN search).
+For a batch of queries, :meth:`HybridRetriever.rank` runs ONE index search per space per
+round at a common candidate depth ``D = max(2k, pool)`` (``pool = pool_factor * k``), divided
+by the share of usable items when a genre/mood filter is active: the depth does not grow with
+the sessions' histories. Per query it drops padding, excluded, retired and filtered-out items
+(as arrays, for the whole batch) and keeps the best ``pool`` of each searched space. Only the
+queries left with fewer than ``min(k, available)`` candidates are searched again at ``2D``,
+and past ``max_ann_depth`` scored exactly over the usable subset, so a list is short only
+when fewer than ``k`` usable items exist. When the usable subset is small
+(``<= exact_threshold``) the space is scored exactly over the subset from the start.
 
 The candidates of the searched spaces are pooled and every pooled item is scored EXACTLY in
 every space that has a query (``score = <q_space, v_item>``), so each returned item carries
-both ``cf_score`` and ``cb_score`` and fusion (:func:`index.fusion.fuse`) sees complete lists
-over the pool (min-max normalisation and RRF ranks are over the pool).
+both ``cf_score`` and ``cb_score``, and fusion (:func:`index.fusion.fuse_pool`, the batch form
+of :func:`index.fusion.fuse`) normalises and ranks over the pool. A pool may hold fewer than
+``pool`` items per space when exclusions remove some (offline, with content fusion, this moved
+HR@20 by -0.002 against a full pool: docs/evaluation.md).
 """
 
 from __future__ import annotations
