@@ -149,3 +149,52 @@ def test_properties(cf, cb, method, w, k) -> None:
     for x in out:
         assert (x.cf_score is not None) == (x.item in set(a.ids.tolist()))
         assert (x.cb_score is not None) == (x.item in set(b.ids.tolist()))
+
+
+@pytest.mark.parametrize("method", ["weighted_sum", "rrf", "cf_only", "cb_only"])
+def test_batch_fusion_equals_per_query_fusion(method: str) -> None:
+    """``fuse_pool`` over a padded batch gives exactly what ``fuse`` gives per row (ties,
+    degenerate rows, padding and short rows included)."""
+    from index.fusion import fuse_pool
+
+    rng = np.random.default_rng(7)
+    b, p, k = 64, 12, 5
+    ids = np.full((b, p), -1, dtype=np.int64)
+    cf = rng.normal(size=(b, p)).astype(np.float32)
+    cb = rng.normal(size=(b, p)).astype(np.float32)
+    for r in range(b):
+        n = int(rng.integers(0, p + 1))  # some rows empty, some shorter than k
+        ids[r, :n] = np.sort(rng.choice(1000, size=n, replace=False))
+    cf[5, :] = 0.5  # all-equal scores: min-max degenerates to ones
+    cb[6, :3] = cb[6, 3]  # ties broken by item id
+    got = fuse_pool(ids, cf, cb, method, 0.6, 0.4, k=k)
+    for r in range(b):
+        keep = ids[r] >= 0
+        want = fuse(
+            Candidates(ids[r][keep], cf[r][keep]),
+            Candidates(ids[r][keep], cb[r][keep]),
+            method,
+            0.6,
+            0.4,
+            k=k,
+        )
+        row = got.row(r)
+        assert [x.item for x in row] == [x.item for x in want]
+        for a, w in zip(row, want, strict=True):
+            assert a.score == pytest.approx(w.score, abs=1e-12)
+            assert a.cf_score == pytest.approx(w.cf_score)
+            assert a.cb_score == pytest.approx(w.cb_score)
+
+
+@pytest.mark.parametrize("method", ["weighted_sum", "rrf", "cf_only"])
+def test_batch_fusion_with_one_space_degrades_like_fuse(method: str) -> None:
+    from index.fusion import fuse_pool
+
+    rng = np.random.default_rng(3)
+    ids = np.sort(rng.choice(500, size=(8, 10), replace=False), axis=1).astype(np.int64)
+    cf = rng.normal(size=(8, 10)).astype(np.float32)
+    got = fuse_pool(ids, cf, None, method, 0.7, 0.3, k=4)
+    for r in range(8):
+        want = fuse(Candidates(ids[r], cf[r]), None, method, 0.7, 0.3, k=4)
+        assert [(x.item, x.cb_score) for x in got.row(r)] == [(x.item, None) for x in want]
+        assert [x.score for x in got.row(r)] == pytest.approx([x.score for x in want])
