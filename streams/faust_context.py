@@ -2,7 +2,7 @@
 
 Faust tables (and the RocksDB store) find the partition of a key from the *current event*
 (a context variable set while an agent iterates a stream). In a micro-batch from
-``Stream.take_events`` the current event is whichever came last, so before touching a
+``run_batches`` the current event is whichever came last, so before touching a
 session's state we make that session's own event current. The context variable is Faust's
 own (``faust.streams._current_event``); this module is the one place that knows it.
 """

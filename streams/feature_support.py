@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -130,31 +131,49 @@ async def run_batches(
     handle: Callable[[Sequence[EventT]], Awaitable[None]],
     name: str,
 ) -> None:
-    """Drive an agent: micro-batches of ``stream`` (``take_events``) to ``handle``.
+    """Drive an agent: micro-batches of ``stream`` to ``handle``, acked after it returns.
 
-    Faust acks a batch's events as soon as the loop body returns, however it returns, and
-    commits acked offsets later; an exception escaping ``handle`` would skip its events for
-    good (and Faust would restart the agent as if nothing happened). So a batch that fails
-    ends the worker process at once (:attr:`NextTrackWorker.on_fatal`, exit status
-    :data:`EXIT_BATCH_FAILED`) before anything can be acked: the events are read again after
-    the restart. On shutdown the batch in progress may finish (up to
-    :data:`SHUTDOWN_GRACE` seconds) so its answers are delivered before its events are acked.
+    A batch takes what is already queued instead of waiting to fill: when the stream's input
+    queue runs empty the batch goes at once (an event on a quiet stream is answered alone,
+    without delay), and under load batches grow with the backlog, up to ``BATCH_SIZE``
+    events or ``BATCH_TIMEOUT_MS`` of collecting, whichever comes first.
+
+    Events are acked by hand, after ``handle`` returned: all their outputs are delivered
+    then. A batch that fails ends the worker process at once (:attr:`NextTrackWorker.on_fatal`,
+    exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
+    again after the restart instead of being skipped. On shutdown the batch in progress may
+    finish (up to :data:`SHUTDOWN_GRACE` seconds) so its answers go out before it is acked.
     """
     settings = worker.settings
-    within = settings.batch_timeout_ms / 1000.0
-    async for events in stream.take_events(settings.batch_size, within=within):
+    size = settings.batch_size
+    linger = settings.batch_timeout_ms / 1000.0
+    manual = stream.noack()
+    queue = stream.channel.queue  # what the stream has fetched and not yet handed out
+    batch: list[EventT] = []
+    started = 0.0
+    async for event in manual.events():
+        if not batch:
+            started = time.monotonic()
+        batch.append(event)
+        if len(batch) < size and not queue.empty() and time.monotonic() - started < linger:
+            continue
+        events, batch = batch, []
         task = asyncio.ensure_future(handle(events))
         try:
             await asyncio.shield(task)
-            worker.metrics.agent_last_batch.labels(name).set_to_current_time()
         except asyncio.CancelledError:
             try:
                 await asyncio.wait_for(task, SHUTDOWN_GRACE)
             except BaseException as exc:
                 worker.on_fatal(name, len(events), exc)
+            for done in events:
+                await manual.ack(done)
             raise
         except Exception as exc:
             worker.on_fatal(name, len(events), exc)
+        for done in events:
+            await manual.ack(done)
+        worker.metrics.agent_last_batch.labels(name).set_to_current_time()
 
 
 def exit_process(agent: str, n_events: int, error: BaseException) -> None:

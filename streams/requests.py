@@ -1,6 +1,6 @@
 """Request agents: ``recommendation-requests`` and ``similar-track-requests`` over Kafka.
 
-Both agents are micro-batched like the play agent (``take_events``), read raw bytes, send
+Both agents are micro-batched like the play agent (``run_batches``), read raw bytes, send
 invalid or unanswerable requests to ``TOPIC_REQUESTS_DLQ`` (``requests-dlq``; reason and
 original bytes, counted in ``nexttrack_dead_letters_total``) and answer the rest through the
 shared :class:`~serving.requests.RequestHandler`:
