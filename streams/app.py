@@ -28,6 +28,7 @@ from serving.model import ModelBundle, RetrievalParams
 from serving.state import SessionState
 from streams.faust_context import event_context
 from streams.feature_support import (
+    ROCKSDB_OPTIONS,
     as_bytes,
     exit_process,
     raw_topic,
@@ -143,6 +144,7 @@ class NextTrackWorker:
             key_type=bytes,
             value_type=bytes,
             help="Per-session encoder state and history (changelog-backed).",
+            options=dict(ROCKSDB_OPTIONS),
         )
         self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)
         self.app.on_before_shutdown.connect(self._stop_publisher)

@@ -35,6 +35,7 @@ from serving.catalog import CatalogChanges, apply_tracks
 from serving.model import ModelBundle
 from streams.faust_context import event_context
 from streams.feature_support import (
+    ROCKSDB_OPTIONS,
     as_bytes,
     raw_topic,
     run_batches,
@@ -70,6 +71,7 @@ class CatalogAgent:
             key_type=bytes,
             value_type=bytes,
             help="Catalog records applied on top of the trained catalog (changelog-backed).",
+            options=dict(ROCKSDB_OPTIONS),
         )
         self.table.on_recover(self.on_recover)
         # A hot model reload (streams.reload) re-applies the live catalog to the new model.
