@@ -11,7 +11,7 @@ import typer
 
 
 def build_app() -> typer.Typer:
-    from streams.cli import bench_index, broker, data, evaluate, kafka_io, run, train
+    from streams.cli import bench_index, broker, chaos, data, evaluate, kafka_io, run, train
 
     app = typer.Typer(
         name="nexttrack",
@@ -20,7 +20,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (broker, data, kafka_io, train, evaluate, run, bench_index):
+    for module in (broker, data, kafka_io, train, evaluate, run, bench_index, chaos):
         module.register(app)
     return app
 

@@ -1,0 +1,323 @@
+"""``nexttrack chaos``: replay events while killing workers, and check nothing was lost.
+
+A run generates a catalog and sessions, trains a small model, creates fresh topics, and
+produces the events at a steady rate with hostile records mixed in (not JSON, wrong types,
+missing fields, bytes that are not UTF-8, and records near the broker's size limit). Meanwhile
+it kills the worker with SIGKILL every ``kill_every`` seconds and starts a new one, keeping or
+emptying its local state (``DATA_DIR``) in turn. When everything is produced it waits until the
+last worker has committed the input to its end, reads both output topics and checks:
+
+- **lost**: valid events without any answer (target 0);
+- **wrong session lengths**: sessions whose last answer's ``session_length`` is not their
+  number of events (an event applied twice or not at all; target 0);
+- **hostile records dead-lettered**: every hostile record has a dead letter carrying its hash
+  (target all);
+- **unexpected exits**: workers that exited without being killed (target 0);
+- **duplicates** (reported): events answered more than once, and how many of those answers
+  differ in their items from the first.
+
+The report is printed and returned; the command exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import shutil
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.dead_letter import DeadLetter
+from schemas.play import PlayEvent
+from schemas.recommendation import Recommendation
+from streams.clients import committed_offsets, end_offsets, ensure_topics, read_until
+from streams.demo import broker_for
+from streams.settings import Settings, load_settings
+from streams.worker_process import WorkerProcess, start_worker, wait_ready
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """What to replay and how hard to shake it."""
+
+    events: int = 100_000
+    hostile: int = 10_000
+    rate: float = 2_000.0
+    kills: int = 6
+    kill_every: float = 15.0
+    tracks: int = 5_000
+    seed: int = 3
+    workdir: Path = Path(".nexttrack/chaos")
+    bootstrap_servers: str | None = None
+    #: Largest hostile record (bytes); the broker's default limit is about 1 MB.
+    max_hostile_bytes: int = 900_000
+    deadline: float = 600.0
+
+
+@dataclass
+class ChaosReport:
+    """What came out."""
+
+    events: int = 0
+    hostile: int = 0
+    kills: int = 0
+    restarts_with_empty_state: int = 0
+    lost: int = 0
+    wrong_session_lengths: int = 0
+    hostile_dead_lettered: int = 0
+    unexpected_exits: int = 0
+    duplicate_answers: int = 0
+    differing_duplicates: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def check(self) -> None:
+        """Fill :attr:`failures` from the targets."""
+        self.failures = []
+        if self.lost:
+            self.failures.append(f"{self.lost} events lost")
+        if self.wrong_session_lengths:
+            self.failures.append(f"{self.wrong_session_lengths} sessions with a wrong length")
+        if self.hostile_dead_lettered != self.hostile:
+            self.failures.append(
+                f"{self.hostile - self.hostile_dead_lettered} hostile records not dead-lettered"
+            )
+        if self.unexpected_exits:
+            self.failures.append(f"{self.unexpected_exits} workers exited on their own")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def format(self) -> str:
+        rows = [
+            ("valid events", self.events),
+            ("hostile records", self.hostile),
+            ("kills (-9)", self.kills),
+            ("restarts with emptied state", self.restarts_with_empty_state),
+            ("events lost", self.lost),
+            ("sessions with a wrong length", self.wrong_session_lengths),
+            ("hostile records dead-lettered", self.hostile_dead_lettered),
+            ("worker exits not caused by a kill", self.unexpected_exits),
+            ("duplicate answers", self.duplicate_answers),
+            ("duplicates differing from the first answer", self.differing_duplicates),
+            ("seconds", round(self.seconds, 1)),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+        lines.append("result: " + ("ok" if self.ok else "FAILED: " + "; ".join(self.failures)))
+        return "\n".join(lines)
+
+
+def hostile_records(n: int, max_bytes: int, seed: int) -> list[bytes]:
+    """``n`` records the worker must dead-letter, a few of them near ``max_bytes``."""
+    rng = random.Random(seed)
+    kinds = [
+        lambda i: f"not json {i}".encode(),
+        lambda i: orjson.dumps({"schema": "play/v1", "event_id": f"h{i}", "ts": "noon"}),
+        lambda i: orjson.dumps(
+            {
+                "schema": "play/v1",
+                "event_id": f"h{i}",
+                "user_id": "u",
+                "session_id": f"hostile-{i}",
+                "track_id": "t",
+                "event_type": "rewind",
+                "ts": 1,
+            }
+        ),
+        lambda i: b'{"event_id": "\xff\xfe' + str(i).encode() + b'"}',
+        lambda i: b"[" + str(i).encode() + b"]",
+    ]
+    out = [kinds[i % len(kinds)](i) for i in range(n)]
+    for j in range(min(20, n // 100 + 1)):  # near the broker's limit: cut, hashed, kept
+        size = rng.randint(max_bytes // 2, max_bytes)
+        out[(j * 97) % n] = b'{"junk": "' + b"x" * size + b'"}'
+    return out
+
+
+def run_chaos(config: ChaosConfig) -> ChaosReport:
+    """Run one chaos experiment (see the module doc)."""
+    from training.generate import GeneratorConfig, generate, write_dataset
+    from training.lightfm_model import TrainingConfig
+    from training.pipeline import PipelineConfig, train_artifacts
+
+    started = time.monotonic()
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    users = max(20, config.events // 140)
+    gen = GeneratorConfig(tracks=config.tracks, users=users, sessions_per_user=10, seed=config.seed)
+    tracks, all_events = generate(gen)
+    events = all_events[: config.events]
+    data = config.workdir / f"data-{config.tracks}-{users}-s{config.seed}"
+    write_dataset(data, tracks, all_events, gen)
+    artifacts = config.workdir / f"artifacts-{config.tracks}-{users}-s{config.seed}"
+    if not (artifacts / "manifest.json").exists():
+        log.info("training a mean-encoder model on %d events", len(all_events))
+        train_artifacts(
+            data / "events.jsonl",
+            data / "tracks.jsonl",
+            artifacts,
+            PipelineConfig(encoders=("mean",), lightfm=TrainingConfig(epochs=3), progress=False),
+        )
+    hostile = hostile_records(config.hostile, config.max_hostile_bytes, config.seed)
+    report = ChaosReport(events=len(events), hostile=len(hostile))
+    with broker_for(config.workdir, config.bootstrap_servers) as bootstrap:
+        _shake(config, bootstrap, artifacts, events, hostile, report)
+    report.seconds = time.monotonic() - started
+    report.check()
+    return report
+
+
+def _shake(
+    config: ChaosConfig,
+    bootstrap: str,
+    artifacts: Path,
+    events: list[PlayEvent],
+    hostile: list[bytes],
+    report: ChaosReport,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "APP_ID": f"chaos-{run}",
+        "TOPIC_PLAYS": f"chaos-plays-{run}",
+        "TOPIC_RECOMMENDATIONS": f"chaos-recs-{run}",
+        "TOPIC_PLAYS_DLQ": f"chaos-dlq-{run}",
+        "ENCODER": "mean",
+        "LOG_LEVEL": "WARNING",
+        "DATA_DIR": str(config.workdir / f"state-{run}"),
+        "MODEL_RELOAD_INTERVAL": "0",
+    }
+    settings = load_settings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_plays=env["TOPIC_PLAYS"],
+        topic_recommendations=env["TOPIC_RECOMMENDATIONS"],
+        topic_plays_dlq=env["TOPIC_PLAYS_DLQ"],
+        app_id=env["APP_ID"],
+    )
+    asyncio.run(
+        ensure_topics(
+            settings, [env["TOPIC_PLAYS"], env["TOPIC_RECOMMENDATIONS"], env["TOPIC_PLAYS_DLQ"]]
+        )
+    )
+    payloads = _interleave([e.to_bytes() for e in events], hostile, config.seed)
+    done = threading.Event()
+    producer = threading.Thread(
+        target=_produce, args=(settings, env["TOPIC_PLAYS"], payloads, config.rate, done)
+    )
+    workers: list[WorkerProcess] = []
+
+    def start(n: int) -> WorkerProcess:
+        worker = start_worker(
+            artifacts, env=env, log_path=config.workdir / f"chaos-{run}-worker-{n}.log"
+        )
+        workers.append(worker)
+        wait_ready(worker, timeout=config.deadline)
+        return worker
+
+    worker = start(0)
+    producer.start()
+    for n in range(1, config.kills + 1):
+        time.sleep(config.kill_every)  # the experiment's pace, not a wait for a condition
+        if not worker.alive():
+            report.unexpected_exits += 1
+        worker.stop(kill=True)
+        report.kills += 1
+        if n % 2 == 0:  # every other restart from an empty local store
+            shutil.rmtree(env["DATA_DIR"], ignore_errors=True)
+            report.restarts_with_empty_state += 1
+        log.info("chaos: kill %d/%d, restarting", n, config.kills)
+        worker = start(n)
+    producer.join()
+    try:
+        _wait_committed(settings, env["APP_ID"], env["TOPIC_PLAYS"], config.deadline, worker)
+        recs = asyncio.run(read_until(settings, [env["TOPIC_RECOMMENDATIONS"]], timeout=120))
+        dead = asyncio.run(read_until(settings, [env["TOPIC_PLAYS_DLQ"]], timeout=120))
+    finally:
+        if not worker.alive():
+            report.unexpected_exits += 1
+        worker.stop()
+    _score(report, events, hostile, recs, dead)
+
+
+def _interleave(valid: list[bytes], hostile: list[bytes], seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = list(valid)
+    for record in hostile:
+        out.insert(rng.randrange(len(out) + 1), record)
+    return out
+
+
+def _produce(
+    settings: Settings, topic: str, payloads: list[bytes], rate: float, done: threading.Event
+) -> None:
+    from streams.clients import produce_lines
+
+    asyncio.run(produce_lines(settings, topic, payloads, rate=rate))
+    done.set()
+
+
+def _wait_committed(
+    settings: Settings, group: str, topic: str, deadline: float, worker: WorkerProcess
+) -> None:
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        ends = asyncio.run(end_offsets(settings, topic))
+        done = asyncio.run(committed_offsets(settings, group, topic))
+        if all(done.get(p, 0) >= end for p, end in ends.items() if end > 0):
+            return
+        if not worker.alive():
+            raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+        time.sleep(0.5)
+    raise RuntimeError(f"offsets not committed to the end after {deadline:.0f}s")
+
+
+def _score(
+    report: ChaosReport,
+    events: list[PlayEvent],
+    hostile: list[bytes],
+    recs: list[Any],
+    dead: list[Any],
+) -> None:
+    answers: dict[str, list[Recommendation]] = defaultdict(list)
+    for record in recs:
+        rec = Recommendation.parse(record.value)
+        if rec.event_id is not None:
+            answers[rec.event_id].append(rec)
+    report.lost = sum(1 for e in events if e.event_id not in answers)
+    for first, *more in (a for a in answers.values() if len(a) > 1):
+        report.duplicate_answers += len(more)
+        items = [i.track_id for i in first.items]
+        report.differing_duplicates += sum(
+            1 for r in more if [i.track_id for i in r.items] != items
+        )
+    expected = Counter(e.session_id for e in events)
+    longest: dict[str, int] = {}
+    for answer_list in answers.values():
+        for rec in answer_list:
+            if rec.session_id is not None:
+                longest[rec.session_id] = max(longest.get(rec.session_id, 0), rec.session_length)
+    report.wrong_session_lengths = sum(
+        1 for session, n in expected.items() if longest.get(session) != n
+    )
+    hashes = Counter(hashlib.sha256(h).hexdigest() for h in hostile)
+    seen: Counter[str] = Counter()
+    for record in dead:
+        letter = DeadLetter.parse(record.value)
+        if letter.payload_sha256 is not None:
+            seen[letter.payload_sha256] += 1
+    report.hostile_dead_lettered = sum(min(n, seen[h]) for h, n in hashes.items())

@@ -1,0 +1,58 @@
+"""``nexttrack chaos``: the nothing-lost experiment (see :mod:`streams.chaos`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from streams.cli.options import BootstrapOption
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def chaos(
+        events: int = typer.Option(100_000, help="Valid play events to replay."),
+        hostile: int = typer.Option(
+            10_000, help="Hostile records mixed in (some near the broker's size limit)."
+        ),
+        rate: float = typer.Option(2_000.0, help="Records produced per second."),
+        kills: int = typer.Option(
+            6, help="Worker kills (SIGKILL); every other restart empties DATA_DIR."
+        ),
+        kill_every: float = typer.Option(15.0, help="Seconds between kills."),
+        tracks: int = typer.Option(5_000, help="Catalog size to generate."),
+        seed: int = typer.Option(3, help="Seed of the generated data and hostile records."),
+        workdir: Path = typer.Option(Path(".nexttrack/chaos"), help="Data, model and logs."),
+        json_out: Path | None = typer.Option(None, help="Also write the report as JSON."),
+        bootstrap_servers: BootstrapOption = None,
+    ) -> None:
+        """Replay events while killing workers and mixing in hostile records; check that no
+        event is lost, no session state is wrong and every hostile record is dead-lettered.
+
+        Prints the report (lost, wrong session lengths, hostile records dead-lettered,
+        unexpected worker exits, duplicate answers and how many differ) and exits 1 when a
+        target is missed. Without --bootstrap-servers a local broker is started in WORKDIR.
+        """
+        import orjson
+
+        from streams.chaos import ChaosConfig, run_chaos
+
+        report = run_chaos(
+            ChaosConfig(
+                events=events,
+                hostile=hostile,
+                rate=rate,
+                kills=kills,
+                kill_every=kill_every,
+                tracks=tracks,
+                seed=seed,
+                workdir=workdir,
+                bootstrap_servers=bootstrap_servers,
+            )
+        )
+        typer.echo(report.format())
+        if json_out is not None:
+            json_out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+        if not report.ok:
+            raise typer.Exit(1)

@@ -1,0 +1,54 @@
+"""The nothing-lost experiment, fast variant (``nexttrack chaos`` runs the full one): events
+replayed while the worker is killed with SIGKILL (local state kept, then emptied), hostile
+records mixed in, some near the broker's size limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.chaos import ChaosConfig, ChaosReport, hostile_records, run_chaos
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_kills_and_hostile_input_lose_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    report = run_chaos(
+        ChaosConfig(
+            events=3000,
+            hostile=300,
+            rate=800.0,
+            kills=2,
+            kill_every=3.0,
+            tracks=1500,
+            workdir=tmp_path,
+            bootstrap_servers=kafka_bootstrap,
+            max_hostile_bytes=700_000,
+        )
+    )
+    print(report.format())
+    assert report.kills == 2 and report.restarts_with_empty_state == 1
+    assert report.events > 2500 and report.hostile == 300
+    assert report.lost == 0, report.format()
+    assert report.wrong_session_lengths == 0, report.format()
+    assert report.hostile_dead_lettered == report.hostile, report.format()
+    assert report.unexpected_exits == 0, report.format()
+    assert report.ok
+
+
+def test_hostile_records_are_varied_and_some_are_huge() -> None:
+    records = hostile_records(500, 800_000, seed=1)
+    assert len(records) == 500 and len(set(records)) == 500
+    assert sum(len(r) > 400_000 for r in records) >= 5
+    assert any(r.startswith(b"not json") for r in records)
+
+
+def test_report_targets() -> None:
+    good = ChaosReport(events=10, hostile=3, hostile_dead_lettered=3, duplicate_answers=4)
+    good.check()
+    assert good.ok and "result: ok" in good.format()
+    bad = ChaosReport(events=10, hostile=3, hostile_dead_lettered=2, lost=1)
+    bad.check()
+    assert not bad.ok
+    assert bad.failures == ["1 events lost", "1 hostile records not dead-lettered"]
