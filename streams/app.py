@@ -26,6 +26,7 @@ from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine
 from serving.model import ModelBundle, RetrievalParams
 from serving.state import SessionState
+from streams.clients import committed_offsets
 from streams.faust_context import event_context
 from streams.feature_support import (
     ROCKSDB_OPTIONS,
@@ -35,6 +36,7 @@ from streams.feature_support import (
     run_batches,
     send_dead_letter,
 )
+from streams.gaps import GapGuard
 from streams.kafka_config import faust_broker_credentials, faust_broker_url
 from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
@@ -111,6 +113,8 @@ class NextTrackWorker:
         #: ``(agent, n_events, error)`` when a batch cannot be completed: ends the process
         #: (tests replace it).
         self.on_fatal: Callable[[str, int, BaseException], None] = exit_process
+        #: Checks that no input offsets were skipped after a rebalance (``streams.gaps``).
+        self.gap_guard = GapGuard(lambda topic: committed_offsets(settings, settings.app_id, topic))
         self.app = faust.App(
             settings.app_id,
             broker=faust_broker_url(settings.kafka_bootstrap_servers),

@@ -41,6 +41,7 @@ from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation
 from streams.clients import committed_offsets, end_offsets, ensure_topics, read_until
 from streams.demo import broker_for
+from streams.feature_support import EXIT_BATCH_FAILED
 from streams.settings import Settings, load_settings
 from streams.worker_process import WorkerProcess, start_worker, wait_ready
 
@@ -77,6 +78,10 @@ class ChaosReport:
     wrong_session_lengths: int = 0
     hostile_dead_lettered: int = 0
     unexpected_exits: int = 0
+    #: Workers that stopped themselves (exit 70: a batch that could not be completed, or
+    #: offsets the consumer skipped after a rebalance) and were restarted, as a supervisor
+    #: would; nothing is lost by those.
+    self_stops: int = 0
     duplicate_answers: int = 0
     differing_duplicates: int = 0
     seconds: float = 0.0
@@ -113,6 +118,7 @@ class ChaosReport:
             ("sessions with a wrong length", self.wrong_session_lengths),
             ("hostile records dead-lettered", self.hostile_dead_lettered),
             ("worker exits not caused by a kill", self.unexpected_exits),
+            ("self-stops (exit 70) restarted", self.self_stops),
             ("duplicate answers", self.duplicate_answers),
             ("duplicates differing from the first answer", self.differing_duplicates),
             ("seconds", round(self.seconds, 1)),
@@ -229,12 +235,23 @@ def _shake(
         wait_ready(worker, timeout=config.deadline)
         return worker
 
+    def supervise(worker: WorkerProcess, n: int) -> WorkerProcess:
+        """Restart a worker that stopped itself (exit 70), as an orchestrator would."""
+        while not worker.alive():
+            if worker.process.returncode == EXIT_BATCH_FAILED:
+                report.self_stops += 1
+                log.warning("chaos: worker stopped itself (exit 70); restarting")
+            else:
+                report.unexpected_exits += 1
+                log.error("chaos: worker exited with %s", worker.process.returncode)
+            worker = start(n)
+        return worker
+
     worker = start(0)
     producer.start()
     for n in range(1, config.kills + 1):
         time.sleep(config.kill_every)  # the experiment's pace, not a wait for a condition
-        if not worker.alive():
-            report.unexpected_exits += 1
+        worker = supervise(worker, n)
         worker.stop(kill=True)
         report.kills += 1
         if n % 2 == 0:  # every other restart from an empty local store
@@ -243,12 +260,17 @@ def _shake(
         log.info("chaos: kill %d/%d, restarting", n, config.kills)
         worker = start(n)
     producer.join()
+    until = time.monotonic() + config.deadline
     try:
-        _wait_committed(settings, env["APP_ID"], env["TOPIC_PLAYS"], config.deadline, worker)
+        while not _committed_to_end(settings, env["APP_ID"], env["TOPIC_PLAYS"]):
+            if time.monotonic() > until:
+                raise RuntimeError(f"offsets not committed to the end in {config.deadline:.0f}s")
+            worker = supervise(worker, config.kills + 1)
+            time.sleep(0.5)
         recs = asyncio.run(read_until(settings, [env["TOPIC_RECOMMENDATIONS"]], timeout=120))
         dead = asyncio.run(read_until(settings, [env["TOPIC_PLAYS_DLQ"]], timeout=120))
     finally:
-        if not worker.alive():
+        if not worker.alive() and worker.process.returncode != EXIT_BATCH_FAILED:
             report.unexpected_exits += 1
         worker.stop()
     _score(report, events, hostile, recs, dead)
@@ -271,19 +293,10 @@ def _produce(
     done.set()
 
 
-def _wait_committed(
-    settings: Settings, group: str, topic: str, deadline: float, worker: WorkerProcess
-) -> None:
-    until = time.monotonic() + deadline
-    while time.monotonic() < until:
-        ends = asyncio.run(end_offsets(settings, topic))
-        done = asyncio.run(committed_offsets(settings, group, topic))
-        if all(done.get(p, 0) >= end for p, end in ends.items() if end > 0):
-            return
-        if not worker.alive():
-            raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
-        time.sleep(0.5)
-    raise RuntimeError(f"offsets not committed to the end after {deadline:.0f}s")
+def _committed_to_end(settings: Settings, group: str, topic: str) -> bool:
+    ends = asyncio.run(end_offsets(settings, topic))
+    done = asyncio.run(committed_offsets(settings, group, topic))
+    return all(done.get(p, 0) >= end for p, end in ends.items() if end > 0)
 
 
 def _score(

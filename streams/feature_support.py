@@ -150,16 +150,20 @@ async def run_batches(
     events or ``BATCH_TIMEOUT_MS`` of collecting, whichever comes first.
 
     Events are acked by hand, after ``handle`` returned: all their outputs are delivered
-    then. A batch that fails ends the worker process at once (:attr:`NextTrackWorker.on_fatal`,
-    exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
-    again after the restart instead of being skipped. On shutdown the batch in progress may
-    finish (up to :data:`SHUTDOWN_GRACE` seconds) so its answers go out before it is acked.
+    then. A batch that fails ends the worker process at once
+    (:attr:`NextTrackWorker.on_fatal`, exit status :data:`EXIT_BATCH_FAILED`) before anything
+    is acked, so its events are read again after the restart instead of being skipped. The
+    first event of a partition after an assignment is checked against the group's committed
+    offset (:mod:`streams.gaps`): a gap stops the worker the same way. On shutdown the batch
+    in progress may finish (up to :data:`SHUTDOWN_GRACE` seconds) so its answers go out
+    before it is acked.
     """
     settings = worker.settings
     size = settings.batch_size
     linger = settings.batch_timeout_ms / 1000.0
     manual = stream.noack()
     queue = stream.channel.queue  # what the stream has fetched and not yet handed out
+    guard = worker.gap_guard
     batch: list[EventT] = []
     started = 0.0
     async for event in manual.events():
@@ -169,6 +173,10 @@ async def run_batches(
         if len(batch) < size and not queue.empty() and time.monotonic() - started < linger:
             continue
         events, batch = batch, []
+        try:
+            await guard.check(events)
+        except Exception as exc:  # a gap, or the committed offsets could not be read
+            worker.on_fatal(name, len(events), exc)
         task = asyncio.ensure_future(handle(events))
         try:
             await asyncio.shield(task)

@@ -109,3 +109,8 @@ def wait_records(
 ) -> list[Record]:
     """Read ``topic`` from the beginning until ``done(records)``; fail after ``timeout``."""
     return env.read(topic, done, timeout=timeout)
+
+
+async def no_commits(topic: str) -> dict[int, int]:
+    """A committed-offsets lookup for workers without a broker (agent unit tests)."""
+    return {}

@@ -13,9 +13,10 @@ from schemas import DeadLetter, Recommendation
 from serving.model import load_model
 from serving.state import SessionState
 from streams.app import NextTrackWorker
+from streams.gaps import GapGuard
 from streams.settings import load_settings
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import wait_until_async
+from tests.ops_helpers import no_commits, wait_until_async
 
 
 @pytest.fixture
@@ -24,7 +25,9 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
         app_id="unit-test", data_dir=tmp_path, batch_size=4, batch_timeout_ms=10, web_port=16999
     )
     model = load_model(small_artifacts, "mean", index_type="flat")
-    return NextTrackWorker(settings, model, table_store="memory://")
+    worker = NextTrackWorker(settings, model, table_store="memory://")
+    worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
+    return worker
 
 
 async def test_agent_answers_valid_events_and_dead_letters_bad_ones(

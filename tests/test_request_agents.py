@@ -22,10 +22,11 @@ from schemas import (
 from serving.model import load_model
 from streams.app import NextTrackWorker
 from streams.feature_support import read_session
+from streams.gaps import GapGuard
 from streams.settings import load_settings
 from streams.web_api import read_body
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import wait_until_async
+from tests.ops_helpers import no_commits, wait_until_async
 
 Sent = list[tuple[str, bytes | None, bytes]]
 
@@ -40,7 +41,9 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
         web_port=16998,
     )
     model = load_model(small_artifacts, "mean", index_type="flat")
-    return NextTrackWorker(settings, model, table_store="memory://")
+    worker = NextTrackWorker(settings, model, table_store="memory://")
+    worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
+    return worker
 
 
 def capture(sent: Sent, name: str) -> Callable[..., Awaitable[asyncio.Future[None]]]:

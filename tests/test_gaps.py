@@ -1,0 +1,57 @@
+"""The guard against offsets skipped after a rebalance (faust-streaming/faust#596)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from streams.gaps import GapError, GapGuard
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+def events(partition: int, *offsets: int) -> list[Event]:
+    return [Event(Message("plays", partition, o)) for o in offsets]
+
+
+async def test_a_stream_that_starts_at_the_committed_offset_passes() -> None:
+    committed = {0: 100, 1: 7}
+    calls: list[str] = []
+
+    async def lookup(topic: str) -> dict[int, int]:
+        calls.append(topic)
+        return committed
+
+    guard = GapGuard(lookup)
+    await guard.check(events(0, 100, 101, 102) + events(1, 7))
+    await guard.check(events(0, 103, 105))  # a gap inside a run (compaction, markers): fine
+    assert calls == ["plays"]  # looked up once, for the partitions' first events
+    await guard.check(events(0, 100))  # a seek back (rebalance): checked again, fine
+    assert calls == ["plays", "plays"]
+
+
+async def test_a_stream_that_starts_past_the_committed_offset_is_a_gap() -> None:
+    async def lookup(topic: str) -> dict[int, int]:
+        return {0: 23208}
+
+    guard = GapGuard(lookup)
+    with pytest.raises(GapError, match="61 events were skipped"):
+        await guard.check(events(0, 23269, 23270))
+
+
+async def test_a_partition_without_a_commit_is_not_checked() -> None:
+    async def lookup(topic: str) -> dict[int, int]:
+        return {}
+
+    await GapGuard(lookup).check(events(3, 500))
