@@ -113,6 +113,20 @@ def _lookup(c: Candidates | None, items: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_args(
+    method: str, k: int, rrf_k: int, cf_weight: float, cb_weight: float
+) -> tuple[float, float]:
+    """Validate the fusion arguments shared by :func:`fuse` and :func:`fuse_pool`; returns
+    the weights as floats."""
+    if method not in FUSION_METHODS:
+        raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
+    if k < 1:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    if rrf_k < 0:
+        raise InvalidInputError(f"rrf_k must be >= 0, got {rrf_k}")
+    return _check_weight("cf_weight", cf_weight), _check_weight("cb_weight", cb_weight)
+
+
 def _check_weight(name: str, w: float) -> float:
     if not (math.isfinite(w) and w >= 0):
         raise InvalidInputError(f"{name} must be finite and >= 0, got {w}")
@@ -129,13 +143,7 @@ def fuse(
     rrf_k: int = 60,
 ) -> list[FusedItem]:
     """Fuse the cf and cb candidates of one query into at most ``k`` items (see module doc)."""
-    if method not in FUSION_METHODS:
-        raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
-    if k < 1:
-        raise InvalidInputError(f"k must be >= 1, got {k}")
-    if rrf_k < 0:
-        raise InvalidInputError(f"rrf_k must be >= 0, got {rrf_k}")
-    wcf, wcb = _check_weight("cf_weight", cf_weight), _check_weight("cb_weight", cb_weight)
+    wcf, wcb = _check_args(method, k, rrf_k, cf_weight, cb_weight)
     has_cf, has_cb = cf is not None and len(cf) > 0, cb is not None and len(cb) > 0
     if method == "cf_only" and cf is None:
         raise InvalidInputError("cf_only fusion needs cf candidates")
@@ -280,13 +288,7 @@ def fuse_pool(
     space has no query). Same semantics, ties and degradation as :func:`fuse` over
     ``Candidates(ids[r], cf[r])`` and ``Candidates(ids[r], cb[r])``.
     """
-    if method not in FUSION_METHODS:
-        raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
-    if k < 1:
-        raise InvalidInputError(f"k must be >= 1, got {k}")
-    if rrf_k < 0:
-        raise InvalidInputError(f"rrf_k must be >= 0, got {rrf_k}")
-    wcf, wcb = _check_weight("cf_weight", cf_weight), _check_weight("cb_weight", cb_weight)
+    wcf, wcb = _check_args(method, k, rrf_k, cf_weight, cb_weight)
     if method == "cf_only" and cf is None:
         raise InvalidInputError("cf_only fusion needs cf candidates")
     if method == "cb_only" and cb is None:
