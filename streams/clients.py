@@ -271,3 +271,35 @@ async def read_until(
         return records
     finally:
         await consumer.stop()
+
+
+async def count_records(
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    *,
+    timeout: float = 30.0,
+    bootstrap_servers: str | None = None,
+) -> int:
+    """How many records ``topic[partition]`` holds at offsets ``start <= o < end`` (compaction
+    and transaction markers leave offsets without records)."""
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(settings, bootstrap_servers), enable_auto_commit=False
+    )
+    await consumer.start()
+    tp = TopicPartition(topic, partition)
+    found = 0
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}[{partition}]: not read to {end} in {timeout:.0f}s")
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            found += sum(1 for m in batch.get(tp, []) if start <= m.offset < end)
+        return found
+    finally:
+        await consumer.stop()

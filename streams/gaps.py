@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 TopicPartitionKey = tuple[str, int]
 #: ``committed(topic)`` -> partition -> committed offset of the worker's group.
 CommittedLookup = Callable[[str], Awaitable[dict[int, int]]]
+#: ``records(topic, partition, start, end)`` -> how many records exist at those offsets.
+RecordCount = Callable[[str, int, int, int], Awaitable[int]]
 
 
 class GapError(RuntimeError):
@@ -36,8 +38,11 @@ class GapGuard:
     """Remembers the last offset handed out per partition; checks the first event after an
     assignment (or a seek back) against the committed offset."""
 
-    def __init__(self, committed: CommittedLookup) -> None:
+    def __init__(self, committed: CommittedLookup, records: RecordCount | None = None) -> None:
         self._committed = committed
+        #: Confirms a gap: offsets without records (a compacted topic, transaction markers)
+        #: are not one.
+        self._records = records
         self._last: dict[TopicPartitionKey, int] = {}
 
     async def check(self, events: Sequence[Any]) -> None:
@@ -54,9 +59,17 @@ class GapGuard:
                     lookups[message.topic] = await self._committed(message.topic)
                 committed = lookups[message.topic].get(message.partition)
                 if committed is not None and offset > committed:
+                    missing = offset - committed
+                    if self._records is not None:
+                        missing = await self._records(
+                            message.topic, message.partition, committed, offset
+                        )
+                    if missing == 0:
+                        self._last[key] = offset
+                        continue
                     raise GapError(
                         f"{message.topic}[{message.partition}] starts at offset {offset} but "
-                        f"the group committed {committed}: {offset - committed} events were "
+                        f"the group committed {committed}: {missing} events were "
                         "skipped by the consumer after the rebalance (faust-streaming/faust"
                         "#596); restarting reads them again"
                     )

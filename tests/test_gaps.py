@@ -55,3 +55,41 @@ async def test_a_partition_without_a_commit_is_not_checked() -> None:
         return {}
 
     await GapGuard(lookup).check(events(3, 500))
+
+
+async def test_offsets_without_records_are_not_a_gap() -> None:
+    """A compacted topic (or transaction markers) leaves offsets without records."""
+
+    async def lookup(topic: str) -> dict[int, int]:
+        return {0: 10}
+
+    counted: list[tuple[str, int, int, int]] = []
+
+    async def records(topic: str, partition: int, start: int, end: int) -> int:
+        counted.append((topic, partition, start, end))
+        return 0
+
+    guard = GapGuard(lookup, records)
+    await guard.check(events(0, 14, 15))
+    assert counted == [("plays", 0, 10, 14)]
+
+    async def three(topic: str, partition: int, start: int, end: int) -> int:
+        return 3
+
+    with pytest.raises(GapError, match="3 events were skipped"):
+        await GapGuard(lookup, three).check(events(0, 14))
+
+
+@pytest.mark.kafka
+def test_count_records_on_a_real_partition(kafka_bootstrap: str, tmp_path) -> None:
+    import asyncio
+
+    from streams.clients import count_records
+    from tests.worker_helpers import StreamEnv
+
+    env = StreamEnv(kafka_bootstrap, tmp_path)
+    topic = env.settings.topic_plays
+    env.produce([b'{"session_id": "same-key", "n": %d}' % i for i in range(6)], topic)
+    (partition,) = {r.partition for r in env.read(topic)}
+    assert asyncio.run(count_records(env.settings, topic, partition, 0, 6)) == 6
+    assert asyncio.run(count_records(env.settings, topic, partition, 2, 5)) == 3
