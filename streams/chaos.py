@@ -207,6 +207,8 @@ def _shake(
         "LOG_LEVEL": "WARNING",
         "DATA_DIR": str(config.workdir / f"state-{run}"),
         "MODEL_RELOAD_INTERVAL": "0",
+        # a partition left paused by the consumer stops the worker sooner than in production
+        "STALL_TIMEOUT": "15",
     }
     settings = load_settings(
         kafka_bootstrap_servers=bootstrap,

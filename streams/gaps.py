@@ -45,6 +45,11 @@ class GapGuard:
         self._records = records
         self._last: dict[TopicPartitionKey, int] = {}
 
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The offset after the last one handed out for that partition (``None``: none yet)."""
+        last = self._last.get((topic, partition))
+        return None if last is None else last + 1
+
     async def check(self, events: Sequence[Any]) -> None:
         """Raise :class:`GapError` when an event starts a partition past its committed
         offset; otherwise remember the offsets."""
@@ -78,3 +83,40 @@ class GapGuard:
     def forget(self) -> None:
         """Start over (after a rebalance every partition is checked again)."""
         self._last.clear()
+
+
+class StallError(RuntimeError):
+    """An assigned partition has records waiting but its stream has not moved (see
+    :class:`StallWatch`)."""
+
+
+class StallWatch:
+    """Finds input partitions whose stream stopped: records are waiting (the high watermark
+    is past the last offset handed to the agent) and that offset has not moved for ``after``
+    seconds. Seen after rebalances: the consumer kept a partition assigned but paused, the
+    worker stayed "healthy" and the commit stayed where it was. A worker in that state stops
+    itself (exit status 70) so that a restart consumes the partition again."""
+
+    def __init__(self, after: float, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.after = after
+        self.clock = clock or time.monotonic
+        self._since: dict[TopicPartitionKey, tuple[int, float]] = {}
+
+    def observe(self, key: TopicPartitionKey, highwater: int | None, position: int | None) -> bool:
+        """Record one partition's state (``position``: the next offset the stream will hand
+        out); ``True`` when it is stalled."""
+        now = self.clock()
+        if highwater is None or position is None or highwater <= position:
+            self._since.pop(key, None)  # nothing waiting: not stalled
+            return False
+        marker = self._since.get(key)
+        if marker is None or marker[0] != position:
+            self._since[key] = (position, now)
+            return False
+        return now - marker[1] >= self.after
+
+    def forget(self) -> None:
+        """Start over (after a rebalance)."""
+        self._since.clear()

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(256, ge=1, le=100_000)
     batch_timeout_ms: int = Field(20, ge=1, le=60_000)
+    stall_timeout: float = Field(60.0, ge=1.0, le=86_400.0)
     max_event_bytes: int = Field(64 * 1024, ge=256, le=16 * 1024 * 1024)
     session_history: int = Field(200, ge=1, le=10_000)
     web_port: int = Field(6066, ge=1, le=65535)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.gaps import StallError, StallWatch
 from streams.kafka_config import aiokafka_kwargs
 from streams.settings import Settings
 from streams.status_page import STATUS_HTML
@@ -186,6 +187,9 @@ class Operations:
         self.lag = LagView()
         self.sessions: int | None = None
         self._lag_labels: set[tuple[str, str]] = set()
+        #: Input partitions whose stream stopped while records wait (``STALL_TIMEOUT``).
+        self.stalls = StallWatch(worker.settings.stall_timeout)
+        self.stalled: str | None = None
 
     # timers
 
@@ -217,8 +221,29 @@ class Operations:
             lag = partition_lag(highwater, done, position)
             if lag is not None:
                 lags[(tp.topic, tp.partition)] = lag
+            handed_out = self.worker.gap_guard.next_offset(tp.topic, tp.partition)
+            progress = next((p for p in (handed_out, done, position) if p is not None), None)
+            self._watch_stall(tp, highwater, progress)
         self.lag = LagView(lags, time.monotonic())
         self._export_lag(lags)
+
+    def _watch_stall(self, tp: Any, highwater: int | None, position: int | None) -> None:
+        """Stop the worker when an assigned partition's stream stopped moving while records
+        wait (:class:`streams.gaps.StallWatch`); never during a rebalance or a restore."""
+        app = self.worker.app
+        if app.rebalancing or app.in_recovery:
+            self.stalls.forget()
+            return
+        if self.stalls.observe((tp.topic, tp.partition), highwater, position):
+            self.stalled = f"{tp.topic}[{tp.partition}] at offset {position}"
+            self.worker.on_fatal(
+                "watchdog",
+                0,
+                StallError(
+                    f"{self.stalled}: records are waiting (high watermark {highwater}) but "
+                    f"the stream has not moved for {self.stalls.after:g}s"
+                ),
+            )
 
     def _export_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         gauge = self.worker.metrics.consumer_lag
@@ -256,6 +281,10 @@ class Operations:
                 f"{model.model_version} ({model.encoder.name}, {model.n_items} tracks)"
                 if model_ok
                 else "no model loaded",
+            ),
+            "streams": (
+                self.stalled is None,
+                "moving" if self.stalled is None else f"stalled: {self.stalled}",
             ),
             "lag": (
                 lag.total <= limit,

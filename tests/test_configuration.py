@@ -68,6 +68,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "TOP_K": ("0", {}),
     "BATCH_SIZE": ("0", {}),
     "BATCH_TIMEOUT_MS": ("0", {}),
+    "STALL_TIMEOUT": ("0.5", {}),
     "MAX_EVENT_BYTES": ("10", {}),
     "SESSION_HISTORY": ("0", {}),
     "WEB_PORT": ("70000", {}),

@@ -93,3 +93,30 @@ def test_count_records_on_a_real_partition(kafka_bootstrap: str, tmp_path) -> No
     (partition,) = {r.partition for r in env.read(topic)}
     assert asyncio.run(count_records(env.settings, topic, partition, 0, 6)) == 6
     assert asyncio.run(count_records(env.settings, topic, partition, 2, 5)) == 3
+
+
+def test_stall_watch_flags_a_partition_that_stopped_with_records_waiting() -> None:
+    from streams.gaps import StallWatch
+
+    now = [0.0]
+    watch = StallWatch(30.0, clock=lambda: now[0])
+    key = ("plays", 2)
+    assert not watch.observe(key, highwater=736, position=2)
+    now[0] = 29.0
+    assert not watch.observe(key, highwater=740, position=2)
+    now[0] = 31.0
+    assert watch.observe(key, highwater=740, position=2)  # 31 s without moving, 738 waiting
+
+
+def test_stall_watch_accepts_moving_or_idle_partitions() -> None:
+    from streams.gaps import StallWatch
+
+    now = [0.0]
+    watch = StallWatch(30.0, clock=lambda: now[0])
+    for step in range(10):  # moving: never stalled
+        now[0] = step * 20.0
+        assert not watch.observe(("plays", 0), highwater=1000, position=step * 10)
+    for step in range(10):  # caught up: nothing waiting, never stalled
+        now[0] = 200 + step * 20.0
+        assert not watch.observe(("plays", 1), highwater=50, position=50)
+    assert not watch.observe(("plays", 3), highwater=None, position=None)  # unknown yet
