@@ -91,11 +91,12 @@ class StallError(RuntimeError):
 
 
 class StallWatch:
-    """Finds input partitions whose stream stopped: records are waiting (the high watermark
-    is past the last offset handed to the agent) and that offset has not moved for ``after``
-    seconds. Seen after rebalances: the consumer kept a partition assigned but paused, the
-    worker stayed "healthy" and the commit stayed where it was. A worker in that state stops
-    itself (exit status 70) so that a restart consumes the partition again."""
+    """Finds input partitions that stopped: records are waiting (the high watermark is past
+    the partition's committed offset) and that offset has not moved for ``after`` seconds.
+    Seen after rebalances and restarts: the consumer kept a partition assigned but paused, or
+    the stream went on but Faust could not commit past events it had dropped. The worker
+    stayed "healthy" while the commit stayed where it was. A worker in that state stops
+    itself (exit status 70) so that a restart consumes the partition again from the commit."""
 
     def __init__(self, after: float, clock: Callable[[], float] | None = None) -> None:
         import time

@@ -221,9 +221,9 @@ class Operations:
             lag = partition_lag(highwater, done, position)
             if lag is not None:
                 lags[(tp.topic, tp.partition)] = lag
-            handed_out = self.worker.gap_guard.next_offset(tp.topic, tp.partition)
-            progress = next((p for p in (handed_out, done, position) if p is not None), None)
-            self._watch_stall(tp, highwater, progress)
+            # progress is the committed offset: it stops when the stream stops and also when
+            # Faust cannot commit past events it dropped (the fetch position before a commit)
+            self._watch_stall(tp, highwater, done if done is not None else position)
         self.lag = LagView(lags, time.monotonic())
         self._export_lag(lags)
 
@@ -241,7 +241,7 @@ class Operations:
                 0,
                 StallError(
                     f"{self.stalled}: records are waiting (high watermark {highwater}) but "
-                    f"the stream has not moved for {self.stalls.after:g}s"
+                    f"neither the stream nor the commits moved for {self.stalls.after:g}s"
                 ),
             )
 

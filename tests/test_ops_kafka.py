@@ -215,7 +215,7 @@ def test_health_reports_each_check(ops: Ops) -> None:
     )
     body = reply.json()  # type: ignore[union-attr]
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"broker", "model", "lag"}
+    assert set(body["checks"]) == {"broker", "model", "streams", "lag"}
     assert all(check["ok"] for check in body["checks"].values())
 
 
