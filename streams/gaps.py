@@ -64,21 +64,23 @@ class GapGuard:
                     lookups[message.topic] = await self._committed(message.topic)
                 committed = lookups[message.topic].get(message.partition)
                 if committed is not None and offset > committed:
-                    missing = offset - committed
-                    if self._records is not None:
-                        missing = await self._records(
-                            message.topic, message.partition, committed, offset
-                        )
-                    if missing == 0:
-                        self._last[key] = offset
-                        continue
-                    raise GapError(
-                        f"{message.topic}[{message.partition}] starts at offset {offset} but "
-                        f"the group committed {committed}: {missing} events were "
-                        "skipped by the consumer after the rebalance (faust-streaming/faust"
-                        "#596); restarting reads them again"
-                    )
+                    await self._confirm(message.topic, message.partition, committed, offset)
+            elif offset > last + 1:  # a jump inside a run
+                await self._confirm(message.topic, message.partition, last + 1, offset)
             self._last[key] = offset
+
+    async def _confirm(self, topic: str, partition: int, start: int, offset: int) -> None:
+        """Raise :class:`GapError` when records exist at offsets ``start <= o < offset``
+        that the stream did not hand out (offsets without records are no gap)."""
+        missing = offset - start
+        if self._records is not None:
+            missing = await self._records(topic, partition, start, offset)
+        if missing:
+            raise GapError(
+                f"{topic}[{partition}] went on at offset {offset}, but {missing} events from "
+                f"offset {start} were never handed out: the consumer skipped them after a "
+                "rebalance (faust-streaming/faust#596); restarting reads them again"
+            )
 
     def forget(self) -> None:
         """Start over (after a rebalance every partition is checked again)."""

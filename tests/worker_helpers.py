@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from streams.clients import (
     produce_lines,
     read_until,
 )
+from streams.feature_support import EXIT_BATCH_FAILED
 from streams.settings import Settings, load_settings
 from streams.worker_process import WorkerProcess, start_worker, wait_ready
 
@@ -40,6 +42,8 @@ class StreamEnv:
         ``workdir`` on another broker give the same names and ``DATA_DIR``."""
         run = run or uuid.uuid4().hex[:10]
         self.run = run
+        #: Workers of this run that stopped themselves (exit 70) and were started again.
+        self.self_stops = 0
         self.workdir = workdir
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -89,18 +93,36 @@ class StreamEnv:
         ready: bool = True,
     ) -> Iterator[WorkerProcess]:
         """A worker process on this run's topics, ready (``/ready``) unless ``ready=False``;
-        stopped (SIGTERM) on exit."""
-        process = start_worker(
-            artifacts,
-            env={**self.env, **(extra_env or {})},
-            log_path=self.workdir / f"{name}.log",
-            store=store,
-        )
+        stopped (SIGTERM) on exit. Like a production supervisor, a worker that stops itself
+        (exit status 70: a batch it could not complete, offsets the consumer skipped, a
+        stalled partition) is started again on the same port; a killed one is not."""
+        env = {**self.env, **(extra_env or {})}
+        log_path = self.workdir / f"{name}.log"
+        process = start_worker(artifacts, env=env, log_path=log_path, store=store)
+        stop = threading.Event()
+
+        def supervise() -> None:
+            while not stop.wait(0.5):
+                if process.process.poll() == EXIT_BATCH_FAILED:
+                    self.self_stops += 1
+                    again = start_worker(
+                        artifacts,
+                        env=env,
+                        log_path=log_path,
+                        store=store,
+                        web_port=process.web_port,
+                    )
+                    process.process = again.process
+
+        supervisor = threading.Thread(target=supervise, daemon=True)
+        supervisor.start()
         try:
             if ready:
                 wait_ready(process, timeout=DEADLINE)
             yield process
         finally:
+            stop.set()
+            supervisor.join(timeout=10)
             if process.alive():
                 process.stop()
 
