@@ -9,8 +9,10 @@ commit past them either: the commit stalls and every later restart replays every
 (Seen with `nexttrack chaos`: 60 offsets skipped at a restart, 6 sessions with wrong lengths.)
 
 The fix belongs in Faust; until it is there, :class:`GapGuard` checks the first event of every
-partition after an assignment or a seek back against the group's committed offset, and
-reports a gap before anything of the batch is processed or acked. The worker then stops
+partition after an assignment or a seek back against the group's committed offset, and every
+jump of offsets inside a run against the records Kafka holds there, and reports a gap before
+anything of the batch is processed or acked (offsets without records, from compaction or
+transaction markers, are no gap). The worker then stops
 (exit status 70) without committing, and its restart reads the partition again from the
 committed offset: a duplicate answer or two instead of a lost event.
 """
