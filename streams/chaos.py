@@ -41,6 +41,7 @@ from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation
 from streams.clients import committed_offsets, end_offsets, ensure_topics, read_until
 from streams.demo import broker_for
+from streams.errors import StreamsError
 from streams.feature_support import EXIT_BATCH_FAILED
 from streams.settings import Settings, load_settings
 from streams.worker_process import WorkerProcess, start_worker, wait_ready
@@ -230,12 +231,21 @@ def _shake(
     workers: list[WorkerProcess] = []
 
     def start(n: int) -> WorkerProcess:
-        worker = start_worker(
-            artifacts, env=env, log_path=config.workdir / f"chaos-{run}-worker-{n}.log"
-        )
-        workers.append(worker)
-        wait_ready(worker, timeout=config.deadline)
-        return worker
+        """Start a worker and wait until it is ready; one that stops itself (exit 70) while
+        starting is started again, as a supervisor would."""
+        while True:
+            worker = start_worker(
+                artifacts, env=env, log_path=config.workdir / f"chaos-{run}-worker-{n}.log"
+            )
+            workers.append(worker)
+            try:
+                wait_ready(worker, timeout=config.deadline)
+                return worker
+            except StreamsError:
+                if worker.process.poll() != EXIT_BATCH_FAILED:
+                    raise
+                report.self_stops += 1
+                log.warning("chaos: worker stopped itself while starting; restarting")
 
     def supervise(worker: WorkerProcess, n: int) -> WorkerProcess:
         """Restart a worker that stopped itself (exit 70), as an orchestrator would."""

@@ -18,6 +18,7 @@ from streams.clients import (
     produce_lines,
     read_until,
 )
+from streams.errors import StreamsError
 from streams.feature_support import EXIT_BATCH_FAILED
 from streams.settings import Settings, load_settings
 from streams.worker_process import WorkerProcess, start_worker, wait_ready
@@ -118,13 +119,29 @@ class StreamEnv:
         supervisor.start()
         try:
             if ready:
-                wait_ready(process, timeout=DEADLINE)
+                self._wait_ready_supervised(process)
             yield process
         finally:
             stop.set()
             supervisor.join(timeout=10)
             if process.alive():
                 process.stop()
+
+    def _wait_ready_supervised(self, process: WorkerProcess) -> None:
+        """``/ready``, allowing the worker to stop itself (exit 70) and be restarted by the
+        supervisor meanwhile; fails at the deadline or on any other exit."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                wait_ready(process, timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except StreamsError:
+                if process.process.poll() != EXIT_BATCH_FAILED or time.monotonic() > deadline:
+                    raise
+            while process.process.poll() == EXIT_BATCH_FAILED:  # the supervisor restarts it
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"worker not restarted:\n{process.log_tail()}")
+                time.sleep(0.2)
 
     def produce(self, lines: list[bytes], topic: str | None = None) -> int:
         return asyncio.run(produce_lines(self.settings, topic or self.settings.topic_plays, lines))
