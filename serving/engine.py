@@ -22,7 +22,7 @@ import numpy as np
 from encoders.base import encode_sequence
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation, RecommendedItem
-from serving.model import ModelBundle, RetrievalParams, rank_batch, rank_sessions
+from serving.model import ModelBundle, RetrievalParams, rank_sessions
 from serving.state import SessionState
 
 if TYPE_CHECKING:
@@ -179,14 +179,14 @@ class RecommendationEngine:
             groups.setdefault(snap.state.variant, []).append(i)
         out: list[list[RecommendedItem]] = [[] for _ in snaps]
         for variant, rows in groups.items():
-            ranked = rank_batch(
+            ranked = rank_sessions(
                 self.model,
                 [snaps[i].enc for i in rows],
                 [snaps[i].plays for i in rows],
                 [snaps[i].heard for i in rows],
                 self.params_for(variant),
             )
-            for i, items in zip(rows, self.model.items_batch(ranked), strict=True):
+            for i, items in zip(rows, ranked, strict=True):
                 out[i] = items
         return out
 

@@ -98,16 +98,6 @@ class ModelBundle:
         norm = np.linalg.norm(query, axis=1, keepdims=True)
         return (query / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
-    def content_query(self, track_ids: Sequence[str]) -> np.ndarray:
-        """The content-space query: the normalised mean content vector of ``track_ids``."""
-        assert self.cb_vectors is not None
-        rows = self.indices(track_ids)
-        if not rows:
-            return np.zeros(self.cb_vectors.shape[1], dtype=np.float32)
-        query = self.cb_vectors[rows].mean(axis=0)
-        norm = float(np.linalg.norm(query))
-        return (query / norm if norm > 0 else query).astype(np.float32)
-
     # -- live catalog (call between batches: every method leaves the bundle consistent) -----
 
     @property

@@ -84,10 +84,6 @@ class GapGuard:
                 "rebalance (faust-streaming/faust#596); restarting reads them again"
             )
 
-    def forget(self) -> None:
-        """Start over (after a rebalance every partition is checked again)."""
-        self._last.clear()
-
 
 class StallError(RuntimeError):
     """An assigned partition has records waiting but its stream has not moved (see
