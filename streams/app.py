@@ -27,6 +27,7 @@ from serving.engine import Outcome, RecommendationEngine
 from serving.model import ModelBundle, RetrievalParams
 from serving.state import SessionState
 from streams.clients import committed_offsets
+from streams.durable_table import DurableTable
 from streams.faust_context import event_context
 from streams.feature_support import (
     ROCKSDB_OPTIONS,
@@ -135,6 +136,7 @@ class NextTrackWorker:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             table_standby_replicas=0,
+            Table=DurableTable,  # changelog writes awaited before acks (streams.durable_table)
             broker_session_timeout=settings.consumer_session_timeout,
             broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         )

@@ -15,6 +15,7 @@ from faust.types import EventT
 from schemas.errors import SchemaError
 from serving.state import SessionState
 from streams.dead_letters import dead_letter_for
+from streams.durable_table import changelogs_delivered
 from streams.faust_context import event_context
 
 if TYPE_CHECKING:
@@ -149,14 +150,14 @@ async def run_batches(
     without delay), and under load batches grow with the backlog, up to ``BATCH_SIZE``
     events or ``BATCH_TIMEOUT_MS`` of collecting, whichever comes first.
 
-    Events are acked by hand, after ``handle`` returned: all their outputs are delivered
-    then. A batch that fails ends the worker process at once
-    (:attr:`NextTrackWorker.on_fatal`, exit status :data:`EXIT_BATCH_FAILED`) before anything
-    is acked, so its events are read again after the restart instead of being skipped. The
-    first event of a partition after an assignment is checked against the group's committed
-    offset (:mod:`streams.gaps`): a gap stops the worker the same way. On shutdown the batch
-    in progress may finish (up to :data:`SHUTDOWN_GRACE` seconds) so its answers go out
-    before it is acked.
+    Events are acked by hand, after ``handle`` returned and the tables' changelog records
+    are in Kafka (:mod:`streams.durable_table`): all their outputs are delivered then. A
+    batch that fails ends the worker process at once (:attr:`NextTrackWorker.on_fatal`,
+    exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
+    again after the restart instead of being skipped. The first event of a partition after
+    an assignment is checked against the group's committed offset (:mod:`streams.gaps`): a
+    gap stops the worker the same way. On shutdown the batch in progress may finish (up to
+    :data:`SHUTDOWN_GRACE` seconds) so its answers go out before it is acked.
     """
     settings = worker.settings
     size = settings.batch_size
@@ -177,7 +178,7 @@ async def run_batches(
             await guard.check(events)
         except Exception as exc:  # a gap, or the committed offsets could not be read
             worker.on_fatal(name, len(events), exc)
-        task = asyncio.ensure_future(handle(events))
+        task = asyncio.ensure_future(_handle_durably(worker, handle, events))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -193,6 +194,14 @@ async def run_batches(
         for done in events:
             await manual.ack(done)
         worker.metrics.agent_last_batch.labels(name).set_to_current_time()
+
+
+async def _handle_durably(
+    worker: NextTrackWorker, handle: Callable[[Sequence[EventT]], Awaitable[None]], events: Any
+) -> None:
+    """``handle`` the batch, then wait until its table changes are in their changelogs."""
+    await handle(events)
+    await changelogs_delivered(worker.app)
 
 
 def exit_process(agent: str, n_events: int, error: BaseException) -> None:

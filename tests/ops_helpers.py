@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -109,6 +110,22 @@ def wait_records(
 ) -> list[Record]:
     """Read ``topic`` from the beginning until ``done(records)``; fail after ``timeout``."""
     return env.read(topic, done, timeout=timeout)
+
+
+def changelog_acks(worker: Any, *, at_once: bool = True) -> list[asyncio.Future[Any]]:
+    """Agent unit tests run without a broker, where Faust's producer never sends the tables'
+    changelog records. Stand in for Kafka: every changelog record is acknowledged at once
+    (``at_once``), or kept in the returned list for the test to acknowledge."""
+    held: list[asyncio.Future[Any]] = []
+
+    def send_soon(fut: asyncio.Future[Any]) -> None:
+        if at_once:
+            fut.set_result(None)
+        else:
+            held.append(fut)
+
+    worker.app.producer.send_soon = send_soon
+    return held
 
 
 async def no_commits(topic: str) -> dict[int, int]:

@@ -16,7 +16,7 @@ from streams.app import NextTrackWorker
 from streams.gaps import GapGuard
 from streams.settings import load_settings
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import no_commits, wait_until_async
+from tests.ops_helpers import changelog_acks, no_commits, wait_until_async
 
 
 @pytest.fixture
@@ -27,6 +27,7 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
     model = load_model(small_artifacts, "mean", index_type="flat")
     worker = NextTrackWorker(settings, model, table_store="memory://")
     worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
+    changelog_acks(worker)  # ... and Faust's producer sends nothing: the test acknowledges
     return worker
 
 
@@ -111,3 +112,56 @@ def test_the_default_fatal_hook_ends_the_process_without_committing() -> None:
     assert done.returncode == EXIT_BATCH_FAILED
     assert "not reached" not in done.stdout
     assert "could not complete a batch of 3 events" in done.stderr
+
+
+async def test_a_batch_is_acked_only_after_its_state_is_in_the_changelog(
+    worker: NextTrackWorker, small_dataset: Dataset
+) -> None:
+    """The answer is out but the session's changelog record is not acknowledged yet: the batch
+    must stay unacked (a commit now, then a crash, would restore the session a change short)."""
+    held = changelog_acks(worker, at_once=False)
+    sent: list[bytes] = []
+
+    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
+        sent.extend(value for _, value in records)
+        return []
+
+    def last_batch() -> float | None:
+        return worker.metrics.registry.get_sample_value(
+            "nexttrack_agent_last_batch_timestamp_seconds", {"agent": "plays"}
+        )
+
+    worker.publish = publish  # type: ignore[method-assign]
+    event = small_dataset.events[0]
+    async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
+        await ctx.put(key=event.key, value=event.to_bytes())
+        await wait_until_async(lambda: bool(sent) and bool(held), what="answer and changelog")
+        for _ in range(20):  # give a wrongly early ack every chance to happen
+            await asyncio.sleep(0)
+        assert not last_batch(), "acked before the changelog record was acknowledged"
+        assert worker.sessions.changelog_pending == 1
+        for fut in held:
+            fut.set_result(None)
+        await wait_until_async(lambda: bool(last_batch()), what="the batch acked")
+    assert worker.sessions.changelog_pending == 0
+
+
+async def test_a_changelog_record_that_fails_stops_the_worker(
+    worker: NextTrackWorker, small_dataset: Dataset
+) -> None:
+    held = changelog_acks(worker, at_once=False)
+    fatal: list[tuple[str, int, BaseException]] = []
+    worker.on_fatal = lambda agent, n, exc: fatal.append((agent, n, exc))  # type: ignore[method-assign]
+
+    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
+        return []
+
+    worker.publish = publish  # type: ignore[method-assign]
+    event = small_dataset.events[0]
+    async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
+        await ctx.put(key=event.key, value=event.to_bytes())
+        await wait_until_async(lambda: bool(held), what="the changelog record")
+        held[0].set_exception(RuntimeError("changelog partition offline"))
+        await wait_until_async(lambda: bool(fatal), what="the fatal hook")
+    (agent, n, exc), *_ = fatal
+    assert agent == "plays" and "changelog partition offline" in str(exc)

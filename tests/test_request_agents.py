@@ -26,7 +26,7 @@ from streams.gaps import GapGuard
 from streams.settings import load_settings
 from streams.web_api import read_body
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import no_commits, wait_until_async
+from tests.ops_helpers import changelog_acks, no_commits, wait_until_async
 
 Sent = list[tuple[str, bytes | None, bytes]]
 
@@ -43,6 +43,7 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
     model = load_model(small_artifacts, "mean", index_type="flat")
     worker = NextTrackWorker(settings, model, table_store="memory://")
     worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
+    changelog_acks(worker)  # ... and Faust's producer sends nothing: the test acknowledges
     return worker
 
 

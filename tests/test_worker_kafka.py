@@ -141,20 +141,11 @@ def test_one_recommendation_per_valid_event_and_dead_letters(
         assert letter.error
 
 
-#: Known defect (issue #10, open): when the state comes back from the changelog (memory
-#: store, or an emptied DATA_DIR) a session sometimes ends one or two events short (seen in
-#: 2 of 6 clean-clone runs of `make test`; the answers are all there, a state change is
-#: not). Not counted as passing either way; the kept-state case must pass.
-RESTORE_DEFECT = pytest.mark.xfail(
-    reason="state restored from the changelog can miss a state change (issue #10)", strict=False
-)
-
-
 @pytest.mark.parametrize(
     ("store", "keep_local_state"),
     [
-        pytest.param("memory", False, marks=RESTORE_DEFECT),
-        pytest.param("rocksdb", False, marks=RESTORE_DEFECT),
+        ("memory", False),
+        ("rocksdb", False),
         ("rocksdb", True),
     ],
     ids=["memory", "rocksdb-emptied", "rocksdb-kept"],
