@@ -114,6 +114,11 @@ class NextTrackWorker:
         #: ``(agent, n_events, error)`` when a batch cannot be completed: ends the process
         #: (tests replace it).
         self.on_fatal: Callable[[str, int, BaseException], None] = exit_process
+        #: Events every agent waits for before its first batch (e.g. the live catalog read
+        #: up to date, ``streams.catalog_follower``); unit tests without a broker clear it.
+        self.start_gates: list[asyncio.Event] = []
+        #: Extra ``/ready`` checks of the feature modules: name -> ``() -> (ok, detail)``.
+        self.ready_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
         #: Checks that no input offsets were skipped after a rebalance (``streams.gaps``).
         self.gap_guard = GapGuard(lambda topic: committed_offsets(settings, settings.app_id, topic))
         self.app = faust.App(

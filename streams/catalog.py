@@ -1,22 +1,22 @@
-"""The live catalog agent: topic ``tracks`` (``track/v1`` records, key = track id).
+"""The live catalog: topic ``tracks`` (``track/v1`` records, key = track id).
 
-Each micro-batch is validated (invalid records go to ``TOPIC_TRACKS_DLQ``, ``tracks-dlq``) and
-applied to the worker's model with :func:`serving.catalog.apply_tracks`: a new track is
-placed in the content and collaborative spaces and inserted into the indexes, a changed one is
-updated, a tombstone (``{"track_id": ..., "retired": true}``) retires the track for good (never
-recommended again, popularity fallback included). The update is synchronous and the agents
-share one event loop, so a play or request batch sees the catalog either before or after a
-batch of catalog records, never half of it.
+The catalog agent validates each micro-batch (invalid records go to ``TOPIC_TRACKS_DLQ``,
+``tracks-dlq``) and writes every valid record to the changelog-backed table ``catalog`` (key
+track id, value the record as received). It does not touch the model: every worker, the
+agent's own included, applies the records it reads from that table's changelog
+(:class:`streams.catalog_follower.CatalogFollower`, all partitions, from the beginning) with
+:func:`serving.catalog.apply_tracks`: a new track is placed in the content and collaborative
+spaces and inserted into the indexes, a changed one is updated, a tombstone
+(``{"track_id": ..., "retired": true}``) retires the track for good (never recommended again,
+popularity fallback included). So a catalog change reaches every worker of the group, not
+only the owner of its ``tracks`` partition, and survives restarts.
 
-Durability: every applied record is also written to the changelog-backed table ``catalog``
-(key track id, value the record). After a restart or rebalance, once Faust has recovered the
-tables and before any stream resumes, the recovered records are applied again to the freshly
-loaded model (idempotent), so added tracks and retirements survive restarts.
-
-Scope: like every Faust table, ``catalog`` is partitioned, so each worker applies the catalog
-records of the ``tracks`` partitions it owns. Run one worker (it owns all partitions), or give
-``tracks`` a single partition and one worker per catalog; a multi-worker broadcast (a Faust
-GlobalTable) is future work.
+A catalog batch is applied under the worker's model lock, so a play or request batch sees the
+catalog either before or after it, never half of it. A worker starts answering (and reports
+ready) only after the follower has applied the records the changelog held at start-up. A
+record that validates but cannot be applied (an internal error) is logged and counted in
+``nexttrack_events_total{outcome="apply_failed"}`` by every worker that reads it; it cannot be
+dead-lettered there, since every worker would do so.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from schemas.errors import SchemaError
 from schemas.track import Track
 from serving.catalog import CatalogChanges, apply_tracks
 from serving.model import ModelBundle
+from streams.catalog_follower import CatalogFollower
 from streams.faust_context import event_context
 from streams.feature_support import (
     ROCKSDB_OPTIONS,
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     from streams.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
-
-TrackItem = tuple[EventT, Track]
 
 
 def register(worker: NextTrackWorker) -> None:
@@ -73,7 +72,14 @@ class CatalogAgent:
             help="Catalog records applied on top of the trained catalog (changelog-backed).",
             options=dict(ROCKSDB_OPTIONS),
         )
-        self.table.on_recover(self.on_recover)
+        #: The latest applied record of every live-catalog track id (any partition).
+        self.records: dict[str, Track] = {}
+        self.follower = CatalogFollower(
+            settings, self.table.changelog_topic.get_topic_name(), self.apply_records
+        )
+        worker.start_gates.append(self.follower.caught_up)
+        worker.ready_checks["catalog"] = self._ready
+        worker.app.task(self.follower.run)
         # A hot model reload (streams.reload) re-applies the live catalog to the new model.
         swap_hooks = getattr(worker, "on_model_swap", None)
         if swap_hooks is not None:
@@ -84,30 +90,50 @@ class CatalogAgent:
         await run_batches(self.worker, stream, self.handle_batch, "tracks")
 
     async def handle_batch(self, events: Sequence[EventT]) -> None:
-        """Validate and apply one micro-batch of catalog records; returns once delivered."""
+        """Validate one micro-batch and record the valid records in the ``catalog`` table
+        (its changelog carries them to every worker); returns once delivered."""
         deliveries: list[Awaitable[Any]] = []
-        valid: list[TrackItem] = []
         max_bytes = self.worker.settings.max_event_bytes
+        accepted = 0
         for event in events:
             try:
-                valid.append((event, Track.parse(as_bytes(event.value), max_bytes=max_bytes)))
+                track = Track.parse(as_bytes(event.value), max_bytes=max_bytes)
             except SchemaError as exc:
                 deliveries.append(await self._dead_letter(exc, event))
+                continue
+            with event_context(event):  # the record as received: the follower parses it
+                self.table[track.track_id.encode("utf-8")] = as_bytes(event.value)
+            accepted += 1
+        await asyncio.gather(*deliveries)
+        if accepted:
+            topic = self.worker.settings.topic_tracks
+            self.worker.metrics.events.labels(topic, "track", "accepted").inc(accepted)
 
-        def apply(items: list[TrackItem]) -> list[CatalogChanges]:
-            return [self.apply([t for _, t in items])] * len(items)
+    async def apply_records(self, values: list[bytes]) -> None:
+        """Apply catalog records read from the table's changelog, in order (the follower's
+        callback; records that cannot be applied are logged and counted)."""
+        tracks: list[Track] = []
+        for raw in values:
+            try:
+                tracks.append(Track.parse(raw, max_bytes=16 * 1024 * 1024))
+            except SchemaError as exc:
+                log.warning("catalog changelog: skipping an unreadable record (%s)", exc)
+        if not tracks:
+            return
+
+        def apply(items: list[Track]) -> list[CatalogChanges]:
+            return [self.apply(items)] * len(items)
 
         async with self.worker.model_lock:  # not while the engine runs
-            done, failed = run_isolated(apply, valid, "catalog records")
-        for (event, _), exc in failed:
-            deliveries.append(await self._dead_letter(exc, event))
-        for event, track in (item for item, _ in done):
-            with event_context(event):  # the record as received: it parses again on recovery
-                self.table[track.track_id.encode("utf-8")] = as_bytes(event.value)
-        await asyncio.gather(*deliveries)
+            done, failed = run_isolated(apply, tracks, "catalog records")
+        for track, _ in done:
+            self.records.pop(track.track_id, None)
+            self.records[track.track_id] = track
+        topic = self.worker.settings.topic_tracks
         if done:
-            topic = self.worker.settings.topic_tracks
             self.worker.metrics.events.labels(topic, "track", "applied").inc(len(done))
+        if failed:
+            self.worker.metrics.events.labels(topic, "track", "apply_failed").inc(len(failed))
 
     def apply(self, tracks: Sequence[Track]) -> CatalogChanges:
         """Apply records to the current model (synchronous) and refresh the model metric."""
@@ -116,20 +142,10 @@ class CatalogAgent:
             self.worker.metrics.model.info(self.worker.model_info())
         return changes
 
-    def recorded_tracks(self) -> list[Track]:
-        """Every catalog record kept in the ``catalog`` table (this worker's partitions)."""
-        tracks = []
-        for raw in list(self.table.values()):
-            try:
-                tracks.append(Track.parse(raw, max_bytes=16 * 1024 * 1024))
-            except SchemaError as exc:
-                log.warning("catalog table: skipping an unreadable record (%s)", exc)
-        return tracks
-
     def on_model_swap(self, old: ModelBundle, new: ModelBundle) -> None:
         """Before a reloaded model goes live: apply the live catalog to it (raises on
         failure, which rejects the new model)."""
-        changes = apply_tracks(new, self.recorded_tracks())
+        changes = apply_tracks(new, list(self.records.values()))
         log.info(
             "live catalog re-applied to model %s: %d added, %d updated, %d retired",
             new.model_version,
@@ -138,21 +154,10 @@ class CatalogAgent:
             len(changes.retired),
         )
 
-    async def on_recover(self) -> None:
-        """Re-apply the recovered ``catalog`` table to the model (after every recovery)."""
-        try:
-            tracks = self.recorded_tracks()
-            async with self.worker.model_lock:
-                changes = self.apply(tracks)
-            log.info(
-                "catalog recovered: %d records, %d added, %d updated, %d retired",
-                len(tracks),
-                len(changes.added),
-                len(changes.updated),
-                len(changes.retired),
-            )
-        except Exception:  # Faust waits on recovery callbacks and drops their errors
-            log.exception("re-applying the catalog table failed")
+    def _ready(self) -> tuple[bool, str]:
+        if self.follower.caught_up.is_set():
+            return True, f"caught up ({len(self.records)} live records)"
+        return False, "reading the catalog changelog"
 
     async def _dead_letter(self, error: Exception, event: EventT) -> Awaitable[Any]:
         return await send_dead_letter(self.worker, self.dlq_topic, error, event)

@@ -167,6 +167,8 @@ async def run_batches(
     guard = worker.gap_guard
     batch: list[EventT] = []
     started = 0.0
+    for gate in worker.start_gates:
+        await gate.wait()
     async for event in manual.events():
         if not batch:
             started = time.monotonic()

@@ -315,6 +315,8 @@ class Operations:
             ),
             "rebalance": (not app.rebalancing, "rebalancing" if app.rebalancing else "stable"),
         }
+        for name, check in self.worker.ready_checks.items():
+            checks[name] = check()
         return health_report(checks)
 
     def status(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
     worker = NextTrackWorker(settings, model, table_store="memory://")
     worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
     changelog_acks(worker)  # ... and Faust's producer sends nothing: the test acknowledges
+    worker.start_gates.clear()  # ... and there is no catalog changelog to follow
     return worker
 
 
@@ -151,10 +152,12 @@ async def test_request_agents_answer_and_dead_letter(
     assert state is not None and state.length == 3
 
 
-async def test_catalog_agent_applies_and_records_tracks(
+async def test_catalog_agent_records_tracks_and_the_follower_applies_them(
     worker: NextTrackWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from faust.topics import Topic
+
+    from streams.catalog import CatalogAgent
 
     sent: Sent = []
 
@@ -162,33 +165,41 @@ async def test_catalog_agent_applies_and_records_tracks(
         return await capture(sent, self.get_topic_name())(key=key, value=value)
 
     monkeypatch.setattr(Topic, "send", routed)
+    (catalog,) = [
+        h.__self__
+        for h in worker.on_model_swap
+        if isinstance(getattr(h, "__self__", None), CatalogAgent)
+    ]
     model = worker.model
     n = model.n_items
     new = replace(model.tracks[3], track_id="fresh")
     gone = model.tracks[4].track_id
+    tombstone = orjson.dumps({"track_id": gone, "retired": True})
+    table = worker.app.tables["catalog"]
     async with worker.app.agents["nexttrack.tracks"].test_context() as ctx:
         await ctx.put(key=b"fresh", value=new.to_bytes())
-        tombstone = orjson.dumps({"track_id": gone, "retired": True})
         await ctx.put(key=gone.encode(), value=tombstone)
         await ctx.put(key=b"bad", value=b'{"track_id": "bad"}')
         await wait_until_async(
-            lambda: "fresh" in worker.model.track_index and worker.model.is_retired(4) and sent,
-            what="the track added, the tombstone applied and the bad record dead-lettered",
+            lambda: len(table.data) == 2 and sent,
+            what="two records in the table and the bad record dead-lettered",
         )
-    assert worker.model.n_items == n + 1 and worker.model.is_retired(4)
+    # The agent only records: the model changes when the changelog comes back.
+    assert "fresh" not in worker.model.track_index and not worker.model.is_retired(4)
     (letter,) = [DeadLetter.parse(v) for t, _, v in sent if t == worker.settings.topic_tracks_dlq]
     assert letter.reason == "missing_field"
-    table = {bytes(k): v for k, v in worker.app.tables["catalog"].data.items()}
-    assert Track.parse(table[b"fresh"]) == new and Track.parse(table[gone.encode()]).retired
+    recorded = {bytes(k): v for k, v in table.data.items()}
+    assert Track.parse(recorded[b"fresh"]) == new and Track.parse(recorded[gone.encode()]).retired
+
+    # What the follower does with the changelog records (in their order, twice: idempotent).
+    for _ in range(2):
+        await catalog.apply_records([new.to_bytes(), tombstone, b"not json"])
+    assert worker.model.n_items == n + 1 and worker.model.is_retired(4)
+    assert "fresh" in worker.model.track_index
 
     # A hot reload hands the live catalog to the new model before it goes live.
-    from streams.catalog import CatalogAgent
-
-    (hook,) = [
-        h for h in worker.on_model_swap if isinstance(getattr(h, "__self__", None), CatalogAgent)
-    ]
     reloaded = load_model(model.artifacts.directory, "mean", index_type="flat")
-    hook(worker.model, reloaded)
+    catalog.on_model_swap(worker.model, reloaded)
     assert "fresh" in reloaded.track_index and reloaded.is_retired(4)
 
 

@@ -33,6 +33,7 @@ from schemas import (
 )
 from streams.clients import Record
 from streams.kafka_config import aiokafka_kwargs
+from streams.publisher import partition_for
 from streams.worker_process import WorkerProcess
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import wait_for
@@ -406,3 +407,27 @@ def test_live_catalog_add_retire_and_restart(
             again, "/similar-tracks", {"track_id": keeper_source.track_id, "use_cf": False}
         )
         assert status == 200 and ids_of(body["items"])[0] == keeper.track_id
+
+
+def test_live_catalog_reaches_every_worker(
+    kafka_bootstrap: str, small_artifacts: Path, catalog: list[Track], tmp_path: Path
+) -> None:
+    """Two workers in one group: catalog records on every ``tracks`` partition reach both,
+    not only the owner of the partition (each worker follows the whole catalog changelog)."""
+    env = StreamEnv(kafka_bootstrap, tmp_path)
+    tag = uuid.uuid4().hex[:6]
+    new = [replace(catalog[50 + i], track_id=f"wide-{tag}-{i}") for i in range(12)]
+    partitions = {partition_for(t.track_id.encode(), env.settings.topic_partitions, 0) for t in new}
+    assert len(partitions) > 1, "the test needs records on several partitions"
+    with env.worker(small_artifacts, name="a") as a, env.worker(small_artifacts, name="b") as b:
+        produce_keyed(
+            env, env.settings.topic_tracks, [(t.track_id.encode(), t.to_bytes()) for t in new]
+        )
+        for worker in (a, b):
+            wait_until(
+                worker,
+                lambda w=worker: all(
+                    post(w, "/similar-tracks", {"track_id": t.track_id})[0] == 200 for t in new
+                ),
+                f"worker {worker.web_port} to know all {len(new)} new tracks",
+            )
