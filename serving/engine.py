@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,16 @@ class Outcome:
     #: For an applied play: whether its track was in the session's previous recommendation
     #: (``None`` when there was none); the online hit rate.
     hit: bool | None = None
+    #: The answer's bytes: ``recommendation`` serialised, or for a replay whose first answer
+    #: is still kept in the state, that first answer unchanged.
+    payload: bytes = b""
+    #: True when ``payload`` is the kept first answer of a replayed event.
+    resent: bool = False
+
+
+#: Most answers kept per session for replays (a safety bound: the committed floor prunes them
+#: long before, see :meth:`RecommendationEngine.process`).
+MAX_KEPT_ANSWERS = 8
 
 
 @dataclass
@@ -57,6 +67,7 @@ class _Snapshot:
     length: int
     unknown: bool
     applied: bool = True
+    position: tuple[int, int] | None = None
 
 
 @dataclass
@@ -125,13 +136,17 @@ class RecommendationEngine:
         events: Sequence[PlayEvent],
         stored: dict[str, SessionState | None],
         positions: Sequence[tuple[int, int] | None] | None = None,
+        keep_answers_from: Mapping[int, int] | None = None,
     ) -> list[Outcome]:
         """One recommendation per event, in input order. ``stored`` maps each session id in
         the batch to its stored state (or ``None``); it is updated in place with new states.
 
         ``positions`` gives each event's source (partition, offset): an event at or before the
-        position a state last applied is a replay (after a crash) and is answered from the
-        current state without being applied twice.
+        position a state last applied is a replay (after a crash); it is not applied twice.
+        With ``keep_answers_from`` (partition -> the offset below which nothing can be read
+        again, i.e. committed), the answer of every applied event is kept in its session's
+        state until that floor passes it, and a replay gets its kept first answer again;
+        a replay whose answer is no longer kept is answered from the current state.
         """
         timings = BatchTimings()
         where = list(positions) if positions is not None else [None] * len(events)
@@ -165,9 +180,29 @@ class RecommendationEngine:
             hit = None
             if snap.applied and event.event_type == "play" and previous:
                 hit = event.track_id in previous
-            snap.state.last_recommended = [it.track_id for it in rec.items]
+            payload = rec.to_bytes()
+            resent = False
+            position = snap.position
+            if keep_answers_from is not None and position is not None:
+                if snap.applied:
+                    _keep_answer(snap.state, position, payload, keep_answers_from)
+                else:
+                    kept = snap.state.kept_answer(position)
+                    if kept is not None:
+                        payload, resent = kept, True
+            if snap.applied:
+                snap.state.last_recommended = [it.track_id for it in rec.items]
             outcomes.append(
-                Outcome(event, snap.state, rec, snap.unknown, applied=snap.applied, hit=hit)
+                Outcome(
+                    event,
+                    snap.state,
+                    rec,
+                    snap.unknown,
+                    applied=snap.applied,
+                    hit=hit,
+                    payload=payload,
+                    resent=resent,
+                )
             )
         self.last_timings = timings
         return outcomes
@@ -231,8 +266,8 @@ class RecommendationEngine:
         timings.encoder += time.perf_counter() - started
 
         snaps = []
-        for event, state, enc, new, item in zip(
-            events, states, enc_states, fresh, items, strict=True
+        for event, state, enc, new, item, position in zip(
+            events, states, enc_states, fresh, items, positions, strict=True
         ):
             if new:
                 state.remember(
@@ -250,6 +285,7 @@ class RecommendationEngine:
                     state.length,
                     item is None,
                     applied=new,
+                    position=position,
                 )
             )
         return snaps
@@ -291,6 +327,20 @@ class RecommendationEngine:
             variant=state.variant,
             encoder=self.model.encoder.name,
         )
+
+
+def _keep_answer(
+    state: SessionState, position: tuple[int, int], payload: bytes, floor: Mapping[int, int]
+) -> None:
+    """Add an applied event's answer to its session's kept answers; drop those below the
+    committed floor (they can never be read again), then the oldest beyond the bound."""
+    partition, offset = position
+    low = floor.get(partition, 0)
+    kept = [a for a in state.answers if a[0] == partition and a[1] >= low]
+    kept.append((partition, offset, payload))
+    if len(kept) > MAX_KEPT_ANSWERS:
+        del kept[: len(kept) - MAX_KEPT_ANSWERS]
+    state.answers = kept
 
 
 def _waves(events: Sequence[PlayEvent]) -> list[list[int]]:

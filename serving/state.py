@@ -2,13 +2,17 @@
 
 A state holds the encoder state (bytes from ``SessionEncoder.state_to_bytes``), the recent
 tracks heard (plays and skips, bounded, to exclude them and to rebuild encoder states after a
-model swap), and the last recommendation's track ids (for the online hit rate).
+model swap), the last recommendation's track ids (for the online hit rate), and the answers
+already sent for the session's events that may still be read again (:attr:`answers`: events
+after the last offset known to be committed), so a replay after a crash re-sends the very
+same answer.
 
-Stored format 2 (written now): one version byte ``0x02``, a little-endian ``uint32`` length,
+Stored format 3 (written now): one version byte ``0x03``, a little-endian ``uint32`` length,
 that many bytes of JSON (ids, counters, the heard tracks once, a bit mask of which were
-plays, and plays older than the heard window), then the encoder state's raw bytes. Plays
-are not stored twice and the encoder state is not base64-encoded. Format 1 (JSON, written by
-the first release) is still read.
+plays, plays older than the heard window, and the positions and sizes of the kept answers),
+a ``uint32`` length and the encoder state's raw bytes, then the kept answers' bytes one
+after another. Format 2 (the same without answers: JSON, then the encoder state up to the
+end) and format 1 (JSON, written by the first release) are still read.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from typing import Any
 
 import orjson
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 _V2 = b"\x02"
+_V3 = b"\x03"
 _LEN = struct.Struct("<I")
 
 
@@ -43,6 +48,18 @@ class SessionState:
     #: Source (partition, offset) of the last event applied, to recognise replays after a
     #: crash (events re-read from the last committed offset are answered, not re-applied).
     position: tuple[int, int] | None = None
+    #: ``(partition, offset, answer bytes)`` of the session's recent events, oldest first:
+    #: what was sent for each, for replays (``serving.engine`` keeps and prunes them).
+    answers: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+    def kept_answer(self, position: tuple[int, int] | None) -> bytes | None:
+        """The answer sent for the event at ``position``, if it is still kept."""
+        if position is None:
+            return None
+        for partition, offset, payload in self.answers:
+            if partition == position[0] and offset == position[1]:
+                return payload
+        return None
 
     def is_replay(self, position: tuple[int, int] | None) -> bool:
         """Whether an event at ``position`` was already applied to this state."""
@@ -64,7 +81,7 @@ class SessionState:
                 del self.plays[: len(self.plays) - limit]
 
     def to_bytes(self) -> bytes:
-        """Format 2 (see the module doc)."""
+        """Format 3 (see the module doc)."""
         flags, older = _played_mask(self.heard, self.plays)
         obj: dict[str, Any] = {
             "sid": self.session_id,
@@ -83,22 +100,47 @@ class SessionState:
             obj["var"] = self.variant
         if self.position is not None:
             obj["pos"] = self.position
+        if self.answers:
+            obj["ans"] = [(p, o, len(payload)) for p, o, payload in self.answers]
         head = orjson.dumps(obj)
-        return b"".join((_V2, _LEN.pack(len(head)), head, self.encoder_state))
+        return b"".join(
+            (
+                _V3,
+                _LEN.pack(len(head)),
+                head,
+                _LEN.pack(len(self.encoder_state)),
+                self.encoder_state,
+                *(payload for _, _, payload in self.answers),
+            )
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionState:
-        """Read format 2 or 1; raises ``ValueError`` (or ``KeyError``/``TypeError``) when
-        ``data`` is neither."""
+        """Read format 3, 2 or 1; raises ``ValueError`` (or ``KeyError``/``TypeError``) when
+        ``data`` is none of them."""
         if data[:1] == b"{":
             return cls._from_v1(data)
-        if data[:1] != _V2 or len(data) < 1 + _LEN.size:
+        if data[:1] not in (_V2, _V3) or len(data) < 1 + _LEN.size:
             raise ValueError(f"unknown session state format {data[:1]!r}")
         (size,) = _LEN.unpack_from(data, 1)
         start = 1 + _LEN.size
         if len(data) < start + size:
             raise ValueError("truncated session state")
         obj = orjson.loads(data[start : start + size])
+        rest = start + size
+        answers: list[tuple[int, int, bytes]] = []
+        if data[:1] == _V2:
+            encoder_state = bytes(data[rest:])
+        else:
+            (enc_size,) = _LEN.unpack_from(data, rest)
+            rest += _LEN.size
+            encoder_state = bytes(data[rest : rest + enc_size])
+            rest += enc_size
+            for partition, offset, n in obj.get("ans", ()):
+                answers.append((partition, offset, bytes(data[rest : rest + n])))
+                rest += n
+            if rest != len(data):
+                raise ValueError("truncated session state")
         heard = list(obj["h"])
         mask = int(obj["f"], 16) if obj["f"] else 0
         plays = list(obj.get("o", ())) + [
@@ -109,7 +151,7 @@ class SessionState:
             user_id=obj["uid"],
             encoder=obj["enc"],
             model_version=obj["mv"],
-            encoder_state=bytes(data[start + size :]),
+            encoder_state=encoder_state,
             length=obj["n"],
             heard=heard,
             plays=plays,
@@ -117,6 +159,7 @@ class SessionState:
             last_recommended=list(obj["lr"]),
             variant=obj.get("var"),
             position=tuple(obj["pos"]) if obj.get("pos") else None,  # type: ignore[arg-type]
+            answers=answers,
         )
 
     @classmethod

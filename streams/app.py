@@ -27,6 +27,7 @@ from serving.engine import Outcome, RecommendationEngine
 from serving.model import ModelBundle, RetrievalParams
 from serving.state import SessionState
 from streams.clients import committed_offsets
+from streams.commits import BatchCommitter
 from streams.durable_table import DurableTable
 from streams.faust_context import event_context
 from streams.feature_support import (
@@ -119,6 +120,8 @@ class NextTrackWorker:
         self.start_gates: list[asyncio.Event] = []
         #: Extra ``/ready`` checks of the feature modules: name -> ``() -> (ok, detail)``.
         self.ready_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
+        #: Commits after every batch and knows the committed floor (``streams.commits``).
+        self.committer = BatchCommitter(lambda: self.app.consumer.commit())
         #: Checks that no input offsets were skipped after a rebalance (``streams.gaps``).
         self.gap_guard = GapGuard(lambda topic: committed_offsets(settings, settings.app_id, topic))
         self.app = faust.App(
@@ -211,13 +214,14 @@ class NextTrackWorker:
 
         raw_states = self._read_states(valid)
         async with self.model_lock:  # no catalog change or model swap while it runs
-            outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states)
+            floor = self.committer.floor(topic)
+            outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states, floor)
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
         deliveries.extend(
             await self.publish(
                 self.settings.topic_recommendations,
-                [(play.key, outcome.recommendation.to_bytes()) for (_, play), outcome in outcomes],
+                [(play.key, outcome.payload) for (_, play), outcome in outcomes],
             )
         )
         counter = self.metrics.events
@@ -228,6 +232,12 @@ class NextTrackWorker:
             n = sum(1 for (_, play), _ in outcomes if play.event_type == event_type)
             if n:
                 counter.labels(topic, event_type, "recommended").inc(n)
+        resent = sum(1 for _, outcome in outcomes if outcome.resent)
+        recomputed = sum(1 for _, o in outcomes if not o.applied) - resent
+        if resent:
+            self.metrics.replays.labels("resent").inc(resent)
+        if recomputed:
+            self.metrics.replays.labels("recomputed").inc(recomputed)
         unknown = sum(1 for _, outcome in outcomes if outcome.unknown_track)
         if unknown:
             self.metrics.unknown_tracks.inc(unknown)
@@ -256,7 +266,10 @@ class NextTrackWorker:
         )
 
     def _run_engine(
-        self, valid: list[tuple[EventT, PlayEvent]], raw_states: dict[str, bytes | None]
+        self,
+        valid: list[tuple[EventT, PlayEvent]],
+        raw_states: dict[str, bytes | None],
+        floor: dict[int, int],
     ) -> tuple[list[tuple[tuple[EventT, PlayEvent], Outcome]], list[tuple[EventT, Exception]]]:
         """Run the engine on the whole batch (in a worker thread: no Faust calls here). If it
         fails, isolate the failing events (to be dead-lettered with reason
@@ -268,6 +281,7 @@ class NextTrackWorker:
                 [p for _, p in valid],
                 self._decode_states(raw_states),
                 [_position(e) for e, _ in valid],
+                floor,
             )
         except Exception:
             log.exception("engine failed on a batch of %d events; retrying one by one", len(valid))
@@ -281,7 +295,7 @@ class NextTrackWorker:
         stored = self._decode_states(raw_states)  # afresh: the failed try changed states
         for item in valid:
             try:
-                (outcome,) = self.engine.process([item[1]], stored, [_position(item[0])])
+                (outcome,) = self.engine.process([item[1]], stored, [_position(item[0])], floor)
             except Exception as exc:
                 log.exception("event %s failed", item[1].event_id)
                 failed.append((item[0], exc))

@@ -13,8 +13,9 @@ last worker has committed the input to its end, reads both output topics and che
 - **hostile records dead-lettered**: every hostile record has a dead letter carrying its hash
   (target all);
 - **unexpected exits**: workers that exited without being killed (target 0);
-- **duplicates** (reported): events answered more than once, and how many of those answers
-  differ in their items from the first.
+- **duplicates**: events answered more than once (reported), and answers that differ from
+  the event's first answer in any byte (target 0: a replay re-sends the first answer, kept in
+  the session's state).
 
 The report is printed and returned; the command exits 1 when a target is missed.
 """
@@ -105,6 +106,10 @@ class ChaosReport:
             )
         if self.unexpected_exits:
             self.failures.append(f"{self.unexpected_exits} workers exited on their own")
+        if self.differing_duplicates:
+            self.failures.append(
+                f"{self.differing_duplicates} duplicate answers differ from the first"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -319,17 +324,16 @@ def _score(
     dead: list[Any],
 ) -> None:
     answers: dict[str, list[Recommendation]] = defaultdict(list)
+    raw: dict[str, list[bytes]] = defaultdict(list)
     for record in recs:
         rec = Recommendation.parse(record.value)
         if rec.event_id is not None:
             answers[rec.event_id].append(rec)
+            raw[rec.event_id].append(bytes(record.value))
     report.lost = sum(1 for e in events if e.event_id not in answers)
-    for first, *more in (a for a in answers.values() if len(a) > 1):
+    for first, *more in (a for a in raw.values() if len(a) > 1):
         report.duplicate_answers += len(more)
-        items = [i.track_id for i in first.items]
-        report.differing_duplicates += sum(
-            1 for r in more if [i.track_id for i in r.items] != items
-        )
+        report.differing_duplicates += sum(1 for r in more if r != first)
     expected = Counter(e.session_id for e in events)
     longest: dict[str, int] = {}
     for answer_list in answers.values():

@@ -195,6 +195,7 @@ async def run_batches(
             worker.on_fatal(name, len(events), exc)
         for done in events:
             await manual.ack(done)
+        worker.committer.acked(events)
         worker.metrics.agent_last_batch.labels(name).set_to_current_time()
 
 

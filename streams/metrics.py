@@ -103,6 +103,16 @@ class WorkerMetrics:
             ["agent"],
             registry=r,
         )
+        self.replays = Counter(
+            "nexttrack_replays_total",
+            "Play events read again after a crash or rebalance (already applied), by how they "
+            "were answered: resent (the first answer, kept in the session state) or "
+            "recomputed (from the current state: the first answer was no longer kept).",
+            ["answer"],
+            registry=r,
+        )
+        for answer in ("resent", "recomputed"):
+            self.replays.labels(answer)
         self.http_rejected = Counter(
             "nexttrack_http_rejected_total",
             "HTTP requests refused before reaching a view, by reason.",

@@ -34,6 +34,7 @@ def test_kills_and_hostile_input_lose_nothing(kafka_bootstrap: str, tmp_path: Pa
     assert report.wrong_session_lengths == 0, report.format()
     assert report.hostile_dead_lettered == report.hostile, report.format()
     assert report.unexpected_exits == 0, report.format()
+    assert report.differing_duplicates == 0, report.format()
     assert report.ok
 
 
@@ -48,7 +49,11 @@ def test_report_targets() -> None:
     good = ChaosReport(events=10, hostile=3, hostile_dead_lettered=3, duplicate_answers=4)
     good.check()
     assert good.ok and "result: ok" in good.format()
-    bad = ChaosReport(events=10, hostile=3, hostile_dead_lettered=2, lost=1)
+    bad = ChaosReport(events=10, hostile=3, hostile_dead_lettered=2, lost=1, differing_duplicates=2)
     bad.check()
     assert not bad.ok
-    assert bad.failures == ["1 events lost", "1 hostile records not dead-lettered"]
+    assert bad.failures == [
+        "1 events lost",
+        "1 hostile records not dead-lettered",
+        "2 duplicate answers differ from the first",
+    ]

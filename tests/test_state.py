@@ -20,17 +20,53 @@ def random_state(rng: random.Random, limit: int) -> SessionState:
     state.last_recommended = [rng.choice("xyz") for _ in range(3)]
     state.position = (rng.randrange(4), rng.randrange(1000)) if rng.random() < 0.5 else None
     state.variant = "B" if rng.random() < 0.3 else None
+    state.answers = [
+        (rng.randrange(4), rng.randrange(10**6), rng.randbytes(rng.randrange(0, 300)))
+        for _ in range(rng.randrange(4))
+    ]
     return state
 
 
 @pytest.mark.parametrize("limit", [1, 5, 200])
-def test_format_2_round_trips_exactly(limit: int) -> None:
+def test_format_3_round_trips_exactly(limit: int) -> None:
     rng = random.Random(limit)
     for _ in range(300):
         state = random_state(rng, limit)
         blob = state.to_bytes()
-        assert blob[0] == STATE_FORMAT == 2
+        assert blob[0] == STATE_FORMAT == 3
         assert SessionState.from_bytes(blob) == state
+        with pytest.raises(ValueError):
+            SessionState.from_bytes(blob[:-1] if state.answers else blob + b"x")
+
+
+def test_format_2_of_the_previous_release_still_loads() -> None:
+    import struct
+
+    head = orjson.dumps(
+        {
+            "sid": "s",
+            "uid": "u",
+            "enc": "lstm",
+            "mv": "m",
+            "n": 2,
+            "h": ["a", "b"],
+            "f": "3",
+            "ts": 5,
+            "lr": ["x"],
+            "pos": [1, 9],
+        }
+    )
+    blob = b"\x02" + struct.pack("<I", len(head)) + head + bytes(range(16))
+    state = SessionState.from_bytes(blob)
+    assert state.encoder_state == bytes(range(16)) and state.plays == ["a", "b"]
+    assert state.position == (1, 9) and state.answers == []
+    assert state.kept_answer((1, 9)) is None
+
+
+def test_kept_answer_is_found_by_exact_position() -> None:
+    state = SessionState("s", "u", "lstm", "v", b"", answers=[(0, 5, b"five"), (0, 6, b"six")])
+    assert state.kept_answer((0, 6)) == b"six"
+    assert state.kept_answer((1, 6)) is None and state.kept_answer((0, 7)) is None
 
 
 def test_plays_are_not_stored_twice() -> None:
