@@ -3,9 +3,12 @@
 A run generates a catalog and sessions, trains a small model, creates fresh topics, and
 produces the events at a steady rate with hostile records mixed in (not JSON, wrong types,
 missing fields, bytes that are not UTF-8, and records near the broker's size limit). Meanwhile
-it kills the worker with SIGKILL every ``kill_every`` seconds and starts a new one, keeping or
-emptying its local state (``DATA_DIR``) in turn. When everything is produced it waits until the
-last worker has committed the input to its end, reads both output topics and checks:
+it kills a worker with SIGKILL every ``kill_every`` seconds and starts a new one, keeping or
+emptying its local state (``DATA_DIR``) in turn; with several ``workers`` in the group the
+kills go round them, so every kill and restart rebalances the group; with ``broker_restarts``
+it also stops the broker between kills for ``broker_down`` seconds and starts it again on the
+same port and data. When everything is produced it waits until the group has committed the
+input to its end, reads both output topics and checks:
 
 - **lost**: valid events without any answer (target 0);
 - **wrong session lengths**: sessions whose last answer's ``session_length`` is not their
@@ -41,7 +44,6 @@ from schemas.dead_letter import DeadLetter
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation
 from streams.clients import committed_offsets, end_offsets, ensure_topics, read_until
-from streams.demo import broker_for
 from streams.errors import StreamsError
 from streams.feature_support import EXIT_BATCH_FAILED
 from streams.settings import Settings, load_settings
@@ -59,6 +61,12 @@ class ChaosConfig:
     rate: float = 2_000.0
     kills: int = 6
     kill_every: float = 15.0
+    #: Worker processes in the consumer group (kills go round them; each kill rebalances).
+    workers: int = 1
+    #: Broker restarts (stop, ``broker_down`` seconds, start on the same port and data);
+    #: only with the broker the command starts itself.
+    broker_restarts: int = 0
+    broker_down: float = 10.0
     tracks: int = 5_000
     seed: int = 3
     workdir: Path = Path(".nexttrack/chaos")
@@ -76,6 +84,8 @@ class ChaosReport:
     hostile: int = 0
     kills: int = 0
     restarts_with_empty_state: int = 0
+    workers: int = 1
+    broker_restarts: int = 0
     lost: int = 0
     wrong_session_lengths: int = 0
     hostile_dead_lettered: int = 0
@@ -118,8 +128,10 @@ class ChaosReport:
         rows = [
             ("valid events", self.events),
             ("hostile records", self.hostile),
+            ("workers in the group", self.workers),
             ("kills (-9)", self.kills),
             ("restarts with emptied state", self.restarts_with_empty_state),
+            ("broker restarts", self.broker_restarts),
             ("events lost", self.lost),
             ("sessions with a wrong length", self.wrong_session_lengths),
             ("hostile records dead-lettered", self.hostile_dead_lettered),
@@ -186,17 +198,93 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             PipelineConfig(encoders=("mean",), lightfm=TrainingConfig(epochs=3), progress=False),
         )
     hostile = hostile_records(config.hostile, config.max_hostile_bytes, config.seed)
-    report = ChaosReport(events=len(events), hostile=len(hostile))
-    with broker_for(config.workdir, config.bootstrap_servers) as bootstrap:
-        _shake(config, bootstrap, artifacts, events, hostile, report)
+    report = ChaosReport(events=len(events), hostile=len(hostile), workers=config.workers)
+    if config.broker_restarts and config.bootstrap_servers:
+        raise StreamsError("broker restarts need the broker chaos starts itself (no --bootstrap)")
+    if config.bootstrap_servers:
+        _shake(config, config.bootstrap_servers, None, artifacts, events, hostile, report)
+    else:
+        from deploy.kafka import KafkaBroker, free_port
+
+        with KafkaBroker(data_dir=config.workdir / "broker", port=free_port()) as broker:
+            _shake(config, broker.bootstrap_servers, broker, artifacts, events, hostile, report)
     report.seconds = time.monotonic() - started
     report.check()
     return report
 
 
+class _Workers:
+    """The worker processes of one experiment, each in its own slot (``DATA_DIR``, log);
+    restarted like a supervisor would when they stop themselves (exit 70)."""
+
+    def __init__(
+        self, config: ChaosConfig, artifacts: Path, env: dict[str, str], report: ChaosReport
+    ) -> None:
+        self.config = config
+        self.artifacts = artifacts
+        self.env = env
+        self.report = report
+        self.slots: list[WorkerProcess | None] = [None] * config.workers
+        self.starts = 0
+
+    def data_dir(self, slot: int) -> Path:
+        return Path(self.env["DATA_DIR"]) / f"worker-{slot}"
+
+    def start(self, slot: int) -> WorkerProcess:
+        """Start the worker of ``slot`` and wait until it is ready; one that stops itself
+        (exit 70) while starting is started again."""
+        while True:
+            self.starts += 1
+            worker = start_worker(
+                self.artifacts,
+                env={**self.env, "DATA_DIR": str(self.data_dir(slot))},
+                log_path=self.config.workdir / f"chaos-{self.env['APP_ID']}-w{slot}.log",
+            )
+            self.slots[slot] = worker
+            try:
+                wait_ready(worker, timeout=self.config.deadline)
+                return worker
+            except StreamsError:
+                if worker.process.poll() != EXIT_BATCH_FAILED:
+                    raise
+                self.report.self_stops += 1
+                log.warning("chaos: worker %d stopped itself while starting; restarting", slot)
+
+    def supervise(self) -> None:
+        """Restart every worker that exited without being killed (exit 70: counted as a
+        self-stop; anything else: an unexpected exit)."""
+        for slot, worker in enumerate(self.slots):
+            if worker is None or worker.alive():
+                continue
+            if worker.process.returncode == EXIT_BATCH_FAILED:
+                self.report.self_stops += 1
+                log.warning("chaos: worker %d stopped itself (exit 70); restarting", slot)
+            else:
+                self.report.unexpected_exits += 1
+                log.error("chaos: worker %d exited with %s", slot, worker.process.returncode)
+            self.start(slot)
+
+    def kill(self, slot: int, *, empty_state: bool) -> None:
+        worker = self.slots[slot]
+        if worker is not None:
+            worker.stop(kill=True)
+        if empty_state:
+            shutil.rmtree(self.data_dir(slot), ignore_errors=True)
+        self.start(slot)
+
+    def stop_all(self) -> None:
+        for worker in self.slots:
+            if worker is None:
+                continue
+            if not worker.alive() and worker.process.returncode != EXIT_BATCH_FAILED:
+                self.report.unexpected_exits += 1
+            worker.stop()
+
+
 def _shake(
     config: ChaosConfig,
     bootstrap: str,
+    broker: Any,
     artifacts: Path,
     events: list[PlayEvent],
     hostile: list[bytes],
@@ -229,67 +317,50 @@ def _shake(
         )
     )
     payloads = _interleave([e.to_bytes() for e in events], hostile, config.seed)
+    # The producer sends in chunks under this lock; a broker restart takes it, so the test's
+    # own producer never loses records to the outage (the workers are what is under test).
+    producing = threading.Lock()
     done = threading.Event()
     producer = threading.Thread(
-        target=_produce, args=(settings, env["TOPIC_PLAYS"], payloads, config.rate, done)
+        target=_produce,
+        args=(settings, env["TOPIC_PLAYS"], payloads, config.rate, done, producing),
     )
-    workers: list[WorkerProcess] = []
-
-    def start(n: int) -> WorkerProcess:
-        """Start a worker and wait until it is ready; one that stops itself (exit 70) while
-        starting is started again, as a supervisor would."""
-        while True:
-            worker = start_worker(
-                artifacts, env=env, log_path=config.workdir / f"chaos-{run}-worker-{n}.log"
-            )
-            workers.append(worker)
-            try:
-                wait_ready(worker, timeout=config.deadline)
-                return worker
-            except StreamsError:
-                if worker.process.poll() != EXIT_BATCH_FAILED:
-                    raise
-                report.self_stops += 1
-                log.warning("chaos: worker stopped itself while starting; restarting")
-
-    def supervise(worker: WorkerProcess, n: int) -> WorkerProcess:
-        """Restart a worker that stopped itself (exit 70), as an orchestrator would."""
-        while not worker.alive():
-            if worker.process.returncode == EXIT_BATCH_FAILED:
-                report.self_stops += 1
-                log.warning("chaos: worker stopped itself (exit 70); restarting")
-            else:
-                report.unexpected_exits += 1
-                log.error("chaos: worker exited with %s", worker.process.returncode)
-            worker = start(n)
-        return worker
-
-    worker = start(0)
+    workers = _Workers(config, artifacts, env, report)
+    for slot in range(config.workers):
+        workers.start(slot)
     producer.start()
+    # Broker restarts fall between kills, spread over the run.
+    restarts_after = {
+        round((i + 1) * config.kills / (config.broker_restarts + 1))
+        for i in range(config.broker_restarts)
+    }
     for n in range(1, config.kills + 1):
         time.sleep(config.kill_every)  # the experiment's pace, not a wait for a condition
-        worker = supervise(worker, n)
-        worker.stop(kill=True)
+        workers.supervise()
+        empty = n % 2 == 0  # every other restart from an empty local store
+        workers.kill((n - 1) % config.workers, empty_state=empty)
         report.kills += 1
-        if n % 2 == 0:  # every other restart from an empty local store
-            shutil.rmtree(env["DATA_DIR"], ignore_errors=True)
-            report.restarts_with_empty_state += 1
-        log.info("chaos: kill %d/%d, restarting", n, config.kills)
-        worker = start(n)
+        report.restarts_with_empty_state += empty
+        log.info("chaos: kill %d/%d", n, config.kills)
+        if n in restarts_after and broker is not None:
+            with producing:
+                log.info("chaos: stopping the broker for %.0fs", config.broker_down)
+                broker.stop()
+                time.sleep(config.broker_down)  # the outage itself
+                broker.start()
+            report.broker_restarts += 1
     producer.join()
     until = time.monotonic() + config.deadline
     try:
         while not _committed_to_end(settings, env["APP_ID"], env["TOPIC_PLAYS"]):
             if time.monotonic() > until:
                 raise RuntimeError(f"offsets not committed to the end in {config.deadline:.0f}s")
-            worker = supervise(worker, config.kills + 1)
+            workers.supervise()
             time.sleep(0.5)
         recs = asyncio.run(read_until(settings, [env["TOPIC_RECOMMENDATIONS"]], timeout=120))
         dead = asyncio.run(read_until(settings, [env["TOPIC_PLAYS_DLQ"]], timeout=120))
     finally:
-        if not worker.alive() and worker.process.returncode != EXIT_BATCH_FAILED:
-            report.unexpected_exits += 1
-        worker.stop()
+        workers.stop_all()
     _score(report, events, hostile, recs, dead)
 
 
@@ -302,11 +373,19 @@ def _interleave(valid: list[bytes], hostile: list[bytes], seed: int) -> list[byt
 
 
 def _produce(
-    settings: Settings, topic: str, payloads: list[bytes], rate: float, done: threading.Event
+    settings: Settings,
+    topic: str,
+    payloads: list[bytes],
+    rate: float,
+    done: threading.Event,
+    producing: threading.Lock,
 ) -> None:
     from streams.clients import produce_lines
 
-    asyncio.run(produce_lines(settings, topic, payloads, rate=rate))
+    chunk = max(100, int(rate))  # about a second of records per chunk
+    for start in range(0, len(payloads), chunk):
+        with producing:
+            asyncio.run(produce_lines(settings, topic, payloads[start : start + chunk], rate=rate))
     done.set()
 
 

@@ -38,6 +38,31 @@ def test_kills_and_hostile_input_lose_nothing(kafka_bootstrap: str, tmp_path: Pa
     assert report.ok
 
 
+def test_two_workers_and_a_broker_restart_lose_nothing(tmp_path: Path) -> None:
+    """Its own broker (it is restarted): two workers, kills going round them (each a
+    rebalance, one restart from an emptied DATA_DIR), the broker down for a few seconds."""
+    report = run_chaos(
+        ChaosConfig(
+            events=2000,
+            hostile=100,
+            rate=600.0,
+            kills=2,
+            kill_every=2.0,
+            workers=2,
+            broker_restarts=1,
+            broker_down=3.0,
+            tracks=1500,
+            workdir=tmp_path,
+            max_hostile_bytes=300_000,
+        )
+    )
+    print(report.format())
+    assert report.workers == 2 and report.kills == 2 and report.broker_restarts == 1
+    assert report.lost == 0 and report.wrong_session_lengths == 0, report.format()
+    assert report.differing_duplicates == 0 and report.unexpected_exits == 0, report.format()
+    assert report.hostile_dead_lettered == report.hostile, report.format()
+
+
 def test_hostile_records_are_varied_and_some_are_huge() -> None:
     records = hostile_records(500, 800_000, seed=1)
     assert len(records) == 500 and len(set(records)) == 500

@@ -21,18 +21,30 @@ def register(app: typer.Typer) -> None:
             6, help="Worker kills (SIGKILL); every other restart empties DATA_DIR."
         ),
         kill_every: float = typer.Option(15.0, help="Seconds between kills."),
+        workers: int = typer.Option(
+            1, min=1, help="Worker processes in the group; kills go round them (rebalances)."
+        ),
+        broker_restarts: int = typer.Option(
+            0,
+            min=0,
+            help="Stop and restart the broker this many times, between kills (only with the "
+            "broker the command starts itself).",
+        ),
+        broker_down: float = typer.Option(10.0, help="Seconds the broker stays down."),
         tracks: int = typer.Option(5_000, help="Catalog size to generate."),
         seed: int = typer.Option(3, help="Seed of the generated data and hostile records."),
         workdir: Path = typer.Option(Path(".nexttrack/chaos"), help="Data, model and logs."),
         json_out: Path | None = typer.Option(None, help="Also write the report as JSON."),
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
-        """Replay events while killing workers and mixing in hostile records; check that no
-        event is lost, no session state is wrong and every hostile record is dead-lettered.
+        """Replay events while killing workers (and restarting the broker) and mixing in
+        hostile records; check that no event is lost, no session state is wrong, every
+        hostile record is dead-lettered and every duplicate answer equals the first.
 
         Prints the report (lost, wrong session lengths, hostile records dead-lettered,
         unexpected worker exits, duplicate answers and how many differ) and exits 1 when a
         target is missed. Without --bootstrap-servers a local broker is started in WORKDIR.
+        Example, the full run: nexttrack chaos --workers 3 --kills 6 --broker-restarts 1
         """
         import orjson
 
@@ -45,6 +57,9 @@ def register(app: typer.Typer) -> None:
                 rate=rate,
                 kills=kills,
                 kill_every=kill_every,
+                workers=workers,
+                broker_restarts=broker_restarts,
+                broker_down=broker_down,
                 tracks=tracks,
                 seed=seed,
                 workdir=workdir,
