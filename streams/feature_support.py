@@ -157,8 +157,25 @@ async def run_batches(
     again after the restart instead of being skipped. The first event of a partition after
     an assignment is checked against the group's committed offset (:mod:`streams.gaps`): a
     gap stops the worker the same way. On shutdown the batch in progress may finish (up to
-    :data:`SHUTDOWN_GRACE` seconds) so its answers go out before it is acked.
+    :data:`SHUTDOWN_GRACE` seconds) so its answers go out before it is acked. Anything else
+    that fails in the agent (Faust's stream machinery included) ends the process the same
+    way: Faust would restart a crashed agent that then consumes nothing while the worker
+    looks alive.
     """
+    try:
+        await _drive(worker, stream, handle, name)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        worker.on_fatal(name, 0, exc)
+
+
+async def _drive(
+    worker: NextTrackWorker,
+    stream: Any,
+    handle: Callable[[Sequence[EventT]], Awaitable[None]],
+    name: str,
+) -> None:
     settings = worker.settings
     size = settings.batch_size
     linger = settings.batch_timeout_ms / 1000.0

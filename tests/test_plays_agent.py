@@ -166,3 +166,22 @@ async def test_a_changelog_record_that_fails_stops_the_worker(
         await wait_until_async(lambda: bool(fatal), what="the fatal hook")
     (agent, n, exc), *_ = fatal
     assert agent == "plays" and "changelog partition offline" in str(exc)
+
+
+async def test_an_agent_that_fails_outside_a_batch_stops_the_worker(
+    worker: NextTrackWorker,
+) -> None:
+    """Not a batch: the agent's own machinery fails (here its start gate). The worker must
+    stop instead of living on with a dead (or silently restarted) agent."""
+    fatal: list[tuple[str, int, BaseException]] = []
+    worker.on_fatal = lambda agent, n, exc: fatal.append((agent, n, exc))  # type: ignore[method-assign]
+
+    class BrokenGate:
+        async def wait(self) -> None:
+            raise RuntimeError("stream machinery broke")
+
+    worker.start_gates.append(BrokenGate())  # type: ignore[arg-type]
+    async with worker.app.agents["nexttrack.plays"].test_context():
+        await wait_until_async(lambda: bool(fatal), what="the fatal hook")
+    (agent, n, exc), *_ = fatal
+    assert agent == "plays" and n == 0 and "stream machinery broke" in str(exc)
