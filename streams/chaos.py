@@ -182,7 +182,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
 
     started = time.monotonic()
     config.workdir.mkdir(parents=True, exist_ok=True)
-    users = max(20, config.events // 140)
+    users = max(20, config.events // 120)  # about 14 events a session: a few more than asked
     gen = GeneratorConfig(tracks=config.tracks, users=users, sessions_per_user=10, seed=config.seed)
     tracks, all_events = generate(gen)
     events = all_events[: config.events]
