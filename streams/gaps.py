@@ -8,6 +8,17 @@ nor applied (the session states go wrong), and since they are never acked, Faust
 commit past them either: the commit stalls and every later restart replays everything since.
 (Seen with `nexttrack chaos`: 60 offsets skipped at a restart, 6 sessions with wrong lengths.)
 
+Where it most likely happens (faust-streaming 0.15.3, ``Consumer._drain_messages`` in
+``faust/transport/consumer.py``): each fetched record is handed on with
+``wait_first(callback(message), suspend_flow.wait())`` and then ``_read_offset`` is set to its
+offset *whether or not* the hand-over completed. When a rebalance suspends the flow midway
+through a fetched batch, the rest of the batch is dropped while ``_read_offset`` still moves
+to its last offset; if that happens after ``perform_seek`` reset ``_read_offset`` to the
+committed offset, the re-fetched records below it are discarded as already read ("DROPPED
+MESSAGE ROFF"), and the stream resumes past a hole that starts exactly at the committed
+offset, as every gap this guard reported did (e.g. 731 offsets from the committed 10547, three
+workers rebalancing). Not proven by instrumenting Faust; the guard below does not depend on it.
+
 The fix belongs in Faust; until it is there, :class:`GapGuard` checks the first event of every
 partition after an assignment or a seek back against the group's committed offset, and every
 jump of offsets inside a run against the records Kafka holds there, and reports a gap before
