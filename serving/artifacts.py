@@ -84,11 +84,14 @@ def write_artifacts(
     cf_feature_embeddings: np.ndarray | None,
     manifest: dict[str, Any],
     write_encoders: Callable[[Path], dict[str, Any]] | None = None,
+    finish: Callable[[Path], dict[str, Any]] | None = None,
 ) -> Path:
     """Write a complete artifacts directory atomically and return its path.
 
     ``write_encoders(encoders_dir)`` saves each encoder into ``encoders_dir/<name>`` and returns
     the manifest's ``encoders`` section. ``manifest`` gets format, counts and dimensions added.
+    ``finish(directory)`` runs on the complete directory before it takes its final name (it
+    can load the model) and returns sections to add to the manifest.
     """
     out_dir = Path(out_dir)
     n = len(tracks)
@@ -127,6 +130,9 @@ def write_artifacts(
             "encoders": encoders_section,
         }
         (tmp / "manifest.json").write_bytes(orjson.dumps(full, option=orjson.OPT_INDENT_2))
+        if finish is not None:
+            full.update(finish(tmp))
+            (tmp / "manifest.json").write_bytes(orjson.dumps(full, option=orjson.OPT_INDENT_2))
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(old)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,22 @@ class RetrievalParams:
     use_content: bool = True
     genre_filter: tuple[str, ...] = ()
     mood_filter: tuple[str, ...] = ()
+
+
+def chosen_fusion(
+    manifest: Mapping[str, Any], encoder: str, params: RetrievalParams
+) -> RetrievalParams:
+    """``params`` with the fusion chosen for ``encoder`` at training time (the manifest's
+    ``fusion`` section, ``training.fusion_choice``), or unchanged when there is none."""
+    choice = (manifest.get("fusion") or {}).get(encoder)
+    if not choice:
+        return params
+    return replace(
+        params,
+        fusion_method=str(choice["fusion_method"]),
+        cf_weight=float(choice["cf_weight"]),
+        cb_weight=float(choice["cb_weight"]),
+    )
 
 
 @dataclass

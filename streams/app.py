@@ -24,7 +24,7 @@ from schemas.errors import SchemaError
 from schemas.play import PlayEvent
 from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine
-from serving.model import ModelBundle, RetrievalParams
+from serving.model import ModelBundle, RetrievalParams, chosen_fusion
 from serving.state import SessionState
 from streams.clients import committed_offsets
 from streams.commits import BatchCommitter
@@ -44,7 +44,7 @@ from streams.live_stats import LiveStats
 from streams.metrics import WorkerMetrics
 from streams.publisher import BatchPublisher
 from streams.ratelimit import RateLimiter
-from streams.settings import Settings
+from streams.settings import Settings, fusion_overridden
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,20 @@ def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
     ]
 
 
-def retrieval_params(settings: Settings) -> RetrievalParams:
-    """Default retrieval parameters from settings."""
-    return RetrievalParams(
+def retrieval_params(settings: Settings, model: ModelBundle | None = None) -> RetrievalParams:
+    """Default retrieval parameters from settings. With ``model``, the fusion chosen for its
+    encoder at training time (manifest ``fusion``) applies unless ``FUSION_METHOD``,
+    ``CF_WEIGHT`` or ``CB_WEIGHT`` is set."""
+    params = RetrievalParams(
         top_k=settings.top_k,
         fusion_method=settings.fusion_method,
         cf_weight=settings.cf_weight,
         cb_weight=settings.cb_weight,
         use_content=settings.use_content_based,
     )
+    if model is None or fusion_overridden(settings):
+        return params
+    return chosen_fusion(model.artifacts.manifest, model.encoder.name, params)
 
 
 class NextTrackWorker:
@@ -89,7 +94,17 @@ class NextTrackWorker:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
-        params = retrieval_params(settings)
+        params = retrieval_params(settings, model)
+        log.info(
+            "retrieval: top %d, fusion %s (cf %.2f, cb %.2f)%s",
+            params.top_k,
+            params.fusion_method,
+            params.cf_weight,
+            params.cb_weight,
+            " (from FUSION_METHOD/CF_WEIGHT/CB_WEIGHT)"
+            if fusion_overridden(settings)
+            else " (the manifest's choice for the encoder, else the defaults)",
+        )
         #: A/B variants from ``AB_VARIANTS``; the engine ranks each session with its variant.
         self.experiment = Experiment(settings.ab_variant_specs, params)
         self.engine = RecommendationEngine(

@@ -431,6 +431,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "ENCODER": config.encoder,
         "BATCH_SIZE": str(config.batch_size),
         "LOG_LEVEL": "WARNING",
+        # the reference configuration is hybrid, whatever fusion the training chose
+        "FUSION_METHOD": "weighted_sum",
+        "CF_WEIGHT": "0.7",
+        "CB_WEIGHT": "0.3",
         **config.worker_env,
     }
     effective = worker_settings(base_env)  # fails fast on an invalid --worker-env

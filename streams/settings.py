@@ -215,6 +215,16 @@ class Settings(BaseSettings):
         return self
 
 
+#: Settings that, when any is set, override the fusion chosen at training time.
+FUSION_SETTINGS = frozenset({"fusion_method", "cf_weight", "cb_weight"})
+
+
+def fusion_overridden(settings: Settings) -> bool:
+    """Whether ``FUSION_METHOD``, ``CF_WEIGHT`` or ``CB_WEIGHT`` was set (environment or
+    arguments): then it wins over the fusion each encoder's manifest records."""
+    return bool(FUSION_SETTINGS & settings.model_fields_set)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (and ``.env``), with explicit overrides on top.
 

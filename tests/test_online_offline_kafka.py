@@ -46,7 +46,8 @@ def test_online_hit_rate_equals_the_evaluators_hr_at_10(
     online_hits = total(samples, "nexttrack_ab_hits_total")
     online_evaluated = total(samples, "nexttrack_ab_evaluated_plays_total")
 
-    # The evaluator on the same sessions, model and retrieval settings (the worker's).
+    # The evaluator on the same sessions, model and retrieval settings (the worker's: the
+    # fusion chosen at training time, as `nexttrack evaluate` does by default).
     params = retrieval_params(load_settings(top_k=10))
     report = evaluate(
         small_artifacts,
@@ -59,6 +60,7 @@ def test_online_hit_rate_equals_the_evaluators_hr_at_10(
         tune=False,
         progress=False,
         threads=1,
+        use_chosen_fusion=True,
     )
     prefixes = report.data["n_prefixes"]
     offline_hits = round(report.models["mean"]["hr@10"] * prefixes)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from encoders.base import ENCODER_NAMES
 from schemas.play import PlayEvent
 from serving.artifacts import load_artifacts
-from serving.model import RetrievalParams, load_model, rank_sessions
+from serving.model import RetrievalParams, chosen_fusion, load_model, rank_sessions
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
 from training.io import read_events, sessions_from_events
@@ -266,12 +266,15 @@ def evaluate(
     history_limit: int = HISTORY_LIMIT,
     threads: int = 2,
     seed: int = 0,
+    use_chosen_fusion: bool = False,
 ) -> EvaluationReport:
     """Evaluate every encoder of ``artifacts_dir`` (or ``encoders``) and the ``baselines`` on
     next-track prediction over the held-out sessions (see the module docstring).
 
     ``params`` are the worker's retrieval parameters (default: the worker's defaults);
-    ``top_k`` is replaced by ``max(ks)``. ``extra_fusion`` adds ``<encoder>+<method>`` models.
+    ``top_k`` is replaced by ``max(ks)``. With ``use_chosen_fusion`` each encoder uses the
+    fusion chosen for it at training time (manifest ``fusion``) where there is one, as the
+    worker does. ``extra_fusion`` adds ``<encoder>+<method>`` models.
     """
     started = time.perf_counter()
     ks = tuple(sorted(set(int(k) for k in ks)))
@@ -331,10 +334,18 @@ def evaluate(
         record(name, lists)
         seconds[name] = time.perf_counter() - t0
 
-    variants = {"": base}
-    for method in extra_fusion:
-        variants[f"+{method}"] = replace(base, fusion_method=method)
+    fusion_used: dict[str, dict[str, Any]] = {}
     for name in names:
+        own = chosen_fusion(artifacts.manifest, name, base) if use_chosen_fusion else base
+        fusion_used[name] = {
+            "fusion_method": own.fusion_method,
+            "cf_weight": own.cf_weight,
+            "cb_weight": own.cb_weight,
+            "source": "chosen at training time" if own != base else "settings",
+        }
+        variants = {"": own}
+        for method in extra_fusion:
+            variants[f"+{method}"] = replace(own, fusion_method=method)
         t0 = time.perf_counter()
         out = replay_encoder(
             artifacts_dir,
@@ -354,6 +365,7 @@ def evaluate(
     n_test_events = sum(len(s.track_ids) for s in sessions)
     protocol = {
         "task": "next played track after every event of held-out sessions",
+        "fusion": fusion_used,
         "ks": list(ks),
         "target": "the track of the next event when it is a play; prefixes followed by a "
         "skip are not evaluated; unknown or already-heard targets are misses",

@@ -23,9 +23,11 @@ from serving.artifacts import new_model_version, write_artifacts
 from serving.index_files import cb_index_path, cf_index_path, save_index
 from training.content import ContentFeaturizer
 from training.errors import DataError
+from training.fusion_choice import choose_fusion
 from training.index_check import check_index_recall
 from training.io import read_events, sessions_from_events
 from training.lightfm_model import TrainingConfig, interaction_matrix, train_lightfm
+from training.split import split_events
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ class PipelineConfig:
     progress: bool = True
     #: ANN index kind whose recall@10 on session queries is recorded in the manifest.
     index_type: str = "hnsw"
+    #: Share of the newest sessions kept out of training to choose each encoder's fusion on
+    #: (``training.fusion_choice``); 0 trains on everything and keeps the default fusion.
+    fusion_validation: float = 0.1
 
 
 @dataclass
@@ -103,10 +108,22 @@ def train_artifacts(
     if unknown:
         raise DataError(f"unknown encoder(s) {unknown}; choose from {list(ALL_ENCODERS)}")
     events = read_events(events_path)
+    validation: list[PlayEvent] = []
+    if config.fusion_validation > 0:
+        events, validation = split_events(events, "time", config.fusion_validation)
+        log.info(
+            "keeping the newest %d events (%d sessions) apart to choose the fusion on",
+            len(validation),
+            len({e.session_id for e in validation}),
+        )
     tracks = read_catalog(str(catalog_path)) if catalog_path else None
     if tracks is None:
         log.warning("no --catalog given: content features are off (pure collaborative filtering)")
     data = prepare(events, tracks)
+    for event in validation:  # popularity (the cold-start fallback) counts every input play
+        item = data.track_index.get(event.track_id)
+        if item is not None and event.event_type == "play":
+            data.popularity[item] += 1.0
     log.info(
         "training on %d events, %d sessions, %d tracks",
         data.n_events,
@@ -189,6 +206,7 @@ def train_artifacts(
             "n_events": data.n_events,
             "n_sessions": len(data.sessions),
             "n_unknown_track_events": data.n_unknown,
+            "n_fusion_validation_events": len(validation),
         },
         "index": index_report,
     }
@@ -202,6 +220,17 @@ def train_artifacts(
         cf_feature_embeddings=cf.feature_embeddings,
         manifest=manifest,
         write_encoders=write_encoders,
+        finish=lambda directory: {
+            "fusion": choose_fusion(
+                directory,
+                config.encoders,
+                validation,
+                index_type=config.index_type,
+                progress=config.progress,
+            )
+            if validation
+            else {}
+        },
     )
     log.info("training finished in %.1fs", time.perf_counter() - started)
     return out

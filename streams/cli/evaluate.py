@@ -57,11 +57,13 @@ def register(app: typer.Typer) -> None:
         """Next-track evaluation over held-out sessions: HR, MRR, NDCG, coverage, popularity.
 
         Encoders run through the worker's own code path with the worker's retrieval settings
-        (FUSION_METHOD, CF_WEIGHT, CB_WEIGHT, USE_CONTENT_BASED, ANN_INDEX_TYPE,
-        SESSION_HISTORY from the environment); baselines are fitted on --train-events only.
+        (USE_CONTENT_BASED, ANN_INDEX_TYPE, SESSION_HISTORY from the environment; the fusion
+        chosen for each encoder at training time unless FUSION_METHOD, CF_WEIGHT or CB_WEIGHT
+        is set); baselines are fitted on --train-events only.
         """
         from serving.model import RetrievalParams
         from streams.cli.options import settings_for
+        from streams.settings import fusion_overridden
         from training.evaluate import evaluate as run_evaluate
         from training.evaluate import write_chart
 
@@ -92,6 +94,7 @@ def register(app: typer.Typer) -> None:
             history_limit=settings.session_history,
             threads=threads,
             seed=seed,
+            use_chosen_fusion=not fusion_overridden(settings),
         )
         typer.echo(result.table())
         data = result.data

@@ -41,6 +41,13 @@ def register(app: typer.Typer) -> None:
         index_type: str = typer.Option(
             "hnsw", help="ANN index whose recall@10 is measured and recorded: flat, hnsw, ivf."
         ),
+        fusion_validation: float = typer.Option(
+            0.1,
+            min=0.0,
+            max=0.5,
+            help="Share of the newest sessions kept out of training to choose each encoder's "
+            "fusion (method and weights) on; 0 trains on everything and keeps the defaults.",
+        ),
         threads: int = typer.Option(2, help="Threads for LightFM and torch."),
         seed: int = typer.Option(42, help="Random seed."),
         progress: bool = typer.Option(True, help="Show progress bars."),
@@ -48,7 +55,9 @@ def register(app: typer.Typer) -> None:
         """Train LightFM item vectors, content vectors and session encoders into DIR.
 
         The directory holds everything `nexttrack worker --artifacts DIR` and
-        `nexttrack evaluate --artifacts DIR` need, with a manifest.json describing it.
+        `nexttrack evaluate --artifacts DIR` need, with a manifest.json describing it,
+        including the fusion chosen for each encoder on held-out validation sessions (the
+        worker and the evaluator use it unless FUSION_METHOD/CF_WEIGHT/CB_WEIGHT are set).
         """
         from training.lightfm_model import TrainingConfig
         from training.pipeline import ALL_ENCODERS, PipelineConfig, train_artifacts
@@ -77,6 +86,7 @@ def register(app: typer.Typer) -> None:
             encoder_training=enc_config,
             index_type=index_type,
             progress=progress,
+            fusion_validation=fusion_validation,
         )
         started = time.perf_counter()
         path = train_artifacts(events, catalog, out, config)

@@ -1,0 +1,107 @@
+"""Choosing each encoder's fusion (method and weights) on validation sessions.
+
+``nexttrack train`` keeps the newest sessions of its input apart (``PipelineConfig.
+fusion_validation``, 10% by default): nothing is trained on them. Once the artifacts are
+written, every encoder replays them through the worker's code path
+(:func:`training.evaluate.replay_encoder`) under each candidate of :data:`FUSION_GRID`, and the
+candidate with the highest HR@20 + MRR@20 is written to the manifest (``fusion.<encoder>``,
+with every candidate's figures). The worker and ``nexttrack evaluate`` use it unless
+``FUSION_METHOD``/``CF_WEIGHT``/``CB_WEIGHT`` are set (``serving.model.chosen_params``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from schemas.play import PlayEvent
+from serving.model import RetrievalParams
+from training.metrics import hit_rate_at_k, mrr_at_k, ranks_in_lists
+
+log = logging.getLogger(__name__)
+
+#: Candidates: (method, cf_weight). ``cb_weight`` is ``1 - cf_weight``.
+FUSION_GRID: tuple[tuple[str, float], ...] = (
+    ("cf_only", 1.0),
+    ("weighted_sum", 0.9),
+    ("weighted_sum", 0.8),
+    ("weighted_sum", 0.7),
+    ("weighted_sum", 0.5),
+    ("rrf", 0.5),
+)
+#: Cut-off of the validation metrics.
+K = 20
+
+
+def candidate_params(method: str, cf_weight: float, top_k: int = K) -> RetrievalParams:
+    return RetrievalParams(
+        top_k=top_k,
+        fusion_method=method,
+        cf_weight=cf_weight,
+        cb_weight=round(1.0 - cf_weight, 6),
+        use_content=method != "cf_only",
+    )
+
+
+def choose_fusion(
+    artifacts_dir: Path,
+    encoders: Sequence[str],
+    validation: Sequence[PlayEvent],
+    *,
+    index_type: str = "hnsw",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The manifest's ``fusion`` section: per encoder the chosen candidate and all figures.
+    Empty when ``validation`` has nothing to evaluate."""
+    from serving.artifacts import load_artifacts
+    from training.evaluate import replay_encoder, replay_sessions
+
+    index = load_artifacts(artifacts_dir).track_index
+    sessions, targets = replay_sessions(validation, index)
+    if not len(targets):
+        log.warning("no validation prefix to choose the fusion on; keeping the defaults")
+        return {}
+    has_content = (artifacts_dir / "cb_vectors.npy").exists()
+    grid = [(m, w) for m, w in FUSION_GRID if has_content or m == "cf_only"]
+    variants = {f"{m}:{w:g}": candidate_params(m, w) for m, w in grid}
+    section: dict[str, Any] = {}
+    for name in encoders:
+        lists = replay_encoder(
+            artifacts_dir,
+            name,
+            sessions,
+            variants,
+            len(targets),
+            index_type=index_type,
+            progress=progress,
+        )
+        figures = {}
+        for label, ranked in lists.items():
+            ranks = ranks_in_lists(ranked, targets)
+            figures[label] = {
+                f"hr@{K}": round(hit_rate_at_k(ranks, K), 6),
+                f"mrr@{K}": round(mrr_at_k(ranks, K), 6),
+            }
+        best = max(figures, key=lambda v: figures[v][f"hr@{K}"] + figures[v][f"mrr@{K}"])
+        params = variants[best]
+        section[name] = {
+            "fusion_method": params.fusion_method,
+            "cf_weight": params.cf_weight,
+            "cb_weight": params.cb_weight,
+            "criterion": f"highest hr@{K} + mrr@{K} on the validation prefixes",
+            "validation_prefixes": int(len(targets)),
+            "candidates": figures,
+        }
+        log.info(
+            "%s: fusion %s (validation hr@%d %.4f, mrr@%d %.4f over %d prefixes)",
+            name,
+            best,
+            K,
+            figures[best][f"hr@{K}"],
+            K,
+            figures[best][f"mrr@{K}"],
+            len(targets),
+        )
+    return section
