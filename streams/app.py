@@ -28,7 +28,7 @@ from serving.model import ModelBundle, RetrievalParams, chosen_fusion
 from serving.state import SessionState
 from streams.clients import committed_offsets
 from streams.commits import BatchCommitter
-from streams.durable_table import DurableTable
+from streams.durable_table import DurableTable, changelogs_delivered
 from streams.faust_context import event_context
 from streams.feature_support import (
     ROCKSDB_OPTIONS,
@@ -233,6 +233,16 @@ class NextTrackWorker:
             outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states, floor)
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
+        # The new states (with the answers they keep for replays) are in the changelog before
+        # any answer goes out: a crash after an answer was published always finds the state
+        # that re-sends it unchanged (a replay is never recomputed).
+        latest: dict[str, tuple[EventT, SessionState]] = {}
+        for (event, play), outcome in outcomes:
+            latest[play.session_id] = (event, outcome.state)
+        for session_id, (event, state) in latest.items():
+            with event_context(event):
+                self.sessions[session_id.encode("utf-8")] = state.to_bytes()
+        await changelogs_delivered(self.app)
         deliveries.extend(
             await self.publish(
                 self.settings.topic_recommendations,
@@ -240,9 +250,6 @@ class NextTrackWorker:
             )
         )
         counter = self.metrics.events
-        latest: dict[str, tuple[EventT, SessionState]] = {}
-        for (event, play), outcome in outcomes:
-            latest[play.session_id] = (event, outcome.state)
         for event_type in ("play", "skip"):
             n = sum(1 for (_, play), _ in outcomes if play.event_type == event_type)
             if n:
@@ -256,9 +263,6 @@ class NextTrackWorker:
         unknown = sum(1 for _, outcome in outcomes if outcome.unknown_track)
         if unknown:
             self.metrics.unknown_tracks.inc(unknown)
-        for session_id, (event, state) in latest.items():
-            with event_context(event):
-                self.sessions[session_id.encode("utf-8")] = state.to_bytes()
         await asyncio.gather(*deliveries)
         now = time.time()
         latencies = [max(0.0, now - event.message.timestamp) for (event, _), _ in outcomes]

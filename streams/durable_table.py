@@ -13,7 +13,9 @@ with a kept RocksDB directory, which holds the write locally).
 :class:`DurableTable` keeps the delivery future of every changelog record it sends; agents
 await :meth:`DurableTable.changelog_delivered` after a batch's table writes and before acking
 the batch (:func:`streams.feature_support.run_batches` does it for every table), so an acked
-offset always has its state change in Kafka.
+offset always has its state change in Kafka. The play agent also waits for it before it
+publishes the batch's answers, so an answer that went out always has its state (which keeps
+the answer for replays) in the changelog.
 """
 
 from __future__ import annotations

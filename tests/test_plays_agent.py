@@ -115,11 +115,13 @@ def test_the_default_fatal_hook_ends_the_process_without_committing() -> None:
     assert "could not complete a batch of 3 events" in done.stderr
 
 
-async def test_a_batch_is_acked_only_after_its_state_is_in_the_changelog(
+async def test_answers_go_out_and_the_batch_is_acked_only_after_the_changelog(
     worker: NextTrackWorker, small_dataset: Dataset
 ) -> None:
-    """The answer is out but the session's changelog record is not acknowledged yet: the batch
-    must stay unacked (a commit now, then a crash, would restore the session a change short)."""
+    """Until the session's changelog record is acknowledged, no answer is published and the
+    batch is not acked: a crash then finds either no answer out, or the state (keeping the
+    answer) in the changelog, so a replay never sends a different answer and a commit never
+    passes a state change that is not in the changelog."""
     held = changelog_acks(worker, at_once=False)
     sent: list[bytes] = []
 
@@ -136,14 +138,15 @@ async def test_a_batch_is_acked_only_after_its_state_is_in_the_changelog(
     event = small_dataset.events[0]
     async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
         await ctx.put(key=event.key, value=event.to_bytes())
-        await wait_until_async(lambda: bool(sent) and bool(held), what="answer and changelog")
-        for _ in range(20):  # give a wrongly early ack every chance to happen
+        await wait_until_async(lambda: bool(held), what="the changelog record")
+        for _ in range(20):  # give a wrongly early answer or ack every chance to happen
             await asyncio.sleep(0)
+        assert not sent, "answer published before the state was in the changelog"
         assert not last_batch(), "acked before the changelog record was acknowledged"
         assert worker.sessions.changelog_pending == 1
         for fut in held:
             fut.set_result(None)
-        await wait_until_async(lambda: bool(last_batch()), what="the batch acked")
+        await wait_until_async(lambda: bool(sent) and bool(last_batch()), what="answer, ack")
     assert worker.sessions.changelog_pending == 0
 
 
