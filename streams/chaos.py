@@ -320,10 +320,9 @@ def _shake(
     # The producer sends in chunks under this lock; a broker restart takes it, so the test's
     # own producer never loses records to the outage (the workers are what is under test).
     producing = threading.Lock()
-    done = threading.Event()
     producer = threading.Thread(
         target=_produce,
-        args=(settings, env["TOPIC_PLAYS"], payloads, config.rate, done, producing),
+        args=(settings, env["TOPIC_PLAYS"], payloads, config.rate, producing),
     )
     workers = _Workers(config, artifacts, env, report)
     for slot in range(config.workers):
@@ -377,7 +376,6 @@ def _produce(
     topic: str,
     payloads: list[bytes],
     rate: float,
-    done: threading.Event,
     producing: threading.Lock,
 ) -> None:
     from streams.clients import produce_lines
@@ -386,7 +384,6 @@ def _produce(
     for start in range(0, len(payloads), chunk):
         with producing:
             asyncio.run(produce_lines(settings, topic, payloads[start : start + chunk], rate=rate))
-    done.set()
 
 
 def _committed_to_end(settings: Settings, group: str, topic: str) -> bool:
