@@ -26,6 +26,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index.ann import exact_search
+
 BATCH = 256
 
 
@@ -65,6 +67,18 @@ def engine_costs(artifacts: Path, events_path: Path, n_events: int = 20_000) -> 
     run(events[2000:], "measured")
 
 
+def _measure(index: faiss.Index, label: str, queries: np.ndarray, truth: np.ndarray) -> None:
+    """Print microseconds per query (batches of :data:`BATCH`) and recall@10 against
+    ``truth`` (the exact top-10 ids of each query)."""
+    started = time.perf_counter()
+    found = np.concatenate(
+        [index.search(queries[i : i + BATCH], 20)[1] for i in range(0, len(queries), BATCH)]
+    )
+    us = (time.perf_counter() - started) * 1e6 / len(queries)
+    hits = [len(set(a[:10]) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]
+    print(f"{label:32s} {us:6.1f} us/query  recall@10 {np.mean(hits):.3f}")
+
+
 def faiss_costs(artifacts: Path, n_queries: int = 2048, seed: int = 0) -> None:
     """Per-query cost and recall@10 of index kinds in each space."""
     rng = np.random.default_rng(seed)
@@ -74,45 +88,29 @@ def faiss_costs(artifacts: Path, n_queries: int = 2048, seed: int = 0) -> None:
         x = np.ascontiguousarray(np.load(artifacts / f"{space}_vectors.npy"), dtype=np.float32)
         n, d = x.shape
         queries = x[rng.choice(n, size=(n_queries, 5), p=p)].mean(axis=1).astype(np.float32)
-        truth = np.argsort(-(queries @ x.T), axis=1)[:, :10]
+        truth = exact_search(x, queries, 10)[1]
         tag = f"{space} d={d}"
-
-        def measure(
-            index: faiss.Index,
-            label: str,
-            queries: np.ndarray = queries,
-            truth: np.ndarray = truth,
-            tag: str = tag,
-        ) -> None:
-            started = time.perf_counter()
-            found = np.concatenate(
-                [index.search(queries[i : i + BATCH], 20)[1] for i in range(0, len(queries), BATCH)]
-            )
-            us = (time.perf_counter() - started) * 1e6 / len(queries)
-            hits = [len(set(a[:10]) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]
-            print(f"{tag} {label:24s} {us:6.1f} us/query  recall@10 {np.mean(hits):.3f}")
-
         for m in (32, 16):
             hnsw = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = 80
             hnsw.add(x)
             for ef in (64, 40, 24):
                 hnsw.hnsw.efSearch = ef
-                measure(hnsw, f"HNSW M{m} ef{ef}")
+                _measure(hnsw, f"{tag} HNSW M{m} ef{ef}", queries, truth)
         sq = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
         sq.hnsw.efConstruction = 80
         sq.train(x)
         sq.add(x)
         for ef in (64, 40):
             sq.hnsw.efSearch = ef
-            measure(sq, f"HNSW-SQ8 M16 ef{ef}")
+            _measure(sq, f"{tag} HNSW-SQ8 M16 ef{ef}", queries, truth)
         for nlist in (256, 1024):
             ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
             ivf.train(x)
             ivf.add(x)
             for nprobe in (4, 8, 16):
                 ivf.nprobe = nprobe
-                measure(ivf, f"IVF{nlist} nprobe{nprobe}")
+                _measure(ivf, f"{tag} IVF{nlist} nprobe{nprobe}", queries, truth)
 
 
 def main() -> None:
@@ -120,10 +118,9 @@ def main() -> None:
         sys.exit(__doc__)
     artifacts, events = Path(sys.argv[1]), Path(sys.argv[2])
     what = sys.argv[3] if len(sys.argv) > 3 else "both"
-    faiss.omp_set_num_threads(1)
-    from threadpoolctl import threadpool_limits
+    from streams.runner import set_threads
 
-    threadpool_limits(limits=1, user_api="blas")
+    set_threads(torch_threads=1, faiss_threads=1)  # as a worker with the default settings
     if what in ("engine", "both"):
         engine_costs(artifacts, events)
     if what in ("faiss", "both"):
