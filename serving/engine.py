@@ -51,9 +51,23 @@ class Outcome:
     resent: bool = False
 
 
-#: Most answers kept per session for replays (a safety bound: the committed floor prunes them
-#: long before, see :meth:`RecommendationEngine.process`).
-MAX_KEPT_ANSWERS = 8
+#: Most answers kept per session for replays, by default (a safety bound: the committed floor
+#: prunes them long before, see :meth:`RecommendationEngine.process`). A replay is read from
+#: the committed offset, up to a few batches back, and one session can fill a whole batch (a
+#: backlog caught up after an outage), so the worker sets it from its batch size
+#: (:func:`kept_answers_bound`).
+MAX_KEPT_ANSWERS = 1024
+
+#: Batches of answers a session keeps: the batch in progress, the one whose commit is in
+#: flight, and room for a commit that failed and is retried with the next batch.
+KEPT_BATCHES = 4
+
+
+def kept_answers_bound(batch_size: int) -> int:
+    """The bound on kept answers per session for a worker with micro-batches of
+    ``batch_size``: a session's replayed events all find their first answers unless commits
+    fail for more than :data:`KEPT_BATCHES` batches in a row."""
+    return KEPT_BATCHES * batch_size
 
 
 @dataclass
@@ -91,8 +105,11 @@ class RecommendationEngine:
         history_limit: int = 200,
         clock: Callable[[], float] = time.time,
         experiment: Experiment | None = None,
+        max_kept_answers: int = MAX_KEPT_ANSWERS,
     ) -> None:
         self.model = model
+        #: Most answers a session keeps for replays (oldest dropped first).
+        self.max_kept_answers = max_kept_answers
         self.params = params
         #: A/B variants (``serving.ab``): each session's variant picks its parameters.
         self.experiment = experiment
@@ -185,7 +202,9 @@ class RecommendationEngine:
             position = snap.position
             if keep_answers_from is not None and position is not None:
                 if snap.applied:
-                    _keep_answer(snap.state, position, payload, keep_answers_from)
+                    _keep_answer(
+                        snap.state, position, payload, keep_answers_from, self.max_kept_answers
+                    )
                 else:
                     kept = snap.state.kept_answer(position)
                     if kept is not None:
@@ -330,7 +349,11 @@ class RecommendationEngine:
 
 
 def _keep_answer(
-    state: SessionState, position: tuple[int, int], payload: bytes, floor: Mapping[int, int]
+    state: SessionState,
+    position: tuple[int, int],
+    payload: bytes,
+    floor: Mapping[int, int],
+    bound: int,
 ) -> None:
     """Add an applied event's answer to its session's kept answers; drop those below the
     committed floor (they can never be read again), then the oldest beyond the bound."""
@@ -338,8 +361,8 @@ def _keep_answer(
     low = floor.get(partition, 0)
     kept = [a for a in state.answers if a[0] == partition and a[1] >= low]
     kept.append((partition, offset, payload))
-    if len(kept) > MAX_KEPT_ANSWERS:
-        del kept[: len(kept) - MAX_KEPT_ANSWERS]
+    if len(kept) > bound:
+        del kept[: len(kept) - bound]
     state.answers = kept
 
 

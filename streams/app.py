@@ -23,7 +23,7 @@ from faust.types import EventT
 from schemas.errors import SchemaError
 from schemas.play import PlayEvent
 from serving.ab import Experiment, OnlineStats
-from serving.engine import Outcome, RecommendationEngine
+from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
 from serving.model import ModelBundle, RetrievalParams, chosen_fusion
 from serving.state import SessionState
 from streams.clients import committed_offsets
@@ -112,6 +112,7 @@ class NextTrackWorker:
             params,
             history_limit=settings.session_history,
             experiment=self.experiment,
+            max_kept_answers=kept_answers_bound(settings.batch_size),
         )
         #: Rolling throughput and latency for the status page (``streams.live_stats``).
         self.live_stats = LiveStats()

@@ -360,7 +360,7 @@ def _shake(
         dead = asyncio.run(read_until(settings, [env["TOPIC_PLAYS_DLQ"]], timeout=120))
     finally:
         workers.stop_all()
-    _score(report, events, hostile, recs, dead)
+    _score(report, events, hostile, recs, dead, config.workdir / "differing-duplicates.jsonl")
 
 
 def _interleave(valid: list[bytes], hostile: list[bytes], seed: int) -> list[bytes]:
@@ -398,7 +398,10 @@ def _score(
     hostile: list[bytes],
     recs: list[Any],
     dead: list[Any],
+    differing_path: Path | None = None,
 ) -> None:
+    """Fill the report's counts; with ``differing_path``, write each duplicate answer that
+    differs from its event's first one there (one JSON line: the event id and both answers)."""
     answers: dict[str, list[Recommendation]] = defaultdict(list)
     raw: dict[str, list[bytes]] = defaultdict(list)
     for record in recs:
@@ -407,9 +410,16 @@ def _score(
             answers[rec.event_id].append(rec)
             raw[rec.event_id].append(bytes(record.value))
     report.lost = sum(1 for e in events if e.event_id not in answers)
-    for first, *more in (a for a in raw.values() if len(a) > 1):
+    differing: list[bytes] = []
+    for event_id, (first, *more) in ((k, a) for k, a in raw.items() if len(a) > 1):
         report.duplicate_answers += len(more)
-        report.differing_duplicates += sum(1 for r in more if r != first)
+        for r in (r for r in more if r != first):
+            report.differing_duplicates += 1
+            line = {"event_id": event_id, "first": orjson.loads(first), "later": orjson.loads(r)}
+            differing.append(orjson.dumps(line))
+    if differing_path is not None and differing:
+        differing_path.write_bytes(b"\n".join(differing) + b"\n")
+        log.warning("chaos: %d differing duplicates written to %s", len(differing), differing_path)
     expected = Counter(e.session_id for e in events)
     longest: dict[str, int] = {}
     for answer_list in answers.values():

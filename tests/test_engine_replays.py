@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas import PlayEvent
-from serving.engine import MAX_KEPT_ANSWERS, RecommendationEngine
+from serving.engine import RecommendationEngine, kept_answers_bound
 from serving.model import RetrievalParams, load_model
 from serving.state import SessionState
 from tests.data_fixtures import Dataset
@@ -89,14 +89,34 @@ def test_answers_below_the_committed_floor_are_dropped(
 
 
 def test_kept_answers_are_bounded_without_a_floor(
-    engine: RecommendationEngine, small_dataset: Dataset
+    small_artifacts: Path, small_dataset: Dataset
 ) -> None:
-    events = interleaved(small_dataset, sessions=1, per_session=MAX_KEPT_ANSWERS + 3)
+    model = load_model(small_artifacts, "mean", index_type="hnsw")
+    engine = RecommendationEngine(model, PARAMS, max_kept_answers=4)
+    events = interleaved(small_dataset, sessions=1, per_session=7)
     stored: dict[str, SessionState | None] = {}
     run(engine, events, stored, 0, batch=2, floor={})
     (state,) = [s for s in stored.values() if s]
-    offsets = [o for _, o, _ in state.answers]
-    assert offsets == list(range(3, MAX_KEPT_ANSWERS + 3))
+    assert [o for _, o, _ in state.answers] == [3, 4, 5, 6]
+
+
+def test_a_session_that_fills_whole_batches_gets_every_first_answer_again(
+    small_artifacts: Path, small_dataset: Dataset
+) -> None:
+    """A backlog of one session read again after a crash, from the committed offset two
+    batches back: each replay is re-sent unchanged (a fixed bound of 8 recomputed most)."""
+    batch = 6
+    model = load_model(small_artifacts, "mean", index_type="hnsw")
+    engine = RecommendationEngine(model, PARAMS, max_kept_answers=kept_answers_bound(batch))
+    events = interleaved(small_dataset, sessions=1, per_session=2 * batch)
+    assert len(events) == 2 * batch
+    stored: dict[str, SessionState | None] = {}
+    first = run(engine, events, stored, 0, batch=batch, floor={})
+    again = engine.process(
+        events, through_changelog(stored), [(0, i) for i in range(len(events))], {}
+    )
+    assert [o.payload for o in again] == first
+    assert all(o.resent for o in again)
 
 
 def test_without_a_floor_argument_nothing_is_kept(
