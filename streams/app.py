@@ -28,10 +28,11 @@ from serving.model import ModelBundle, RetrievalParams, chosen_fusion
 from serving.state import SessionState
 from streams.clients import committed_offsets
 from streams.commits import BatchCommitter
-from streams.durable_table import DurableTable, changelogs_delivered
+from streams.durable_table import DurableTable, pending_changelogs
 from streams.faust_context import event_context
 from streams.feature_support import (
     ROCKSDB_OPTIONS,
+    Finish,
     as_bytes,
     exit_process,
     raw_topic,
@@ -202,8 +203,10 @@ class NextTrackWorker:
     async def _plays_agent(self, stream: faust.StreamT) -> None:
         await run_batches(self, stream, self.handle_play_batch, "plays")
 
-    async def handle_play_batch(self, events: Sequence[EventT]) -> None:
-        """Process one micro-batch; returns after every output record is delivered."""
+    async def handle_play_batch(self, events: Sequence[EventT]) -> Finish:
+        """Process one micro-batch up to its table writes; returns its finish (answers
+        published after the states are in the changelog, then delivered), which
+        :func:`streams.feature_support.run_batches` runs while the next batch computes."""
         started = time.perf_counter()
         deliveries: list[Awaitable[Any]] = []
         valid: list[tuple[EventT, PlayEvent]] = []
@@ -234,22 +237,39 @@ class NextTrackWorker:
             outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states, floor)
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
-        # The new states (with the answers they keep for replays) are in the changelog before
-        # any answer goes out: a crash after an answer was published always finds the state
-        # that re-sends it unchanged (a replay is never recomputed).
         latest: dict[str, tuple[EventT, SessionState]] = {}
         for (event, play), outcome in outcomes:
             latest[play.session_id] = (event, outcome.state)
         for session_id, (event, state) in latest.items():
             with event_context(event):
                 self.sessions[session_id.encode("utf-8")] = state.to_bytes()
-        await changelogs_delivered(self.app)
-        deliveries.extend(
-            await self.publish(
-                self.settings.topic_recommendations,
-                [(play.key, outcome.payload) for (_, play), outcome in outcomes],
+        # The new states (with the answers they keep for replays) are in the changelog before
+        # any answer goes out: a crash after an answer was published always finds the state
+        # that re-sends it unchanged (a replay is never recomputed).
+        states_sent = pending_changelogs(self.app)
+
+        async def finish() -> None:
+            if states_sent:
+                await asyncio.gather(*states_sent)
+            deliveries.extend(
+                await self.publish(
+                    self.settings.topic_recommendations,
+                    [(play.key, outcome.payload) for (_, play), outcome in outcomes],
+                )
             )
-        )
+            await asyncio.gather(*deliveries)
+            self._account(events, outcomes)
+            log.debug(
+                "batch of %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3
+            )
+
+        return finish
+
+    def _account(
+        self, events: Sequence[EventT], outcomes: list[tuple[tuple[EventT, PlayEvent], Outcome]]
+    ) -> None:
+        """Metrics, live figures and online hit rates of a delivered batch."""
+        topic = self.settings.topic_plays
         counter = self.metrics.events
         for event_type in ("play", "skip"):
             n = sum(1 for (_, play), _ in outcomes if play.event_type == event_type)
@@ -264,7 +284,6 @@ class NextTrackWorker:
         unknown = sum(1 for _, outcome in outcomes if outcome.unknown_track)
         if unknown:
             self.metrics.unknown_tracks.inc(unknown)
-        await asyncio.gather(*deliveries)
         now = time.time()
         latencies = [max(0.0, now - event.message.timestamp) for (event, _), _ in outcomes]
         for latency in latencies:
@@ -281,9 +300,6 @@ class NextTrackWorker:
                 self.ab_stats.record_play(
                     outcome.recommendation.variant, play.session_id, outcome.hit
                 )
-        log.debug(
-            "batch of %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3
-        )
 
     def _run_engine(
         self,

@@ -11,7 +11,7 @@ reached the changelog; killed at that moment, it restored a session one state ch
 with a kept RocksDB directory, which holds the write locally).
 
 :class:`DurableTable` keeps the delivery future of every changelog record it sends; agents
-await :meth:`DurableTable.changelog_delivered` after a batch's table writes and before acking
+await the records sent (:func:`pending_changelogs`) after a batch's table writes and before acking
 the batch (:func:`streams.feature_support.run_batches` does it for every table), so an acked
 offset always has its state change in Kafka. The play agent also waits for it before it
 publishes the batch's answers, so an answer that went out always has its state (which keeps
@@ -37,22 +37,33 @@ class DurableTable(faust.Table):
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         fut = super().send_changelog(*args, **kwargs)
         self._in_flight.add(fut)
-        fut.add_done_callback(self._in_flight.discard)
+        fut.add_done_callback(self._settled)
         return fut
+
+    def _settled(self, fut: FutureMessage) -> None:
+        # A failed write stays, so whoever waits for the changelog next sees the failure
+        # (and does not ack); a delivered one is done with.
+        if fut.cancelled() or fut.exception() is None:
+            self._in_flight.discard(fut)
 
     @property
     def changelog_pending(self) -> int:
         """Changelog records sent and not yet acknowledged by Kafka."""
         return len(self._in_flight)
 
-    async def changelog_delivered(self) -> None:
-        """Return once every changelog record sent so far is in Kafka; raises if one failed."""
-        if self._in_flight:
-            await asyncio.gather(*list(self._in_flight))
+    def pending(self) -> list[FutureMessage]:
+        """The changelog records sent and not yet acknowledged, as of now."""
+        return list(self._in_flight)
+
+
+def pending_changelogs(app: faust.App) -> list[FutureMessage]:
+    """The changelog records of every durable table of ``app`` sent so far and not yet
+    acknowledged: awaiting them later waits for these writes only, not for newer ones."""
+    return [f for t in app.tables.values() if isinstance(t, DurableTable) for f in t.pending()]
 
 
 async def changelogs_delivered(app: faust.App) -> None:
-    """:meth:`DurableTable.changelog_delivered` for every durable table of ``app``."""
-    waits = [t.changelog_delivered() for t in app.tables.values() if isinstance(t, DurableTable)]
-    if waits:
-        await asyncio.gather(*waits)
+    """Return once every changelog record sent so far is in Kafka; raises if one failed."""
+    pending = pending_changelogs(app)
+    if pending:
+        await asyncio.gather(*pending)

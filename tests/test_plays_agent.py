@@ -188,3 +188,42 @@ async def test_an_agent_that_fails_outside_a_batch_stops_the_worker(
         await wait_until_async(lambda: bool(fatal), what="the fatal hook")
     (agent, n, exc), *_ = fatal
     assert agent == "plays" and n == 0 and "stream machinery broke" in str(exc)
+
+
+async def test_the_next_batch_computes_while_the_previous_one_delivers_in_order(
+    worker: NextTrackWorker, small_dataset: Dataset
+) -> None:
+    """Pipelining: batch 2's first half (engine, table writes) runs while batch 1 waits for
+    its changelog record; answers still go out in batch order, after their own states are in
+    the changelog, and acks follow them."""
+    held = changelog_acks(worker, at_once=False)
+    sent: list[bytes] = []
+
+    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
+        sent.extend(value for _, value in records)
+        return []
+
+    acked: list[list[int]] = []
+    worker.committer.acked = lambda events: acked.append(  # type: ignore[method-assign]
+        [e.message.offset for e in events]
+    )
+    worker.publish = publish  # type: ignore[method-assign]
+    first, second = (
+        next(e for e in small_dataset.events if e.session_id == sid)
+        for sid in sorted({e.session_id for e in small_dataset.events})[:2]
+    )
+    async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
+        await ctx.put(key=first.key, value=first.to_bytes())
+        await wait_until_async(lambda: len(held) == 1, what="batch 1's changelog record")
+        await ctx.put(key=second.key, value=second.to_bytes())
+        await wait_until_async(lambda: len(held) == 2, what="batch 2 computed meanwhile")
+        held[1].set_result(None)  # batch 2's state is in, batch 1's is not
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not sent, "an answer went out before batch 1's state was in the changelog"
+        assert not acked, "batch 2 acked before batch 1"
+        held[0].set_result(None)
+        await wait_until_async(lambda: len(acked) == 2, what="both batches acked")
+    ids = [Recommendation.parse(v).event_id for v in sent]
+    assert ids == [first.event_id, second.event_id]
+    assert acked[0] < acked[1]
