@@ -112,9 +112,14 @@ def default_params(kind: IndexType, n: int) -> dict[str, int]:
     """Parameters chosen from the catalog size ``n``.
 
     hnsw: ``M=32``, ``efConstruction=80``, base ``efSearch=64`` (a search uses
-    ``max(efSearch, 2k)``). ivf: ``nlist = clip(round(4 sqrt(n)), 1, n // 40)`` so k-means has
-    at least 40 points per centroid (tiny catalogs get ``nlist=1``, i.e. exact);
-    ``nprobe`` starts at ``max(1, nlist // 32)`` and is calibrated at build for recall.
+    ``max(efSearch, 2k)``). ``M=16`` costs 40% less per query at a fixed ``efSearch``, but on
+    a trained lstm's item vectors (100k tracks) calibration then needed ``efSearch=512``
+    instead of 64 for recall@10 0.95, and the worker ran at 57% of the speed
+    (docs/benchmarks.md).
+    ivf: ``nlist = clip(round(4 sqrt(n)), 1, n // 40)`` so k-means has at least 40 points per
+    centroid (tiny catalogs get ``nlist=1``, i.e. exact); ``nprobe`` starts low, at
+    ``max(1, nlist // 128)``, and is doubled at build until recall is reached (calibration
+    only goes up, so a high start would fix a needlessly slow search).
     """
     if kind == "flat":
         return {}
@@ -122,7 +127,7 @@ def default_params(kind: IndexType, n: int) -> dict[str, int]:
         return {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH}
     if kind == "ivf":
         nlist = max(1, min(round(4 * math.sqrt(n)), n // 40, 65536))
-        return {"nlist": nlist, "nprobe": max(1, nlist // 32)}
+        return {"nlist": nlist, "nprobe": max(1, nlist // 128)}
     raise IndexBuildError(f"unknown index type {kind!r}; expected one of {INDEX_TYPES}")
 
 

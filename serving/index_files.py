@@ -20,6 +20,14 @@ from index.errors import RetrievalError
 log = logging.getLogger(__name__)
 
 
+def content_index_kind(kind: str) -> IndexType:
+    """The index kind of the content space when the encoder's space uses ``kind``: ``ivf``
+    for any ANN kind, ``flat`` for exact search. HNSW does badly on the content vectors
+    (built from a few genres, moods and tags, many tracks lie close together): recall@10 0.67
+    against 0.96 for IVF at half the cost per query (100k tracks, docs/benchmarks.md)."""
+    return "flat" if kind == "flat" else "ivf"
+
+
 def cf_index_path(encoder_dir: Path, kind: str) -> Path:
     return Path(encoder_dir) / f"cf.{kind}.faiss"
 

@@ -26,7 +26,7 @@ from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track, TrackList
 from serving.artifacts import Artifacts, ArtifactsError, load_artifacts
-from serving.index_files import cb_index_path, cf_index_path, load_or_build
+from serving.index_files import cb_index_path, cf_index_path, content_index_kind, load_or_build
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +262,15 @@ def load_model(
     encoder_name: str,
     *,
     index_type: str = "hnsw",
+    cb_index_type: str | None = None,
     use_ann: bool = True,
     use_content: bool = True,
 ) -> ModelBundle:
     """Load an artifacts directory, pick the encoder and build the indexes.
+
+    ``index_type`` is the kind of the encoder's index, ``cb_index_type`` that of the content
+    space (default :func:`serving.index_files.content_index_kind`); ``use_ann=False`` makes
+    both exact. Indexes saved at training are loaded, others are built.
 
     Raises :class:`ArtifactsError` when the encoder is missing or its dimensions do not
     fit the catalog.
@@ -285,6 +290,7 @@ def load_model(
             f"{len(artifacts.tracks)} tracks"
         )
     kind = index_type if use_ann else "flat"
+    cb_kind = (cb_index_type or content_index_kind(kind)) if use_ann else "flat"
     cb = artifacts.cb_vectors if use_content else None
     cf_index = load_or_build(
         cf_index_path(artifacts.encoder_dir(encoder_name), kind),
@@ -292,7 +298,7 @@ def load_model(
         kind,  # type: ignore[arg-type]
     )
     cb_index = (
-        load_or_build(cb_index_path(artifacts.directory, kind), cb, kind)  # type: ignore[arg-type]
+        load_or_build(cb_index_path(artifacts.directory, cb_kind), cb, cb_kind)  # type: ignore[arg-type]
         if cb is not None
         else None
     )
@@ -304,11 +310,12 @@ def load_model(
         filters=CatalogFilters.from_lists(*_labels(artifacts.tracks)),
     )
     log.info(
-        "loaded model %s (%s encoder, %d tracks, %s index) in %.1fs",
+        "loaded model %s (%s encoder, %d tracks, %s index, content %s) in %.1fs",
         artifacts.model_version,
         encoder_name,
         len(artifacts.tracks),
         kind,
+        cb_kind if cb is not None else "off",
         time.perf_counter() - started,
     )
     return ModelBundle(

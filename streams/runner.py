@@ -59,6 +59,7 @@ def build_worker(
         settings.artifacts_dir,
         settings.encoder,
         index_type=settings.ann_index_type,
+        cb_index_type=settings.ann_cb_index_type,
         use_ann=settings.use_ann_index,
         use_content=settings.use_content_based,
     )

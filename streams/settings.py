@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # Retrieval
     use_ann_index: bool = True
     ann_index_type: IndexType = "hnsw"
+    #: Index of the content space; unset: ``ivf`` (``flat`` when USE_ANN_INDEX is off).
+    ann_cb_index_type: IndexType | None = None
     use_content_based: bool = True
     fusion_method: FusionMethod = "weighted_sum"
     cf_weight: float = Field(0.7, ge=0.0, le=1.0)

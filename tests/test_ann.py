@@ -59,6 +59,7 @@ def test_default_params_scale_with_catalog() -> None:
     assert default_params("ivf", 100_000)["nlist"] == 1265
     assert default_params("ivf", 1000)["nlist"] == 25  # at least 40 points per centroid
     assert default_params("ivf", 10)["nlist"] == 1
+    assert default_params("ivf", 100_000)["nprobe"] == 9  # starts low; calibration raises it
     assert default_params("hnsw", 10)["M"] == 32
     with pytest.raises(RetrievalError):
         default_params("lsh", 10)  # type: ignore[arg-type]

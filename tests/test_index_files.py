@@ -18,7 +18,7 @@ def test_training_saves_indexes_and_the_worker_loads_them(
 ) -> None:
     manifest = orjson.loads((small_artifacts / "manifest.json").read_bytes())
     cf_path = cf_index_path(small_artifacts / "encoders" / "mean", "hnsw")
-    cb_path = cb_index_path(small_artifacts, "hnsw")
+    cb_path = cb_index_path(small_artifacts, "ivf")  # the content space is on IVF
     assert cf_path.exists() and cb_path.exists()
     assert manifest["encoders"]["mean"]["index"]["file"] == cf_path.name
     assert manifest["index"]["cb"]["file"] == cb_path.name
@@ -27,6 +27,7 @@ def test_training_saves_indexes_and_the_worker_loads_them(
         model = load_model(small_artifacts, "mean", index_type="hnsw")
     loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded")]
     assert len(loaded) == 2
+    assert manifest["index"]["cb"]["type"] == "ivf" and "loaded ivf index" in loaded[1]
     vectors = model.encoder.item_vectors()
     ranked = model.retriever.recommend(vectors[:3], k=5, method="cf_only")
     exact = np.argsort(-(vectors[:3] @ vectors.T), axis=1)[:, :5]
@@ -42,3 +43,16 @@ def test_stale_or_other_kind_index_is_rebuilt(small_artifacts: Path, tmp_path: P
     assert index.id_space == 50  # the saved index (1,000 items) did not fit: rebuilt
     flat = load_or_build(tmp_path / "missing.faiss", fewer, "flat")
     assert flat.kind == "flat" and flat.id_space == 50
+
+
+def test_content_index_kind_follows_the_settings(
+    small_artifacts: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="serving.model"):
+        load_model(small_artifacts, "mean", index_type="hnsw", cb_index_type="flat")
+        load_model(small_artifacts, "mean", index_type="hnsw", use_ann=False)
+        load_model(small_artifacts, "mean", index_type="hnsw")
+    loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded model")]
+    assert "hnsw index, content flat" in loaded[0]
+    assert "flat index, content flat" in loaded[1]  # USE_ANN_INDEX=false: exact in both
+    assert "hnsw index, content ivf" in loaded[2]  # the default

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from encoders.base import ENCODER_NAMES
 from schemas.play import PlayEvent
 from serving.artifacts import load_artifacts
+from serving.index_files import content_index_kind
 from serving.model import RetrievalParams, chosen_fusion, load_model, rank_sessions
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
@@ -204,12 +205,15 @@ def replay_encoder(
     n_prefixes: int,
     *,
     index_type: str = "hnsw",
+    cb_index_type: str | None = None,
     history_limit: int = HISTORY_LIMIT,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Replay the test sessions through the worker's code path; returns, per variant name,
     the ``(n_prefixes, top_k)`` recommended item indices (padded with ``PAD``)."""
-    model = load_model(artifacts_dir, encoder_name, index_type=index_type)
+    model = load_model(
+        artifacts_dir, encoder_name, index_type=index_type, cb_index_type=cb_index_type
+    )
     encoder, index = model.encoder, model.track_index
     k = max(p.top_k for p in variants.values())
     lists = {name: np.full((n_prefixes, k), PAD, dtype=np.int64) for name in variants}
@@ -262,6 +266,7 @@ def evaluate(
     params: RetrievalParams | None = None,
     extra_fusion: Sequence[str] = (),
     index_type: str = "hnsw",
+    cb_index_type: str | None = None,
     tune: bool = True,
     history_limit: int = HISTORY_LIMIT,
     threads: int = 2,
@@ -354,6 +359,7 @@ def evaluate(
             {f"{name}{suffix}": p for suffix, p in variants.items()},
             len(targets),
             index_type=index_type,
+            cb_index_type=cb_index_type,
             history_limit=history_limit,
             progress=progress,
         )
@@ -374,6 +380,7 @@ def evaluate(
         "no_play_fallback": "most popular training tracks",
         "retrieval": asdict(base),
         "index_type": index_type,
+        "cb_index_type": cb_index_type or content_index_kind(index_type),
         "extra_fusion": list(extra_fusion),
         "baselines": chosen,
         "baseline_tuning": tuning,

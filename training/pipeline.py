@@ -20,7 +20,7 @@ import numpy as np
 from schemas.play import PlayEvent
 from schemas.track import Track, read_catalog
 from serving.artifacts import new_model_version, write_artifacts
-from serving.index_files import cb_index_path, cf_index_path, save_index
+from serving.index_files import cb_index_path, cf_index_path, content_index_kind, save_index
 from training.content import ContentFeaturizer
 from training.errors import DataError
 from training.fusion_choice import choose_fusion
@@ -183,10 +183,9 @@ def train_artifacts(
                 config.index_type,  # type: ignore[arg-type]
             )
         if cb_vectors is not None:  # the content space is shared by every encoder
+            cb_kind = content_index_kind(config.index_type)
             index_report["cb"] = save_index(
-                cb_index_path(encoders_dir.parent, config.index_type),
-                cb_vectors,
-                config.index_type,  # type: ignore[arg-type]
+                cb_index_path(encoders_dir.parent, cb_kind), cb_vectors, cb_kind
             )
         return section
 

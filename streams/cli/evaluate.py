@@ -57,9 +57,10 @@ def register(app: typer.Typer) -> None:
         """Next-track evaluation over held-out sessions: HR, MRR, NDCG, coverage, popularity.
 
         Encoders run through the worker's own code path with the worker's retrieval settings
-        (USE_CONTENT_BASED, ANN_INDEX_TYPE, SESSION_HISTORY from the environment; the fusion
-        chosen for each encoder at training time unless FUSION_METHOD, CF_WEIGHT or CB_WEIGHT
-        is set); baselines are fitted on --train-events only.
+        (USE_CONTENT_BASED, ANN_INDEX_TYPE, ANN_CB_INDEX_TYPE, SESSION_HISTORY from the
+        environment; the fusion chosen for each encoder at training time unless
+        FUSION_METHOD, CF_WEIGHT or CB_WEIGHT is set); baselines are fitted on --train-events
+        only.
         """
         from serving.model import RetrievalParams
         from streams.cli.options import settings_for
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
             params=params,
             extra_fusion=fusion,
             index_type=settings.ann_index_type if settings.use_ann_index else "flat",
+            cb_index_type=settings.ann_cb_index_type if settings.use_ann_index else "flat",
             tune=tune,
             history_limit=settings.session_history,
             threads=threads,
