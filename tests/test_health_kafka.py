@@ -1,5 +1,6 @@
 """``/health`` follows the broker: a dedicated broker is stopped under a running worker
-(503 naming the broker check) and started again on the same port and data directory (200,
+(503 naming the broker check, ``nexttrack_broker_up`` 0, the Kafka client's repeated errors
+suppressed instead of logged) and started again on the same port and data directory (200,
 and the worker answers events again)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from deploy.kafka import KafkaBroker
 from schemas import PlayEvent, Recommendation
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import http, wait_for, wait_records
+from tests.ops_helpers import http, parse_metrics, total, wait_for, wait_records
 from tests.worker_helpers import DEADLINE, StreamEnv
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -22,6 +23,15 @@ def health_is(url: str, status: int) -> Any:
     """The /health body when it answers ``status``, else ``None``."""
     reply = http(url, "/health", timeout=15)
     return reply.json() if reply.status == status else None
+
+
+def metric(url: str, name: str) -> float:
+    return total(parse_metrics(http(url, "/metrics", timeout=15).body.decode()), name)
+
+
+#: Most lines the worker may log while the broker is down until repeats are suppressed
+#: (one per kind of Kafka client error and interval; before the limiter, about 1,600 a second).
+OUTAGE_LINES = 150
 
 
 def serves(env: StreamEnv, dataset: Dataset, tag: str) -> None:
@@ -53,10 +63,23 @@ def test_health_turns_503_without_the_broker_and_200_when_it_returns(
             assert body["checks"]["broker"]["ok"] and body["checks"]["model"]["ok"]  # type: ignore[index]
             serves(env, small_dataset, "before-outage")  # start-up is over: it answers
 
+            lines_before = len(worker.log_path.read_bytes().splitlines())
+            suppressed_before = metric(url, "nexttrack_log_records_suppressed_total")
             broker.stop()
             body = wait_for(lambda: health_is(url, 503), timeout=DEADLINE, what="503")
             assert body["status"] == "fail" and body["failing"] == ["broker"]  # type: ignore[index]
             assert body["checks"]["model"]["ok"]  # type: ignore[index]
+            assert metric(url, "nexttrack_broker_up") == 0
+            # Quiet: the client's retries are counted, not logged, once they repeat.
+            wait_for(
+                lambda: (
+                    metric(url, "nexttrack_log_records_suppressed_total") > suppressed_before + 20
+                ),
+                timeout=DEADLINE,
+                what="repeated client errors suppressed",
+            )
+            outage_lines = len(worker.log_path.read_bytes().splitlines()) - lines_before
+            assert outage_lines <= OUTAGE_LINES, worker.log_tail(60)
             assert worker.alive()
 
             broker = KafkaBroker(
@@ -65,6 +88,7 @@ def test_health_turns_503_without_the_broker_and_200_when_it_returns(
             broker.start()
             body = wait_for(lambda: health_is(url, 200), timeout=DEADLINE, what="healthy again")
             assert body["status"] == "ok"  # type: ignore[index]
+            assert metric(url, "nexttrack_broker_up") == 1
             serves(env, small_dataset, "after-outage")  # and the worker serves again
             assert worker.alive()
     finally:
