@@ -29,11 +29,13 @@ import asyncio
 import hashlib
 import logging
 import random
+import re
 import shutil
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,10 @@ class ChaosReport:
     #: offsets the consumer skipped after a rebalance) and were restarted, as a supervisor
     #: would; nothing is lost by those.
     self_stops: int = 0
+    #: Events of offset gaps the consumer left after a rebalance (faust-streaming/faust#596),
+    #: caught by the worker's gap check (``streams.gaps``), which stopped it so that they
+    #: were read again: skipped at first, none skipped for good (those would be lost).
+    skipped_and_read_again: int = 0
     duplicate_answers: int = 0
     differing_duplicates: int = 0
     seconds: float = 0.0
@@ -137,6 +143,8 @@ class ChaosReport:
             ("hostile records dead-lettered", self.hostile_dead_lettered),
             ("worker exits not caused by a kill", self.unexpected_exits),
             ("self-stops (exit 70) restarted", self.self_stops),
+            ("events skipped by the consumer, caught, read again", self.skipped_and_read_again),
+            ("events skipped for good (unanswered)", self.lost),
             ("duplicate answers", self.duplicate_answers),
             ("duplicates differing from the first answer", self.differing_duplicates),
             ("seconds", round(self.seconds, 1)),
@@ -360,7 +368,18 @@ def _shake(
         dead = asyncio.run(read_until(settings, [env["TOPIC_PLAYS_DLQ"]], timeout=120))
     finally:
         workers.stop_all()
+    logs = sorted(config.workdir.glob(f"chaos-{env['APP_ID']}-w*.log"))
+    report.skipped_and_read_again = skipped_in_logs(logs)
     _score(report, events, hostile, recs, dead, config.workdir / "differing-duplicates.jsonl")
+
+
+#: The worker's one log line per gap it stopped for (``streams.feature_support.exit_process``).
+_GAP = re.compile(rb"\[CRITICAL\] agent [^\n]*?\(GapError: [^\n]*? but (\d+) events from offset")
+
+
+def skipped_in_logs(paths: Sequence[Path]) -> int:
+    """Events in the offset gaps the workers' gap checks reported (their ``GapError`` lines)."""
+    return sum(int(m.group(1)) for path in paths for m in _GAP.finditer(path.read_bytes()))
 
 
 def _interleave(valid: list[bytes], hostile: list[bytes], seed: int) -> list[bytes]:

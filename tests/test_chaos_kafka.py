@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.chaos import ChaosConfig, ChaosReport, hostile_records, run_chaos
+from streams.chaos import ChaosConfig, ChaosReport, hostile_records, run_chaos, skipped_in_logs
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -90,3 +90,19 @@ def test_report_targets() -> None:
         "1 hostile records not dead-lettered",
         "2 duplicate answers differ from the first",
     ]
+
+
+def test_skipped_events_are_read_from_the_workers_gap_lines(tmp_path: Path) -> None:
+    log = tmp_path / "chaos-x-w0.log"
+    log.write_text(
+        "[2026-12-03 06:16:26,218] [1] [CRITICAL] agent plays could not complete a batch of 1 "
+        "events (GapError: t[2] went on at offset 6225, but 791 events from offset 5434 were "
+        "never handed out: ...); stopping the worker\n"
+        "Traceback (most recent call last):\n"
+        "streams.gaps.GapError: t[2] went on at offset 6225, but 791 events from offset 5434\n"
+        "[2026-12-03 06:16:27,000] [1] [CRITICAL] agent plays could not complete a batch of 3 "
+        "events (GapError: t[0] went on at offset 9, but 1 events from offset 8 were ...)\n"
+        "[2026-12-03 06:16:28,000] [1] [CRITICAL] agent plays could not complete a batch of 3 "
+        "events (StallError: t[1] has 5 records waiting)\n"
+    )
+    assert skipped_in_logs([log]) == 792  # each gap once, not its traceback; stalls aside
