@@ -42,6 +42,7 @@ _OPTIONAL = (
     "artifacts_dir",
     "api_key",
     "http_rate_limit_requests",
+    "ann_cb_index_type",
 )
 #: Shortest API_KEY accepted.
 MIN_API_KEY_CHARS = 16

@@ -79,6 +79,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "FAISS_THREADS": ("many", {}),
     "USE_ANN_INDEX": ("maybe", {}),
     "ANN_INDEX_TYPE": ("lsh", {}),
+    "ANN_CB_INDEX_TYPE": ("annoy", {}),
     "USE_CONTENT_BASED": ("perhaps", {}),
     "FUSION_METHOD": ("max", {}),
     "CF_WEIGHT": ("1.5", {}),
