@@ -96,29 +96,37 @@ def _state_header(dtype_name: str, size: int) -> bytes:
     return _STATE_HEADER.pack(STATE_FORMAT_VERSION, _DTYPE_CODES[dtype_name], size)
 
 
+@functools.lru_cache(maxsize=16)
+def _layout(dtype: np.dtype | type) -> tuple[np.dtype, np.dtype, str]:
+    """``(dtype, its little-endian form, its name)``: computed once per dtype, because numpy
+    builds a new dtype object (and looks its name up) on every call, for every event."""
+    dt = np.dtype(dtype)
+    return dt, dt.newbyteorder("<"), dt.name
+
+
 def pack_state(state: np.ndarray, dtype: np.dtype | type, size: int) -> bytes:
     """Serialise a 1-D state: 6-byte header (version, dtype code, length) + raw little-endian.
 
     Raises ``EncoderStateError`` when ``state`` is not a 1-D array of ``size`` elements.
     """
-    dt = np.dtype(dtype)
+    _, little, name = _layout(dtype)
     arr = np.asarray(state)
     if arr.ndim != 1 or arr.shape[0] != size:
         raise EncoderStateError(f"state has shape {arr.shape}, expected ({size},)")
-    if arr.dtype != dt.newbyteorder("<"):
-        arr = arr.astype(dt.newbyteorder("<"))
-    return _state_header(dt.name, size) + arr.tobytes()
+    if arr.dtype != little:
+        arr = arr.astype(little)
+    return _state_header(name, size) + arr.tobytes()
 
 
 def unpack_state(data: bytes, dtype: np.dtype | type, size: int) -> np.ndarray:
     """Inverse of :func:`pack_state`; raises ``EncoderStateError`` on any mismatch."""
-    dt = np.dtype(dtype)
+    dt, little, name = _layout(dtype)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise EncoderStateError(f"state blob must be bytes, got {type(data).__name__}")
     blob = bytes(data)
-    header = _state_header(dt.name, size)
+    header = _state_header(name, size)
     if len(blob) == len(header) + size * dt.itemsize and blob.startswith(header):
-        body = np.frombuffer(blob, dtype=dt.newbyteorder("<"), offset=len(header))
+        body = np.frombuffer(blob, dtype=little, offset=len(header))
         return body.astype(dt, copy=True)
     # slow path: say what is wrong
     if len(blob) < _STATE_HEADER.size:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders.base import WEIGHTS_FILE, fit_item_vectors, load_weights
+from encoders.base import WEIGHTS_FILE, load_weights
 from encoders.errors import EncoderError
+from encoders.item_tables import ItemTables
 from encoders.lstm import GruModelConfig, LstmEncoder
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-class GruSessionModel(nn.Module):
+class GruSessionModel(ItemTables):
     """Embedding -> GRU -> linear projection into the item-embedding space.
 
     Inputs are item indices ``(B, T)``, right-padded with :attr:`pad_index` (= ``n_items``);
@@ -54,34 +55,6 @@ class GruSessionModel(nn.Module):
         if not config.tied:
             self.out_emb = nn.Parameter(torch.empty(n, d))
         self.reset_item_embeddings(init_vectors)
-
-    @property
-    def pad_index(self) -> int:
-        """Index used to right-pad input sequences."""
-        return self.config.n_items
-
-    def reset_item_embeddings(
-        self, init_vectors: np.ndarray | None, seed: int = 0, rms: float = 0.1
-    ) -> None:
-        """Initialise the item table(s) from ``init_vectors`` (or small noise when ``None``)."""
-        n, d = self.config.n_items, self.config.emb_dim
-        if init_vectors is None:
-            table = np.random.default_rng(seed).normal(0.0, rms, (n, d)).astype(np.float32)
-        else:
-            if init_vectors.shape[0] != n:
-                raise EncoderError(f"init vectors have {init_vectors.shape[0]} rows, not {n}")
-            table = fit_item_vectors(init_vectors, d, seed=seed, rms=rms)
-        with torch.no_grad():
-            self.item_emb.weight[:n] = torch.from_numpy(table)
-            self.item_emb.weight[n] = 0.0
-            if self.out_emb is not None:
-                self.out_emb.copy_(torch.from_numpy(table))
-
-    def item_weights(self) -> torch.Tensor:
-        """``(n_items, emb_dim)`` output item embeddings (the retrieval item vectors)."""
-        if self.out_emb is not None:
-            return self.out_emb
-        return self.item_emb.weight[: self.config.n_items]
 
     def forward(self, inputs: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """Query vectors ``(B, T, emb_dim)`` for every prefix of right-padded ``inputs``."""

@@ -33,12 +33,12 @@ from torch import nn
 from encoders.base import (
     EncoderName,
     check_items,
-    fit_item_vectors,
     pack_state,
     stack_states,
     unpack_state,
 )
 from encoders.errors import EncoderError, EncoderStateError
+from encoders.item_tables import ItemTables
 from encoders.torch_io import TorchEncoderIO
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class CausalBlock(nn.Module):
         return x + self.dropout(self.ffn(self.ln2(x)))
 
 
-class SasRecModel(nn.Module):
+class SasRecModel(ItemTables):
     """Causal Transformer over right-padded windows of item indices."""
 
     def __init__(
@@ -142,34 +142,6 @@ class SasRecModel(nn.Module):
             self.out_emb = nn.Parameter(torch.empty(n, d))
         nn.init.normal_(self.pos_emb.weight, 0.0, 0.1)
         self.reset_item_embeddings(init_vectors)
-
-    @property
-    def pad_index(self) -> int:
-        """Index used to right-pad input sequences."""
-        return self.config.n_items
-
-    def reset_item_embeddings(
-        self, init_vectors: np.ndarray | None, seed: int = 0, rms: float = 0.1
-    ) -> None:
-        """Initialise the item table from ``init_vectors`` (or small noise when ``None``)."""
-        n, d = self.config.n_items, self.config.emb_dim
-        if init_vectors is None:
-            table = np.random.default_rng(seed).normal(0.0, rms, (n, d)).astype(np.float32)
-        else:
-            if init_vectors.shape[0] != n:
-                raise EncoderError(f"init vectors have {init_vectors.shape[0]} rows, not {n}")
-            table = fit_item_vectors(init_vectors, d, seed=seed, rms=rms)
-        with torch.no_grad():
-            self.item_emb.weight[:n] = torch.from_numpy(table)
-            self.item_emb.weight[n] = 0.0
-            if self.out_emb is not None:
-                self.out_emb.copy_(torch.from_numpy(table))
-
-    def item_weights(self) -> torch.Tensor:
-        """``(n_items, emb_dim)`` output item embeddings (the retrieval item vectors)."""
-        if self.out_emb is not None:
-            return self.out_emb
-        return self.item_emb.weight[: self.config.n_items]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Query vectors ``(B, T, emb_dim)`` for every prefix of right-padded ``inputs``."""
