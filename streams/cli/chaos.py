@@ -33,6 +33,11 @@ def register(app: typer.Typer) -> None:
         broker_down: float = typer.Option(10.0, help="Seconds the broker stays down."),
         tracks: int = typer.Option(5_000, help="Catalog size to generate."),
         seed: int = typer.Option(3, help="Seed of the generated data and hostile records."),
+        max_hostile_bytes: int = typer.Option(
+            900_000,
+            min=1,
+            help="Largest hostile record in bytes (the broker's default limit is about 1 MB).",
+        ),
         workdir: Path = typer.Option(Path(".nexttrack/chaos"), help="Data, model and logs."),
         json_out: Path | None = typer.Option(None, help="Also write the report as JSON."),
         bootstrap_servers: BootstrapOption = None,
@@ -42,8 +47,9 @@ def register(app: typer.Typer) -> None:
         hostile record is dead-lettered and every duplicate answer equals the first.
 
         Prints the report (lost, wrong session lengths, hostile records dead-lettered,
-        unexpected worker exits, duplicate answers and how many differ) and exits 1 when a
-        target is missed. Without --bootstrap-servers a local broker is started in WORKDIR.
+        unexpected worker exits, events skipped by the consumer and read again, duplicate
+        answers and how many differ) and exits 1 when a target is missed. Without
+        --bootstrap-servers a local broker is started in WORKDIR.
         Example, the full run: nexttrack chaos --workers 3 --kills 6 --broker-restarts 1
         """
         import orjson
@@ -62,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 broker_down=broker_down,
                 tracks=tracks,
                 seed=seed,
+                max_hostile_bytes=max_hostile_bytes,
                 workdir=workdir,
                 bootstrap_servers=bootstrap_servers,
             )
