@@ -208,8 +208,13 @@ class NextTrackWorker:
         published after the states are in the changelog, then delivered), which
         :func:`streams.feature_support.run_batches` runs while the next batch computes."""
         started = time.perf_counter()
-        # How long the oldest event waited (Kafka timestamp to now) before its batch began.
-        waited = time.time() - min((e.message.timestamp for e in events), default=time.time())
+        # For the debug line: how long the oldest event waited (Kafka timestamp to now)
+        # before its batch began; not computed on the hot path otherwise.
+        waited = (
+            time.time() - min(e.message.timestamp for e in events)
+            if events and log.isEnabledFor(logging.DEBUG)
+            else 0.0
+        )
         deliveries: list[Awaitable[Any]] = []
         valid: list[tuple[EventT, PlayEvent]] = []
         topic = self.settings.topic_plays

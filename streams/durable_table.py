@@ -20,7 +20,6 @@ the answer for replays) in the changelog.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import faust
@@ -60,10 +59,3 @@ def pending_changelogs(app: faust.App) -> list[FutureMessage]:
     """The changelog records of every durable table of ``app`` sent so far and not yet
     acknowledged: awaiting them later waits for these writes only, not for newer ones."""
     return [f for t in app.tables.values() if isinstance(t, DurableTable) for f in t.pending()]
-
-
-async def changelogs_delivered(app: faust.App) -> None:
-    """Return once every changelog record sent so far is in Kafka; raises if one failed."""
-    pending = pending_changelogs(app)
-    if pending:
-        await asyncio.gather(*pending)
