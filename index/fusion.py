@@ -280,6 +280,9 @@ def fuse_pool(
     cb_weight: float = 0.3,
     k: int = 10,
     rrf_k: int = 60,
+    *,
+    nb: np.ndarray | None = None,
+    nb_weight: float = 0.0,
 ) -> RankedBatch:
     """:func:`fuse` for a whole batch whose two lists cover the same pooled items.
 
@@ -287,8 +290,17 @@ def fuse_pool(
     ``cf``/``cb`` ``(B, P)``: the raw score of every pooled item in that space (``None``: the
     space has no query). Same semantics, ties and degradation as :func:`fuse` over
     ``Candidates(ids[r], cf[r])`` and ``Candidates(ids[r], cb[r])``.
+
+    ``nb`` ``(B, P)``: the session-neighbourhood score of each pooled item
+    (``index.neighbours``; ``0`` = not a neighbour), a third list for ``weighted_sum`` and
+    ``rrf`` when ``nb_weight > 0``. It is normalised by the row's largest score (an item
+    that is no neighbour gets 0) and ranked over the items that are neighbours; a space that
+    is missing then weighs 0 and the others keep their weights. ``cf_only``/``cb_only``
+    ignore it.
     """
     wcf, wcb = _check_args(method, k, rrf_k, cf_weight, cb_weight)
+    wnb = _check_weight("nb_weight", nb_weight)
+    use_nb = nb is not None and wnb > 0 and method in ("weighted_sum", "rrf")
     if method == "cf_only" and cf is None:
         raise InvalidInputError("cf_only fusion needs cf candidates")
     if method == "cb_only" and cb is None:
@@ -299,12 +311,15 @@ def fuse_pool(
         ids = np.pad(ids, pad, constant_values=-1)
         cf = None if cf is None else np.pad(np.asarray(cf, np.float32), pad)
         cb = None if cb is None else np.pad(np.asarray(cb, np.float32), pad)
+        nb = None if nb is None else np.pad(np.asarray(nb, np.float32), pad)
     valid = ids >= 0
     b, p = ids.shape
     nan = np.full((b, p), np.nan, dtype=np.float32)
     raw_cf = nan if cf is None else np.asarray(cf, dtype=np.float32)
     raw_cb = nan if cb is None else np.asarray(cb, dtype=np.float32)
-    if method in ("weighted_sum", "rrf") and cf is not None and cb is not None:
+    if use_nb:  # a missing space weighs 0; the neighbour weight is > 0
+        wcf, wcb = (wcf if cf is not None else 0.0), (wcb if cb is not None else 0.0)
+    elif method in ("weighted_sum", "rrf") and cf is not None and cb is not None:
         if wcf == wcb == 0 and valid.any():
             raise InvalidInputError("cf_weight and cb_weight are both 0")
     elif method in ("weighted_sum", "rrf"):
@@ -323,6 +338,14 @@ def fuse_pool(
                 score += w * _minmax_rows(raw, valid)
             else:
                 score += w / (rrf_k + _ranks_rows(ids, raw, valid))
+        if use_nb:
+            s_nb = np.where(valid, np.asarray(nb, dtype=np.float64), 0.0)
+            if method == "weighted_sum":
+                top_nb = s_nb.max(axis=1, keepdims=True)
+                score += wnb * s_nb / np.where(top_nb > 0, top_nb, 1.0)
+            else:
+                member = valid & (s_nb > 0)
+                score += np.where(member, wnb / (rrf_k + _ranks_rows(ids, s_nb, member)), 0.0)
     key = np.where(valid, -score, np.inf)
     top = np.lexsort((np.where(valid, ids, np.iinfo(np.int64).max), key), axis=-1)[:, :k]
     items = np.take_along_axis(ids, top, 1)

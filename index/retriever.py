@@ -31,6 +31,7 @@ from index.ann import IndexType, VectorIndex, as_vectors, exact_search
 from index.errors import InvalidInputError, UnknownItemError
 from index.filters import CatalogFilters
 from index.fusion import FUSION_METHODS, FusedItem, FusionMethod, RankedBatch, fuse_pool
+from index.neighbours import NeighbourCandidates
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,9 @@ class HybridRetriever:
         genre_filter: Sequence[str] | None = None,
         mood_filter: Sequence[str] | None = None,
         rrf_k: int = 60,
+        *,
+        neighbours: NeighbourCandidates | None = None,
+        nb_weight: float = 0.0,
     ) -> RankedBatch:
         """Top-``k`` fused items per query row (see module doc), never an excluded, retired
         or filtered-out item; ``min(k, usable items not excluded)`` items per query.
@@ -204,6 +208,10 @@ class HybridRetriever:
         ``cf_only`` searches cf, ``cb_only`` searches cb; ``weighted_sum``/``rrf`` search
         both when ``cb_queries`` is given, else degrade to cf alone. The whole batch is
         searched, filtered, scored and fused with array operations.
+
+        ``neighbours`` (one row per query, ``index.neighbours``) with ``nb_weight > 0`` adds
+        the best ``pool`` usable, non-excluded session neighbours of each query to its pool
+        and their neighbour score to the fusion (``weighted_sum``/``rrf`` only).
         """
         if method not in FUSION_METHODS:
             raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
@@ -237,13 +245,33 @@ class HybridRetriever:
         found = [
             self._candidates(s, queries[s], usable, excl, want, pool, filtered) for s in searched
         ]
+        use_nb = neighbours is not None and nb_weight > 0 and method in ("weighted_sum", "rrf")
+        if use_nb:
+            assert neighbours is not None
+            if neighbours.n_rows != b or neighbours.n_items != self.n_items:
+                raise InvalidInputError(
+                    f"neighbour candidates for {neighbours.n_rows} rows of {neighbours.n_items} "
+                    f"items; expected {b} rows of {self.n_items}"
+                )
+            rows, items = neighbours.rows, neighbours.items
+            keep = usable[items] & ~excl.contains(rows, items[:, None])[:, 0]
+            found.append(neighbours.top(keep, pool))
         ids = _unique_rows(np.concatenate(found, axis=1) if len(found) > 1 else found[0])
         safe = np.maximum(ids, 0)
         scores = {
             s: np.einsum("bpd,bd->bp", self._spaces[s].vectors[safe], queries[s]) for s in queries
         }
         return fuse_pool(
-            ids, scores["cf"], scores.get("cb"), method, cf_weight, cb_weight, k, rrf_k
+            ids,
+            scores["cf"],
+            scores.get("cb"),
+            method,
+            cf_weight,
+            cb_weight,
+            k,
+            rrf_k,
+            nb=neighbours.lookup(ids) if use_nb else None,  # type: ignore[union-attr]
+            nb_weight=nb_weight if use_nb else 0.0,
         )
 
     def similar(

@@ -52,6 +52,8 @@ class Recommendation:
     request_id: str | None = None
     variant: str | None = None
     encoder: str | None = None
+    #: Weight of the session-neighbourhood source when it took part (else absent).
+    nb_weight: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +70,7 @@ class Recommendation:
             "session_length": self.session_length,
             "items": [item.to_dict() for item in self.items],
         }
-        for name in ("request_id", "variant", "encoder"):
+        for name in ("request_id", "variant", "encoder", "nb_weight"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -105,6 +107,7 @@ class Recommendation:
             "request_id",
             "variant",
             "encoder",
+            "nb_weight",
         }
         return cls(
             session_id=opt_str(obj, "session_id"),
@@ -120,6 +123,7 @@ class Recommendation:
             request_id=opt_str(obj, "request_id"),
             variant=opt_str(obj, "variant"),
             encoder=opt_str(obj, "encoder"),
+            nb_weight=None if obj.get("nb_weight") is None else float(obj["nb_weight"]),
             extra={k: v for k, v in obj.items() if k not in known},
         )
 

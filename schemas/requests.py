@@ -63,6 +63,7 @@ _REC_KNOWN = frozenset(
         "fusion_method",
         "cf_weight",
         "cb_weight",
+        "nb_weight",
     }
 )
 _SIM_KNOWN = frozenset(
@@ -145,6 +146,8 @@ class RecommendationRequest:
     fusion_method: str | None = None
     cf_weight: float | None = None
     cb_weight: float | None = None
+    #: Weight of the session-neighbourhood source (``None``: the worker's).
+    nb_weight: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +170,8 @@ class RecommendationRequest:
                 self.cb_weight,
             )
         )
+        if self.nb_weight is not None:
+            out["nb_weight"] = self.nb_weight
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
@@ -204,6 +209,7 @@ class RecommendationRequest:
             fusion_method=_fusion(obj),
             cf_weight=_weight(obj, "cf_weight"),
             cb_weight=_weight(obj, "cb_weight"),
+            nb_weight=_weight(obj, "nb_weight"),
             extra={k: v for k, v in obj.items() if k not in _REC_KNOWN},
         )
 

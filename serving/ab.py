@@ -7,10 +7,11 @@ each variant's retrieval parameters, and the online figures computed per variant
     AB_VARIANTS="control:weight=3;rrf:fusion_method=rrf,weight=1"
 
 Keys override the default :class:`~serving.model.RetrievalParams` (from settings):
-``top_k`` (1..1000), ``fusion_method`` (weighted_sum, rrf, cf_only, cb_only), ``cf_weight`` and
-``cb_weight`` (0..1), ``use_content`` (true/false). ``weight`` (> 0, default 1) is the variant's
-relative share of sessions. A name is 1-32 letters, digits, ``_`` or ``-`` (not ``none``). An
-empty ``AB_VARIANTS`` disables the experiment (recommendations carry no variant).
+``top_k`` (1..1000), ``fusion_method`` (weighted_sum, rrf, cf_only, cb_only), ``cf_weight``,
+``cb_weight`` and ``nb_weight`` (0..1), ``use_content`` (true/false). ``weight`` (> 0, default 1)
+is the variant's relative share of sessions. A name is 1-32 letters, digits, ``_`` or ``-``
+(not ``none``). An empty ``AB_VARIANTS`` disables the experiment (recommendations carry no
+variant).
 
 A session is assigned when it is created, from a stable hash of its id, and keeps its variant
 for its life (stored in its state) as long as that variant stays configured.
@@ -82,6 +83,7 @@ OVERRIDES: dict[str, Any] = {
     "fusion_method": _fusion,
     "cf_weight": _unit_float,
     "cb_weight": _unit_float,
+    "nb_weight": _unit_float,
     "use_content": _bool,
 }
 
@@ -174,6 +176,11 @@ class Experiment:
 
     def __init__(self, variants: Sequence[VariantSpec], base: RetrievalParams) -> None:
         self.variants = tuple(variants)
+        self.rebase(base)
+
+    def rebase(self, base: RetrievalParams) -> None:
+        """Recompute every variant's parameters over a new ``base`` (a reloaded model's
+        fusion choice); assignments and online figures are unchanged."""
         self.base = base
         self._params = {spec.name: spec.params(base) for spec in self.variants}
 

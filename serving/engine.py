@@ -22,7 +22,7 @@ import numpy as np
 from encoders.base import encode_sequence
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation, RecommendedItem
-from serving.model import ModelBundle, RetrievalParams, rank_sessions
+from serving.model import ModelBundle, RetrievalParams, rank_sessions, uses_neighbours
 from serving.state import SessionState
 
 if TYPE_CHECKING:
@@ -341,6 +341,7 @@ class RecommendationEngine:
             fusion_method=params.fusion_method if params.use_content else "cf_only",
             cf_weight=params.cf_weight,
             cb_weight=params.cb_weight if params.use_content else 0.0,
+            nb_weight=params.nb_weight if uses_neighbours(self.model, params) else None,
             session_length=state.length if session_length is None else session_length,
             items=items,
             variant=state.variant,

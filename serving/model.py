@@ -22,6 +22,7 @@ from encoders import load_encoder
 from encoders.base import SessionEncoder
 from index.filters import CatalogFilters
 from index.fusion import RankedBatch
+from index.neighbours import NEIGHBOURS_FILE, ItemNeighbours
 from index.retriever import HybridRetriever
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track, TrackList
@@ -42,6 +43,8 @@ class RetrievalParams:
     fusion_method: str = "weighted_sum"
     cf_weight: float = 0.7
     cb_weight: float = 0.3
+    #: Weight of the session-neighbourhood source (``index.neighbours``); 0 leaves it out.
+    nb_weight: float = 0.0
     use_content: bool = True
     genre_filter: tuple[str, ...] = ()
     mood_filter: tuple[str, ...] = ()
@@ -60,6 +63,7 @@ def chosen_fusion(
         fusion_method=str(choice["fusion_method"]),
         cf_weight=float(choice["cf_weight"]),
         cb_weight=float(choice["cb_weight"]),
+        nb_weight=float(choice.get("nb_weight", 0.0)),
     )
 
 
@@ -75,6 +79,8 @@ class ModelBundle:
     track_index: dict[str, int]
     cb_vectors: np.ndarray | None
     popularity: np.ndarray
+    #: Session neighbours of every item (``None``: artifacts trained before they existed).
+    neighbours: ItemNeighbours | None = None
     #: Items by popularity, descending (computed on first use, per catalog size).
     _pop_order: np.ndarray | None = field(default=None, repr=False)
 
@@ -163,6 +169,8 @@ class ModelBundle:
 
             self.encoder = ExtendedItemsEncoder(self.encoder)
         self.encoder.extend_items(cf)  # type: ignore[attr-defined]
+        if self.neighbours is not None:
+            self.neighbours.add_items(len(tracks))
         self.tracks.extend(tracks)
         for track, item in zip(tracks, items, strict=True):
             self.track_index[track.track_id] = int(item)
@@ -309,13 +317,21 @@ def load_model(
         cb_vectors=cb,
         filters=CatalogFilters.from_lists(*_labels(artifacts.tracks)),
     )
+    nb_path = artifacts.directory / NEIGHBOURS_FILE
+    neighbours = ItemNeighbours.load(nb_path) if nb_path.exists() else None
+    if neighbours is not None and neighbours.n_items != len(artifacts.tracks):
+        raise ArtifactsError(
+            f"{nb_path}: neighbours of {neighbours.n_items} items, the catalog has "
+            f"{len(artifacts.tracks)} tracks"
+        )
     log.info(
-        "loaded model %s (%s encoder, %d tracks, %s index, content %s) in %.1fs",
+        "loaded model %s (%s encoder, %d tracks, %s index, content %s, neighbours %s) in %.1fs",
         artifacts.model_version,
         encoder_name,
         len(artifacts.tracks),
         kind,
         cb_kind if cb is not None else "off",
+        "on" if neighbours is not None else "off",
         time.perf_counter() - started,
     )
     return ModelBundle(
@@ -326,6 +342,7 @@ def load_model(
         track_index=dict(artifacts.track_index),
         cb_vectors=cb,
         popularity=artifacts.popularity.copy(),
+        neighbours=neighbours,
     )
 
 
@@ -372,16 +389,25 @@ def rank_batch(
         cb_q = None
         if params.use_content and model.cb_vectors is not None:
             cb_q = model.content_queries([recent[r] for r in warm])
+        nb = None
+        if uses_neighbours(model, params):
+            nb = model.neighbours.query([recent[r] for r in warm])  # type: ignore[union-attr]
+        method = params.fusion_method if cb_q is not None or nb is not None else "cf_only"
+        cf_weight = params.cf_weight
+        if nb is None and cb_q is not None and cf_weight == params.cb_weight == 0:
+            cf_weight = 1.0  # a neighbour-only choice on a model without neighbours
         ranked = model.retriever.rank(
             cf_q,
             cb_q,
             exclude=[exclude[r] for r in warm],
             k=k,
-            method=params.fusion_method if cb_q is not None else "cf_only",  # type: ignore[arg-type]
-            cf_weight=params.cf_weight,
-            cb_weight=params.cb_weight,
+            method=method,  # type: ignore[arg-type]
+            cf_weight=cf_weight,
+            cb_weight=params.cb_weight if cb_q is not None else 0.0,
             genre_filter=list(params.genre_filter) or None,
             mood_filter=list(params.mood_filter) or None,
+            neighbours=nb,
+            nb_weight=params.nb_weight if nb is not None else 0.0,
         )
         rows = np.asarray(warm)
         out.items[rows], out.scores[rows] = ranked.items, ranked.scores
@@ -395,6 +421,15 @@ def rank_batch(
             items, scores = model.popular(usable, set(exclude[r]), k)
             out.items[r, : len(items)], out.scores[r, : len(items)] = items, scores
     return out
+
+
+def uses_neighbours(model: ModelBundle, params: RetrievalParams) -> bool:
+    """Whether ``params`` rank with the session-neighbourhood source on ``model``."""
+    return (
+        model.neighbours is not None
+        and params.nb_weight > 0
+        and params.fusion_method in ("weighted_sum", "rrf")
+    )
 
 
 def _labels(tracks: Iterable[Track]) -> tuple[list[list[str]], list[list[str]]]:

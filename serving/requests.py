@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from schemas.errors import SchemaError
 from schemas.recommendation import Recommendation, RecommendedItem
 from schemas.requests import RecommendationRequest, SimilarTracks, SimilarTracksRequest
 from serving.engine import RecommendationEngine
-from serving.model import ModelBundle, RetrievalParams, rank_sessions
+from serving.model import ModelBundle, RetrievalParams, rank_sessions, uses_neighbours
 from serving.state import SessionState
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,20 @@ class RequestHandler:
         ``variant`` (the worker's defaults without one); raises :class:`SchemaError` when the
         loaded model cannot honour them."""
         base = self.engine.params_for(variant)
+        if isinstance(request, SimilarTracksRequest) and base.cf_weight == base.cb_weight == 0:
+            # similar tracks search the cf and cb spaces only: a neighbour-only default
+            # (chosen at training) leaves them the default weights
+            defaults = RetrievalParams()
+            base = replace(base, cf_weight=defaults.cf_weight, cb_weight=defaults.cb_weight)
         has_content = self.model.cb_vectors is not None and base.use_content
         params = RetrievalParams(
             top_k=request.top_k or base.top_k,
             fusion_method=request.fusion_method or base.fusion_method,
             cf_weight=base.cf_weight if request.cf_weight is None else request.cf_weight,
             cb_weight=base.cb_weight if request.cb_weight is None else request.cb_weight,
+            nb_weight=base.nb_weight
+            if getattr(request, "nb_weight", None) is None
+            else request.nb_weight,  # type: ignore[union-attr]
             use_content=base.use_content,
             genre_filter=tuple(request.genre_filter),
             mood_filter=tuple(request.mood_filter),
@@ -112,7 +120,8 @@ class RequestHandler:
                 "fusion_method",
             )
         both = params.fusion_method in ("weighted_sum", "rrf") and has_content
-        if both and params.cf_weight == 0 and params.cb_weight == 0:
+        nb = uses_neighbours(self.model, params) and isinstance(request, RecommendationRequest)
+        if both and params.cf_weight == 0 and params.cb_weight == 0 and not nb:
             raise SchemaError(
                 "invalid_value", "cf_weight and cb_weight must not both be 0", "cf_weight"
             )
@@ -254,6 +263,7 @@ class RequestHandler:
             fusion_method=params.fusion_method if content else "cf_only",
             cf_weight=params.cf_weight,
             cb_weight=params.cb_weight if content else 0.0,
+            nb_weight=params.nb_weight if uses_neighbours(model, params) else None,
             session_length=query.length,
             items=items,
             variant=state.variant if state is not None else None,

@@ -68,12 +68,13 @@ def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
 def retrieval_params(settings: Settings, model: ModelBundle | None = None) -> RetrievalParams:
     """Default retrieval parameters from settings. With ``model``, the fusion chosen for its
     encoder at training time (manifest ``fusion``) applies unless ``FUSION_METHOD``,
-    ``CF_WEIGHT`` or ``CB_WEIGHT`` is set."""
+    ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` is set."""
     params = RetrievalParams(
         top_k=settings.top_k,
         fusion_method=settings.fusion_method,
         cf_weight=settings.cf_weight,
         cb_weight=settings.cb_weight,
+        nb_weight=settings.nb_weight,
         use_content=settings.use_content_based,
     )
     if model is None or fusion_overridden(settings):
@@ -97,12 +98,14 @@ class NextTrackWorker:
         self.metrics = metrics or WorkerMetrics()
         params = retrieval_params(settings, model)
         log.info(
-            "retrieval: top %d, fusion %s (cf %.2f, cb %.2f)%s",
+            "retrieval: top %d, fusion %s (cf %.2f, cb %.2f, neighbours %.2f%s)%s",
             params.top_k,
             params.fusion_method,
             params.cf_weight,
             params.cb_weight,
-            " (from FUSION_METHOD/CF_WEIGHT/CB_WEIGHT)"
+            params.nb_weight,
+            "" if model.neighbours is not None else ", none in the artifacts",
+            " (from FUSION_METHOD/CF_WEIGHT/CB_WEIGHT/NB_WEIGHT)"
             if fusion_overridden(settings)
             else " (the manifest's choice for the encoder, else the defaults)",
         )
@@ -187,6 +190,24 @@ class NextTrackWorker:
     @property
     def model(self) -> ModelBundle:
         return self.engine.model
+
+    def use_model(self, model: ModelBundle) -> None:
+        """Serve ``model`` from the next batch on (hot reload; call between batches). Unless
+        a fusion setting is set, its manifest's fusion choice becomes the default, and the
+        A/B variants' parameters follow it."""
+        params = retrieval_params(self.settings, model)
+        self.engine.model = model
+        if params != self.engine.params:
+            log.info(
+                "retrieval: fusion %s (cf %.2f, cb %.2f, neighbours %.2f) with model %s",
+                params.fusion_method,
+                params.cf_weight,
+                params.cb_weight,
+                params.nb_weight,
+                model.model_version,
+            )
+        self.engine.params = params
+        self.experiment.rebase(params)
 
     def model_info(self) -> dict[str, str]:
         return {

@@ -165,6 +165,7 @@ def _show(
         echo(
             f"\nsession {session_id} (user {last.user_id}), {rec.session_length} events, "
             f"model {rec.model_version}, {rec.fusion_method} cf={rec.cf_weight} cb={rec.cb_weight}"
+            + (f" neighbours={rec.nb_weight}" if rec.nb_weight is not None else "")
         )
         echo("  recently heard:")
         for event in events[-5:]:

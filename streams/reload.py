@@ -106,13 +106,18 @@ class ModelReloader:
             directory,
             s.encoder,
             index_type=s.ann_index_type,
+            cb_index_type=s.ann_cb_index_type,
             use_ann=s.use_ann_index,
             use_content=s.use_content_based,
         )
 
     def _load_and_validate(self) -> ModelBundle:
+        from streams.app import retrieval_params  # the app imports this module
+
         model = self.loader(self.directory)
-        validate_model(model, self.worker.settings.encoder, self.worker.engine.params)
+        validate_model(
+            model, self.worker.settings.encoder, retrieval_params(self.worker.settings, model)
+        )
         return model
 
     async def check(self) -> bool:
@@ -149,7 +154,7 @@ class ModelReloader:
                 log.exception("an on_model_swap callback failed")
                 self._reject(found, f"on_model_swap callback failed: {exc}")
                 return False
-            worker.engine.model = model
+            worker.use_model(model)
         self.swaps += 1
         self.last_error = None
         worker.metrics.model_reloads.labels("swapped").inc()

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     fusion_method: FusionMethod = "weighted_sum"
     cf_weight: float = Field(0.7, ge=0.0, le=1.0)
     cb_weight: float = Field(0.3, ge=0.0, le=1.0)
+    #: Weight of the session-neighbourhood source; 0 leaves it out (the manifest's choice
+    #: applies unless a fusion setting is set).
+    nb_weight: float = Field(0.0, ge=0.0, le=1.0)
 
     # Security
     enable_auth: bool = False
@@ -219,12 +222,12 @@ class Settings(BaseSettings):
 
 
 #: Settings that, when any is set, override the fusion chosen at training time.
-FUSION_SETTINGS = frozenset({"fusion_method", "cf_weight", "cb_weight"})
+FUSION_SETTINGS = frozenset({"fusion_method", "cf_weight", "cb_weight", "nb_weight"})
 
 
 def fusion_overridden(settings: Settings) -> bool:
-    """Whether ``FUSION_METHOD``, ``CF_WEIGHT`` or ``CB_WEIGHT`` was set (environment or
-    arguments): then it wins over the fusion each encoder's manifest records."""
+    """Whether ``FUSION_METHOD``, ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` was set
+    (environment or arguments): then it wins over the fusion each encoder's manifest records."""
     return bool(FUSION_SETTINGS & settings.model_fields_set)
 
 

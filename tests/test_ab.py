@@ -37,6 +37,8 @@ def test_parse_the_documented_example() -> None:
     )
     base = RetrievalParams()
     assert specs[1].params(base) == dataclasses.replace(base, fusion_method="rrf")
+    (nb,) = parse_variants("N:nb_weight=0.4")
+    assert nb.params(base).nb_weight == 0.4
 
 
 def test_parse_weights_types_blanks_and_empty() -> None:

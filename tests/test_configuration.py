@@ -84,6 +84,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "FUSION_METHOD": ("max", {}),
     "CF_WEIGHT": ("1.5", {}),
     "CB_WEIGHT": ("-0.1", {}),
+    "NB_WEIGHT": ("2", {}),
     "ENABLE_AUTH": ("maybe", {}),
     "API_KEY": ("short", {}),
     "METRICS_PUBLIC": ("yes please", {}),

@@ -3,28 +3,49 @@ default (``training.fusion_choice``, ``serving.model.chosen_fusion``)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from index.neighbours import NEIGHBOURS_FILE
 from serving.artifacts import load_artifacts
 from serving.model import load_model
-from streams.app import retrieval_params
+from streams.app import NextTrackWorker, retrieval_params
 from streams.settings import load_settings
-from training.fusion_choice import FUSION_GRID, K
+from tests.data_fixtures import Dataset
+from training.fusion_choice import FUSION_GRID, K, candidate_label, choose_fusion
 
 
 def test_training_records_the_best_candidate_on_validation(small_artifacts: Path) -> None:
     manifest = load_artifacts(small_artifacts).manifest
     assert manifest["data"]["n_fusion_validation_events"] > 0
     choice = manifest["fusion"]["mean"]
-    labels = {f"{m}:{w:g}" for m, w in FUSION_GRID}
+    assert (small_artifacts / NEIGHBOURS_FILE).exists()  # so every candidate is tried
+    labels = {candidate_label(*c) for c in FUSION_GRID}
     assert set(choice["candidates"]) == labels
+    assert any(c[3] > 0 for c in FUSION_GRID)  # the neighbour source is among them
     score = {label: f[f"hr@{K}"] + f[f"mrr@{K}"] for label, f in choice["candidates"].items()}
-    best = f"{choice['fusion_method']}:{choice['cf_weight']:g}"
+    best = candidate_label(
+        choice["fusion_method"], choice["cf_weight"], choice["cb_weight"], choice["nb_weight"]
+    )
     assert score[best] == max(score.values())
-    assert choice["cb_weight"] == pytest.approx(1 - choice["cf_weight"])
     assert choice["validation_prefixes"] > 0
+
+
+def test_artifacts_without_a_neighbour_table_skip_its_candidates(
+    small_artifacts: Path, small_dataset: Dataset, tmp_path: Path
+) -> None:
+    """Artifacts trained before the neighbour source (or with --no-neighbours) still get a
+    choice, among the candidates that do not need it, and load with no neighbours."""
+    old = tmp_path / "old"
+    shutil.copytree(small_artifacts, old)
+    (old / NEIGHBOURS_FILE).unlink()
+    section = choose_fusion(old, ["mean"], small_dataset.events[-400:], index_type="flat")
+    assert section["mean"]["candidates"]
+    assert all("/" not in label for label in section["mean"]["candidates"])
+    assert section["mean"]["nb_weight"] == 0.0
+    assert load_model(old, "mean", index_type="flat").neighbours is None
 
 
 def test_worker_uses_the_choice_unless_settings_say_otherwise(
@@ -32,15 +53,49 @@ def test_worker_uses_the_choice_unless_settings_say_otherwise(
 ) -> None:
     model = load_model(small_artifacts, "mean", index_type="flat")
     choice = model.artifacts.manifest["fusion"]["mean"]
-    for name in ("FUSION_METHOD", "CF_WEIGHT", "CB_WEIGHT"):
+    for name in ("FUSION_METHOD", "CF_WEIGHT", "CB_WEIGHT", "NB_WEIGHT"):
         monkeypatch.delenv(name, raising=False)
     chosen = retrieval_params(load_settings(), model)
-    assert (chosen.fusion_method, chosen.cf_weight, chosen.cb_weight) == (
+    assert (chosen.fusion_method, chosen.cf_weight, chosen.cb_weight, chosen.nb_weight) == (
         choice["fusion_method"],
         choice["cf_weight"],
         choice["cb_weight"],
+        choice["nb_weight"],
     )
     monkeypatch.setenv("FUSION_METHOD", "rrf")
     explicit = retrieval_params(load_settings(), model)
     assert (explicit.fusion_method, explicit.cf_weight) == ("rrf", 0.7)  # settings win
     assert retrieval_params(load_settings(cf_weight=0.6), model).cf_weight == 0.6
+    assert retrieval_params(load_settings(nb_weight=0.0), model).nb_weight == 0.0
+
+
+def test_a_reloaded_model_brings_its_own_fusion_choice(
+    small_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hot reload (``NextTrackWorker.use_model``): the new manifest's choice becomes the
+    default and the A/B variants follow it; a fusion setting still wins."""
+    for name in ("FUSION_METHOD", "CF_WEIGHT", "CB_WEIGHT", "NB_WEIGHT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(app_id="unit-test", data_dir=tmp_path, ab_variants="A:top_k=3")
+    worker = NextTrackWorker(
+        settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
+    )
+    new = load_model(small_artifacts, "mean", index_type="flat")
+    new.artifacts.manifest["fusion"]["mean"] = {
+        "fusion_method": "rrf",
+        "cf_weight": 0.2,
+        "cb_weight": 0.1,
+        "nb_weight": 0.7,
+    }
+    worker.use_model(new)
+    params = worker.engine.params
+    assert (params.fusion_method, params.cf_weight, params.nb_weight) == ("rrf", 0.2, 0.7)
+    variant = worker.experiment.params("A")
+    assert (variant.top_k, variant.fusion_method, variant.nb_weight) == (3, "rrf", 0.7)
+    pinned = NextTrackWorker(
+        load_settings(app_id="unit-test", data_dir=tmp_path, nb_weight=0.0),
+        load_model(small_artifacts, "mean", index_type="flat"),
+        table_store="memory://",
+    )
+    pinned.use_model(new)
+    assert pinned.engine.params.nb_weight == 0.0 and pinned.engine.params.fusion_method != "rrf"

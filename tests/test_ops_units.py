@@ -225,6 +225,9 @@ class StubWorker:
     def model_info(self) -> dict[str, str]:
         return {"model_version": self.model.model_version}
 
+    def use_model(self, model: ModelBundle) -> None:
+        self.engine.model = model
+
 
 def rewrite_version(directory: Path, version: str) -> None:
     manifest = orjson.loads((directory / "manifest.json").read_bytes())

@@ -196,3 +196,24 @@ def test_similar_tracks(handler: RequestHandler, model: ModelBundle) -> None:
     with pytest.raises(SchemaError) as info:
         handler.check_similar(SimilarTracksRequest("s4", "no-such-track"))
     assert (info.value.reason, info.value.field) == ("unknown_track", "track_id")
+
+
+def test_a_request_can_weigh_the_neighbour_source(
+    handler: RequestHandler, small_dataset: Dataset, model: ModelBundle
+) -> None:
+    """``nb_weight`` per request: the record says it took part; cf and cb may then both be 0
+    (neighbours only); a similar-tracks request, which does not use them, keeps working."""
+    state = live_state(handler, session_plays(small_dataset))
+    sid = state.session_id
+    only = RecommendationRequest("nb", session_id=sid, cf_weight=0, cb_weight=0, nb_weight=1)
+    (rec,) = handler.recommend([only], [state])
+    assert rec.nb_weight == 1.0 and len(rec.items) == 10
+    assert not {i.track_id for i in rec.items} & set(state.heard)
+    (plain,) = handler.recommend([RecommendationRequest("p", session_id=sid)], [state])
+    assert plain.nb_weight is None  # the defaults here leave the source out
+    assert [i.track_id for i in rec.items] != [i.track_id for i in plain.items]
+    neighbour_only = RequestHandler(
+        RecommendationEngine(model, RetrievalParams(cf_weight=0, cb_weight=0, nb_weight=1))
+    )
+    (similar,) = neighbour_only.similar([SimilarTracksRequest("s", model.tracks[3].track_id)])
+    assert len(similar.items) == 10

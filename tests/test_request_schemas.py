@@ -44,6 +44,7 @@ def test_recommendation_request_round_trip() -> None:
         fusion_method="rrf",
         cf_weight=0.5,
         cb_weight=0.0,
+        nb_weight=0.4,
         extra={"client": "app"},
     )
     assert RecommendationRequest.parse(full.to_bytes()) == full
@@ -93,6 +94,7 @@ def test_similar_request_and_answer_round_trip() -> None:
         ({"cf_weight": 1.5}, "invalid_value", "cf_weight"),
         ({"cb_weight": -0.1}, "invalid_value", "cb_weight"),
         ({"cb_weight": "high"}, "wrong_type", "cb_weight"),
+        ({"nb_weight": 1.01}, "invalid_value", "nb_weight"),
         ({"fusion_method": "max"}, "invalid_value", "fusion_method"),
         ({"fusion_method": 3}, "wrong_type", "fusion_method"),
         ({"genre_filter": "rock"}, "wrong_type", "genre_filter"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 from hypothesis import given
@@ -96,6 +98,10 @@ def test_recommendation_round_trip() -> None:
     again = Recommendation.parse(rec.to_bytes())
     assert again == rec
     assert orjson.loads(rec.to_bytes())["schema"] == "recommendation/v1"
+    assert "nb_weight" not in orjson.loads(rec.to_bytes())  # only when the source took part
+    with_nb = replace(rec, nb_weight=0.5)
+    assert orjson.loads(with_nb.to_bytes())["nb_weight"] == 0.5
+    assert Recommendation.parse(with_nb.to_bytes()) == with_nb
 
 
 @pytest.mark.parametrize("payload", [b'{"a": "caf\xc3\xa9"}', b"\xff\x00binary"])

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -353,12 +353,21 @@ def tune_baseline(
     k: int = 20,
     seed: int = 0,
     progress: bool = False,
+    factory: Callable[..., SessionBaseline] | None = None,
 ) -> TuningResult:
     """Pick hyperparameters on TRAINING data only: fit on the oldest ``1 - validation_share``
     of ``sessions``, score HR@k (ties: MRR@k) on the next-item predictions of the newest
-    ``validation_share`` (play-only prefixes, the prefix's items excluded)."""
+    ``validation_share`` (play-only prefixes, the prefix's items excluded).
+
+    ``factory(n_items, **params)`` builds the model (default: :func:`make_baseline` of
+    ``name``); ``grid`` is then required."""
     started = time.perf_counter()
-    grid = list(grid if grid is not None else DEFAULT_GRIDS[name])
+    if factory is None:
+        grid = list(grid if grid is not None else DEFAULT_GRIDS[name])
+        factory = lambda n, **params: make_baseline(name, n, **params)  # noqa: E731
+    elif grid is None:
+        raise DataError("tune_baseline with a factory needs a grid")
+    grid = list(grid)
     if len(grid) <= 1 or len(sessions) < 10:
         return TuningResult(name, dict(grid[0]) if grid else {}, k=k)
     n_val = max(1, int(round(len(sessions) * validation_share)))
@@ -368,7 +377,7 @@ def tune_baseline(
     result.n_validation_prefixes = len(prefixes)
     best_key: tuple[float, float] | None = None
     for params in tqdm(grid, desc=f"tune {name}", disable=not progress, leave=False):
-        model = make_baseline(name, n_items, **params).fit(fit_part)
+        model = factory(n_items, **params).fit(fit_part)
         ranks = ranks_in_lists(model.recommend(prefixes, prefixes, k), targets)
         hr, mrr = hit_rate_at_k(ranks, k), mrr_at_k(ranks, k)
         result.grid.append({**params, f"hr@{k}": round(hr, 6), f"mrr@{k}": round(mrr, 6)})

@@ -42,6 +42,7 @@ from serving.index_files import content_index_kind
 from serving.model import RetrievalParams, chosen_fusion, load_model, rank_sessions
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
+from training.fusion_choice import candidate_label
 from training.io import read_events, sessions_from_events
 from training.metrics import PAD, next_item_metrics, ranks_in_lists
 
@@ -346,8 +347,19 @@ def evaluate(
             "fusion_method": own.fusion_method,
             "cf_weight": own.cf_weight,
             "cb_weight": own.cb_weight,
+            "nb_weight": own.nb_weight,
             "source": "chosen at training time" if own != base else "settings",
         }
+        choice = (artifacts.manifest.get("fusion") or {}).get(name)
+        if own != base and choice:  # why: the criterion and the chosen candidate's figures
+            fusion_used[name]["criterion"] = choice.get("criterion")
+            fusion_used[name]["validation_prefixes"] = choice.get("validation_prefixes")
+            fusion_used[name]["validation"] = {
+                label: figures
+                for label, figures in (choice.get("candidates") or {}).items()
+                if label
+                == candidate_label(own.fusion_method, own.cf_weight, own.cb_weight, own.nb_weight)
+            }
         variants = {"": own}
         for method in extra_fusion:
             variants[f"+{method}"] = replace(own, fusion_method=method)

@@ -16,33 +16,57 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from index.neighbours import NEIGHBOURS_FILE
 from schemas.play import PlayEvent
 from serving.model import RetrievalParams
 from training.metrics import hit_rate_at_k, mrr_at_k, ranks_in_lists
 
 log = logging.getLogger(__name__)
 
-#: Candidates: (method, cf_weight). ``cb_weight`` is ``1 - cf_weight``.
-FUSION_GRID: tuple[tuple[str, float], ...] = (
-    ("cf_only", 1.0),
-    ("weighted_sum", 0.9),
-    ("weighted_sum", 0.8),
-    ("weighted_sum", 0.7),
-    ("weighted_sum", 0.5),
-    ("rrf", 0.5),
+#: Candidates: (method, cf_weight, cb_weight, nb_weight). ``nb_weight`` is the weight of the
+#: session-neighbourhood source (``index.neighbours``); candidates with it are tried only
+#: when the artifacts have a neighbour table.
+FUSION_GRID: tuple[tuple[str, float, float, float], ...] = (
+    ("cf_only", 1.0, 0.0, 0.0),
+    ("weighted_sum", 0.9, 0.1, 0.0),
+    ("weighted_sum", 0.8, 0.2, 0.0),
+    ("weighted_sum", 0.7, 0.3, 0.0),
+    ("weighted_sum", 0.5, 0.5, 0.0),
+    ("rrf", 0.5, 0.5, 0.0),
+    ("weighted_sum", 0.81, 0.09, 0.1),
+    ("weighted_sum", 0.72, 0.08, 0.2),
+    ("weighted_sum", 0.7, 0.0, 0.3),
+    ("weighted_sum", 0.63, 0.07, 0.3),
+    ("weighted_sum", 0.5, 0.0, 0.5),
+    ("weighted_sum", 0.45, 0.05, 0.5),
+    ("weighted_sum", 0.3, 0.0, 0.7),
+    ("weighted_sum", 0.27, 0.03, 0.7),
+    ("weighted_sum", 0.0, 0.0, 1.0),
+    ("rrf", 0.5, 0.5, 0.5),
 )
 #: Cut-off of the validation metrics.
 K = 20
 
 
-def candidate_params(method: str, cf_weight: float, top_k: int = K) -> RetrievalParams:
+def candidate_params(
+    method: str, cf_weight: float, cb_weight: float, nb_weight: float = 0.0, top_k: int = K
+) -> RetrievalParams:
     return RetrievalParams(
         top_k=top_k,
         fusion_method=method,
         cf_weight=cf_weight,
-        cb_weight=round(1.0 - cf_weight, 6),
+        cb_weight=cb_weight,
+        nb_weight=nb_weight,
         use_content=method != "cf_only",
     )
+
+
+def candidate_label(method: str, cf_weight: float, cb_weight: float, nb_weight: float) -> str:
+    """``method:cf`` as before the neighbour source (``weighted_sum:0.9``), with the cb and
+    nb weights once the neighbour weight is set (``weighted_sum:0.45/0.05/0.5``)."""
+    if nb_weight == 0:
+        return f"{method}:{cf_weight:g}"
+    return f"{method}:{cf_weight:g}/{cb_weight:g}/{nb_weight:g}"
 
 
 def choose_fusion(
@@ -64,8 +88,13 @@ def choose_fusion(
         log.warning("no validation prefix to choose the fusion on; keeping the defaults")
         return {}
     has_content = (artifacts_dir / "cb_vectors.npy").exists()
-    grid = [(m, w) for m, w in FUSION_GRID if has_content or m == "cf_only"]
-    variants = {f"{m}:{w:g}": candidate_params(m, w) for m, w in grid}
+    has_neighbours = (artifacts_dir / NEIGHBOURS_FILE).exists()
+    grid = [
+        c
+        for c in FUSION_GRID
+        if (has_content or c[0] == "cf_only") and (has_neighbours or c[3] == 0)
+    ]
+    variants = {candidate_label(*c): candidate_params(*c) for c in grid}
     section: dict[str, Any] = {}
     for name in encoders:
         lists = replay_encoder(
@@ -90,6 +119,7 @@ def choose_fusion(
             "fusion_method": params.fusion_method,
             "cf_weight": params.cf_weight,
             "cb_weight": params.cb_weight,
+            "nb_weight": params.nb_weight,
             "criterion": f"highest hr@{K} + mrr@{K} on the validation prefixes",
             "validation_prefixes": int(len(targets)),
             "candidates": figures,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from index.neighbours import NEIGHBOURS_FILE
 from schemas.play import PlayEvent
 from schemas.track import Track, read_catalog
 from serving.artifacts import new_model_version, write_artifacts
@@ -48,6 +49,9 @@ class PipelineConfig:
     #: Share of the newest sessions kept out of training to choose each encoder's fusion on
     #: (``training.fusion_choice``); 0 trains on everything and keeps the default fusion.
     fusion_validation: float = 0.1
+    #: Train the session-neighbourhood table (``training.neighbours``), a third candidate
+    #: source the fusion choice may weigh in.
+    neighbours: bool = True
 
 
 @dataclass
@@ -62,18 +66,11 @@ class PreparedData:
     n_unknown: int
 
 
-def prepare(events: Sequence[PlayEvent], tracks: Sequence[Track] | None) -> PreparedData:
-    """Map events onto the catalog (or a catalog built from the events' track ids)."""
-    if tracks is None:
-        seen: dict[str, None] = {}
-        for event in events:
-            seen.setdefault(event.track_id, None)
-        tracks = [Track(track_id=t, title=t, artist="unknown") for t in seen]
-    tracks = [t for t in tracks if not t.retired]
-    track_index = {t.track_id: i for i, t in enumerate(tracks)}
-    if len(track_index) != len(tracks):
-        raise DataError("the catalog has duplicate track ids")
-    popularity = np.zeros(len(tracks), dtype=np.float32)
+def play_sessions(
+    events: Sequence[PlayEvent], track_index: dict[str, int]
+) -> tuple[list[np.ndarray], int]:
+    """Each session's played item indices in time order (sessions without a known play
+    left out) and the number of events naming tracks outside ``track_index``."""
     sessions: list[np.ndarray] = []
     n_unknown = 0
     for session in sessions_from_events(events).values():
@@ -86,9 +83,25 @@ def prepare(events: Sequence[PlayEvent], tracks: Sequence[Track] | None) -> Prep
             if event.event_type == "play":
                 items.append(item)
         if items:
-            arr = np.asarray(items, dtype=np.int64)
-            np.add.at(popularity, arr, 1.0)
-            sessions.append(arr)
+            sessions.append(np.asarray(items, dtype=np.int64))
+    return sessions, n_unknown
+
+
+def prepare(events: Sequence[PlayEvent], tracks: Sequence[Track] | None) -> PreparedData:
+    """Map events onto the catalog (or a catalog built from the events' track ids)."""
+    if tracks is None:
+        seen: dict[str, None] = {}
+        for event in events:
+            seen.setdefault(event.track_id, None)
+        tracks = [Track(track_id=t, title=t, artist="unknown") for t in seen]
+    tracks = [t for t in tracks if not t.retired]
+    track_index = {t.track_id: i for i, t in enumerate(tracks)}
+    if len(track_index) != len(tracks):
+        raise DataError("the catalog has duplicate track ids")
+    popularity = np.zeros(len(tracks), dtype=np.float32)
+    sessions, n_unknown = play_sessions(events, track_index)
+    for arr in sessions:
+        np.add.at(popularity, arr, 1.0)
     if not sessions:
         raise DataError("no play events match the catalog: nothing to train on")
     if n_unknown:
@@ -150,6 +163,13 @@ def train_artifacts(
         decay=config.mean_decay,
     )
     reports: dict[str, Any] = {}
+    neighbours = nb_config = nb_section = None
+    if config.neighbours:
+        from training.neighbours import train_neighbours
+
+        neighbours, nb_config, nb_section = train_neighbours(
+            [s.tolist() for s in data.sessions], len(data.tracks), progress=config.progress
+        )
 
     def write_encoders(encoders_dir: Path) -> dict[str, Any]:
         from encoders.mean import MeanEncoder
@@ -182,6 +202,8 @@ def train_artifacts(
                 encoder.item_vectors(),
                 config.index_type,  # type: ignore[arg-type]
             )
+        if neighbours is not None:  # so is the neighbour table
+            neighbours.save(encoders_dir.parent / NEIGHBOURS_FILE)
         if cb_vectors is not None:  # the content space is shared by every encoder
             cb_kind = content_index_kind(config.index_type)
             index_report["cb"] = save_index(
@@ -209,6 +231,35 @@ def train_artifacts(
         },
         "index": index_report,
     }
+    if nb_section is not None:
+        manifest["neighbours"] = nb_section
+
+    def finish(directory: Path) -> dict[str, Any]:
+        """Choose each encoder's fusion on the validation sessions, then rebuild the
+        neighbour table with them too (the baselines also see every training session)."""
+        if not validation:
+            return {"fusion": {}}
+        section: dict[str, Any] = {
+            "fusion": choose_fusion(
+                directory,
+                config.encoders,
+                validation,
+                index_type=config.index_type,
+                progress=config.progress,
+            )
+        }
+        if nb_config is not None and nb_section is not None:
+            from training.neighbours import build_neighbours
+
+            extra, _ = play_sessions(validation, data.track_index)
+            sessions = [s.tolist() for s in [*data.sessions, *extra]]
+            build_neighbours(sessions, len(data.tracks), nb_config).save(
+                directory / NEIGHBOURS_FILE
+            )
+            section["neighbours"] = {**nb_section, "rebuilt_with_validation_sessions": len(extra)}
+            log.info("session neighbours rebuilt with the %d validation sessions", len(extra))
+        return section
+
     out = write_artifacts(
         out_dir,
         tracks=data.tracks,
@@ -219,17 +270,7 @@ def train_artifacts(
         cf_feature_embeddings=cf.feature_embeddings,
         manifest=manifest,
         write_encoders=write_encoders,
-        finish=lambda directory: {
-            "fusion": choose_fusion(
-                directory,
-                config.encoders,
-                validation,
-                index_type=config.index_type,
-                progress=config.progress,
-            )
-            if validation
-            else {}
-        },
+        finish=finish,
     )
     log.info("training finished in %.1fs", time.perf_counter() - started)
     return out

@@ -59,8 +59,8 @@ def register(app: typer.Typer) -> None:
         Encoders run through the worker's own code path with the worker's retrieval settings
         (USE_CONTENT_BASED, ANN_INDEX_TYPE, ANN_CB_INDEX_TYPE, SESSION_HISTORY from the
         environment; the fusion chosen for each encoder at training time unless
-        FUSION_METHOD, CF_WEIGHT or CB_WEIGHT is set); baselines are fitted on --train-events
-        only.
+        FUSION_METHOD, CF_WEIGHT, CB_WEIGHT or NB_WEIGHT is set); baselines are fitted on
+        --train-events only.
         """
         from serving.model import RetrievalParams
         from streams.cli.options import settings_for
@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
             fusion_method=settings.fusion_method,
             cf_weight=settings.cf_weight,
             cb_weight=settings.cb_weight,
+            nb_weight=settings.nb_weight,
             use_content=settings.use_content_based,
         )
         ks = tuple(sorted({c for c in (5, 10) if c < k} | {k}))
@@ -99,6 +100,15 @@ def register(app: typer.Typer) -> None:
             use_chosen_fusion=not fusion_overridden(settings),
         )
         typer.echo(result.table())
+        for name, used in (result.protocol.get("fusion") or {}).items():
+            why = used["source"]
+            for label, fig in (used.get("validation") or {}).items():
+                why += f" ({label}: validation " + ", ".join(f"{m} {v}" for m, v in fig.items())
+                why += f" over {used.get('validation_prefixes')} prefixes, {used['criterion']})"
+            typer.echo(
+                f"{name}: {used['fusion_method']} cf {used['cf_weight']:g} cb "
+                f"{used['cb_weight']:g} neighbours {used.get('nb_weight', 0):g}, {why}"
+            )
         data = result.data
         typer.echo(
             f"{data['n_prefixes']} prefixes of {data['n_test_sessions']} test sessions "

@@ -48,6 +48,13 @@ def register(app: typer.Typer) -> None:
             help="Share of the newest sessions kept out of training to choose each encoder's "
             "fusion (method and weights) on; 0 trains on everything and keeps the defaults.",
         ),
+        neighbours: bool = typer.Option(
+            True,
+            "--neighbours/--no-neighbours",
+            help="Train the session-neighbourhood table (tracks played close together in "
+            "sessions), a third candidate source beside the encoder's and the content space; "
+            "the fusion choice decides how much it weighs.",
+        ),
         threads: int = typer.Option(2, help="Threads for LightFM and torch."),
         seed: int = typer.Option(42, help="Random seed."),
         progress: bool = typer.Option(True, help="Show progress bars."),
@@ -57,7 +64,8 @@ def register(app: typer.Typer) -> None:
         The directory holds everything `nexttrack worker --artifacts DIR` and
         `nexttrack evaluate --artifacts DIR` need, with a manifest.json describing it,
         including the fusion chosen for each encoder on held-out validation sessions (the
-        worker and the evaluator use it unless FUSION_METHOD/CF_WEIGHT/CB_WEIGHT are set).
+        worker and the evaluator use it unless FUSION_METHOD/CF_WEIGHT/CB_WEIGHT/NB_WEIGHT
+        are set).
         """
         from training.lightfm_model import TrainingConfig
         from training.pipeline import ALL_ENCODERS, PipelineConfig, train_artifacts
@@ -87,6 +95,7 @@ def register(app: typer.Typer) -> None:
             index_type=index_type,
             progress=progress,
             fusion_validation=fusion_validation,
+            neighbours=neighbours,
         )
         started = time.perf_counter()
         path = train_artifacts(events, catalog, out, config)

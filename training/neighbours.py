@@ -1,0 +1,201 @@
+"""Training the session-neighbourhood table (``index.neighbours``) from training sessions.
+
+Two tracks are neighbours when they are played close together in the same session. For every
+pair of plays ``d`` steps apart (``1 <= d <= window``) the later track gains ``1 / d`` as a
+neighbour of the earlier one and the earlier track ``backward / d`` as a neighbour of the
+later one (``backward = 1``: order does not matter; ``0``: only what comes next). Summed over
+all sessions, ``c_ij`` is normalised like item-kNN's cosine,
+``score_ij = c_ij / (sqrt(n_i n_j) + shrink)`` with ``n_i`` the item's play count, and each
+item keeps its ``top_n`` best neighbours.
+
+The build parameters and the query rule (``decay``) are chosen on training data only, as the
+baselines' are (:func:`training.baselines.tune_baseline`): built on the oldest 90% of the
+training sessions, scored on next-item predictions of the newest 10%.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from index.neighbours import ItemNeighbours
+from training.baselines import SessionBaseline, TuningResult, tune_baseline
+from training.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Plays in a session's query when earlier plays count (``decay > 0``).
+QUERY_WINDOW = 5
+#: Default grid of :func:`tune_neighbours`.
+DEFAULT_GRID: list[dict[str, Any]] = [
+    {"window": w, "backward": b, "shrink": s, "decay": d}
+    for w in (1, 3, 10)
+    for b in (0.5, 1.0)
+    for s in (0.0, 20.0)
+    for d in (0.0, 0.5)
+]
+
+
+@dataclass(frozen=True)
+class NeighbourConfig:
+    """How to build the table and query it."""
+
+    window: int = 3
+    backward: float = 0.25
+    shrink: float = 20.0
+    decay: float = 0.0
+    top_n: int = 50
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.top_n < 1:
+            raise DataError(f"window and top_n must be >= 1, got {self.window}, {self.top_n}")
+        if self.backward < 0 or self.shrink < 0 or not 0 <= self.decay <= 1:
+            raise DataError("backward and shrink must be >= 0 and decay in [0, 1]")
+
+
+def pair_counts(
+    sessions: Sequence[Sequence[int]], n_items: int, config: NeighbourConfig
+) -> sp.csr_matrix:
+    """``c_ij`` of the module doc as a CSR ``(n_items, n_items)`` float64 (no diagonal)."""
+    lengths = np.asarray([len(s) for s in sessions], dtype=np.int64)
+    if not lengths.sum():
+        return sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions if len(s)])
+    if items.min() < 0 or items.max() >= n_items:
+        raise DataError(f"a session holds an item index outside [0, {n_items})")
+    owner = np.repeat(np.arange(lengths.size), lengths)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for d in range(1, config.window + 1):
+        same = owner[:-d] == owner[d:]
+        if not same.any():
+            break
+        a, b = items[:-d][same], items[d:][same]
+        keep = a != b
+        a, b = a[keep], b[keep]
+        rows.append(a)
+        cols.append(b)
+        vals.append(np.full(a.size, 1.0 / d))
+        if config.backward > 0:
+            rows.append(b)
+            cols.append(a)
+            vals.append(np.full(a.size, config.backward / d))
+    if not rows:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    mat = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_items, n_items),
+    )
+    mat.sum_duplicates()
+    return mat
+
+
+def build_neighbours(
+    sessions: Sequence[Sequence[int]], n_items: int, config: NeighbourConfig | None = None
+) -> ItemNeighbours:
+    """The neighbour table of ``sessions`` (played item indices, chronological)."""
+    config = config or NeighbourConfig()
+    counts = np.zeros(n_items, dtype=np.float64)
+    for s in sessions:
+        np.add.at(counts, np.asarray(s, dtype=np.int64), 1.0)
+    co = pair_counts(sessions, n_items, config).tocoo()
+    row, col = co.row.astype(np.int64), co.col.astype(np.int64)
+    score = co.data / (np.sqrt(counts[row] * counts[col]) + config.shrink)
+    order = np.lexsort((col, -score, row))  # per row: best first, ties by item
+    row, col, score = row[order], col[order], score[order]
+    start = np.searchsorted(row, np.arange(n_items))
+    keep = (np.arange(row.size) - start[row]) < config.top_n
+    row, col, score = row[keep], col[keep], score[keep]
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=n_items), out=indptr[1:])
+    window = QUERY_WINDOW if config.decay > 0 else 1
+    return ItemNeighbours(indptr, col, score.astype(np.float32), window=window, decay=config.decay)
+
+
+class NeighbourRanker(SessionBaseline):
+    """The neighbour table alone as a ranker (for tuning and diagnostics)."""
+
+    name = "neighbours"
+
+    def __init__(self, n_items: int, **params: Any) -> None:
+        super().__init__(n_items)
+        self.config = NeighbourConfig(**params)
+        self.table: ItemNeighbours | None = None
+
+    def params(self) -> dict[str, Any]:
+        c = self.config
+        return {"window": c.window, "backward": c.backward, "shrink": c.shrink, "decay": c.decay}
+
+    def _fit(self, sessions: Sequence[Sequence[int]]) -> None:
+        self.table = build_neighbours(sessions, self.n_items, self.config)
+
+    def scores(self, plays: Sequence[Sequence[int]]) -> np.ndarray:
+        out = np.zeros((len(plays), self.n_items), dtype=np.float64)
+        if self.table is None:
+            return out
+        found = self.table.query([list(map(int, p)) for p in plays])
+        out[found.rows, found.items] = found.scores
+        return out
+
+
+def tune_neighbours(
+    sessions: Sequence[Sequence[int]],
+    n_items: int,
+    grid: Sequence[dict[str, Any]] | None = None,
+    *,
+    progress: bool = False,
+) -> TuningResult:
+    """Choose the build parameters and ``decay`` on training data only (see module doc)."""
+    return tune_baseline(
+        "neighbours",  # type: ignore[arg-type]
+        sessions,
+        n_items,
+        grid if grid is not None else DEFAULT_GRID,
+        factory=NeighbourRanker,
+        progress=progress,
+    )
+
+
+def train_neighbours(
+    sessions: Sequence[Sequence[int]],
+    n_items: int,
+    *,
+    top_n: int = 50,
+    progress: bool = False,
+) -> tuple[ItemNeighbours, NeighbourConfig, dict[str, Any]]:
+    """Tune, then build the table on every session; returns it with the chosen
+    configuration and its manifest section."""
+    started = time.perf_counter()
+    tuning = tune_neighbours(sessions, n_items, progress=progress)
+    config = NeighbourConfig(**{**NeighbourRanker(n_items).params(), **tuning.best}, top_n=top_n)
+    table = build_neighbours(sessions, n_items, config)
+    lengths = np.diff(table.indptr)
+    section = {
+        "build": {
+            "window": config.window,
+            "backward": config.backward,
+            "shrink": config.shrink,
+            "top_n": config.top_n,
+        },
+        "query": table.params(),
+        "items_with_neighbours": int((lengths > 0).sum()),
+        "entries": int(lengths.sum()),
+        "tuning": tuning.to_dict(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    log.info(
+        "session neighbours: %d of %d items have some (%d entries), %s, in %.1fs",
+        section["items_with_neighbours"],
+        n_items,
+        section["entries"],
+        tuning.best,
+        section["seconds"],
+    )
+    return table, config, section
