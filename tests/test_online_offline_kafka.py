@@ -37,7 +37,7 @@ def test_online_hit_rate_equals_the_evaluators_hr_at_10(
     with env.worker(small_artifacts, extra_env={"ENCODER": "mean", "TOP_K": "10"}) as worker:
         env.produce([e.to_bytes() for e in events])
         wanted = {e.event_id for e in events}
-        env.read(
+        records = env.read(
             env.settings.topic_recommendations,
             lambda recs: {Recommendation.parse(r.value).event_id for r in recs} >= wanted,
         )
@@ -66,5 +66,8 @@ def test_online_hit_rate_equals_the_evaluators_hr_at_10(
     offline_hits = round(report.models["mean"]["hr@10"] * prefixes)
     print(f"online {online_hits:.0f}/{online_evaluated:.0f}, offline {offline_hits}/{prefixes}")
     assert prefixes > 100  # enough to mean something
+    # the same fusion online and offline, the session-neighbourhood source included
+    online_nb = {Recommendation.parse(r.value).nb_weight or 0.0 for r in records}
+    assert online_nb == {report.protocol["fusion"]["mean"]["nb_weight"]}
     assert online_evaluated == prefixes
     assert online_hits == offline_hits, (online_hits, offline_hits, prefixes)
