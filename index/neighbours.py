@@ -11,7 +11,8 @@ candidate scores the weighted sum of its scores as a neighbour of those plays
 Storage is CSR: ``indptr`` ``(n_items + 1,)`` int64, ``indices`` int32 and ``scores``
 float32, each row sorted by score descending. A catalog of 100k tracks with 50 neighbours
 each takes 40 MB at most; rows are only as long as the data allows (a track that never
-shared a session has an empty row, as have live-catalog additions).
+shared a session has an empty row; a live-catalog addition borrows the row of its nearest
+known track, see :meth:`ItemNeighbours.add_items`).
 """
 
 from __future__ import annotations
@@ -169,13 +170,39 @@ class ItemNeighbours:
         keep = sums > 0
         return NeighbourCandidates(unique[keep], sums[keep], n, b)
 
-    def add_items(self, m: int) -> None:
-        """Append ``m`` items without neighbours (live-catalog additions: no sessions yet)."""
+    def add_items(
+        self, m: int, like: np.ndarray | None = None, weight: np.ndarray | None = None
+    ) -> None:
+        """Append ``m`` items (live-catalog additions: no sessions of theirs yet).
+
+        ``like[i] >= 0``: the new item ``i`` borrows that existing item's neighbours, their
+        scores times ``weight[i]`` (its content similarity: sessions that end on a new track
+        go on like sessions that end on its nearest known one); ``-1`` or no ``like``: an
+        empty row. No existing row changes, so a new track is nobody's neighbour until the
+        next training.
+        """
         if m < 0:
             raise InvalidInputError(f"cannot add {m} items")
-        if m:
-            tail = np.full(m, self.indptr[-1], dtype=np.int64)
-            self.indptr = np.concatenate([self.indptr, tail])
+        like = np.full(m, -1, dtype=np.int64) if like is None else np.asarray(like, np.int64)
+        weight = np.ones(m, dtype=np.float32) if weight is None else np.asarray(weight, np.float32)
+        if like.shape != (m,) or weight.shape != (m,):
+            raise InvalidInputError(f"like and weight need {m} entries")
+        if np.any(like >= self.n_items) or np.any((like >= 0) & ~(weight >= 0)):
+            raise InvalidInputError("like must name existing items, with weights >= 0")
+        if not m:
+            return
+        lengths = np.where(
+            like >= 0, self.indptr[np.maximum(like, 0) + 1] - self.indptr[np.maximum(like, 0)], 0
+        )
+        starts = self.indptr[np.maximum(like, 0)]
+        flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(
+            int(lengths.sum()), dtype=np.int64
+        )
+        self.indices = np.concatenate([self.indices, self.indices[flat]])
+        self.scores = np.concatenate(
+            [self.scores, self.scores[flat] * np.repeat(weight, lengths).astype(np.float32)]
+        )
+        self.indptr = np.concatenate([self.indptr, self.indptr[-1] + np.cumsum(lengths)])
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: Path) -> None:

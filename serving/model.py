@@ -170,7 +170,8 @@ class ModelBundle:
             self.encoder = ExtendedItemsEncoder(self.encoder)
         self.encoder.extend_items(cf)  # type: ignore[attr-defined]
         if self.neighbours is not None:
-            self.neighbours.add_items(len(tracks))
+            like, weight = self._nearest_known(cb)
+            self.neighbours.add_items(len(tracks), like, weight)
         self.tracks.extend(tracks)
         for track, item in zip(tracks, items, strict=True):
             self.track_index[track.track_id] = int(item)
@@ -178,6 +179,25 @@ class ModelBundle:
         if cb is not None and self.cb_vectors is not None:
             self.cb_vectors = np.concatenate([self.cb_vectors, cb])
         return items
+
+    def _nearest_known(self, cb: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """For new tracks' content vectors: the most similar live trained track of each (by
+        cosine, ``-1`` where none is similar) and the similarity, for their neighbour rows."""
+        if cb is None or self.cb_vectors is None or not len(cb):
+            return None, None
+        known = self.cb_vectors[: self.n_trained]
+        live = ~self.retriever.filters.retired_mask[: self.n_trained]
+        like = np.full(len(cb), -1, dtype=np.int64)
+        weight = np.zeros(len(cb), dtype=np.float32)
+        for start in range(0, len(cb), 64):  # (64, n_trained) similarities at a time
+            sims = cb[start : start + 64] @ known.T
+            sims[:, ~live] = -np.inf
+            best = np.argmax(sims, axis=1)
+            top = sims[np.arange(len(best)), best]
+            ok = np.isfinite(top) & (top > 0)
+            like[start : start + len(best)] = np.where(ok, best, -1)
+            weight[start : start + len(best)] = np.where(ok, top, 0.0)
+        return like, weight
 
     def update_track(
         self,

@@ -105,6 +105,13 @@ def test_save_load_add_items_and_bad_input(tmp_path: Path) -> None:
     back.add_items(2)
     assert back.n_items == 5 and back.row(4)[0].size == 0
     assert back.query([[4, 3]]).codes.size == 0  # additions have no neighbours yet
+    back.add_items(2, like=np.array([1, -1]), weight=np.array([0.5, 0.0]))
+    ids, scores = back.row(5)
+    assert ids.tolist() == back.row(1)[0].tolist() and ids.size > 0
+    np.testing.assert_allclose(scores, back.row(1)[1] * 0.5)
+    assert back.row(6)[0].size == 0 and back.n_items == 7
+    with pytest.raises(InvalidInputError):
+        back.add_items(1, like=np.array([99]))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(IndexIOError):
         ItemNeighbours.load(tmp_path / "bad.npz")
@@ -201,9 +208,27 @@ def test_the_worker_path_uses_the_table(small_artifacts: Path) -> None:
     assert (ranked.items >= 0).sum(axis=1).min() == 10
     assert not (ranked.items == np.array([[model.track_index[p[0]]] for p in plays])).any()
     dim = model.encoder.dim
-    cb = None if model.cb_vectors is None else np.zeros((1, model.cb_vectors.shape[1]))
-    model.add_tracks(
-        [Track(track_id="live-1", title="t", artist="a")], np.zeros((1, dim), np.float32), cb
+    assert model.cb_vectors is not None
+    # a live track with the content vector of a known one borrows its row (a known track
+    # with neighbours whose content vector no other track shares)
+    cbv = model.cb_vectors
+    twin = next(
+        i
+        for i in range(model.n_items)
+        if model.neighbours.row(i)[0].size and ((cbv @ cbv[i]) >= cbv[i] @ cbv[i] - 1e-6).sum() == 1
+    )
+    cb = np.stack([model.cb_vectors[twin], np.zeros(model.cb_vectors.shape[1])])
+    new = model.add_tracks(
+        [Track(track_id="live-1", title="t", artist="a"), Track("live-2", "u", "b")],
+        np.zeros((2, dim), np.float32),
+        cb.astype(np.float32),
     )
     assert model.neighbours.n_items == model.n_items
+    np.testing.assert_array_equal(
+        model.neighbours.row(int(new[0]))[0], model.neighbours.row(twin)[0]
+    )
+    np.testing.assert_allclose(
+        model.neighbours.row(int(new[0]))[1], model.neighbours.row(twin)[1], rtol=1e-5
+    )
+    assert model.neighbours.row(int(new[1]))[0].size == 0  # no content: no neighbours
     rank_batch(model, states[:2], [["live-1"], plays[1]], [["live-1"], plays[1]], on)

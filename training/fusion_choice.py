@@ -41,7 +41,7 @@ FUSION_GRID: tuple[tuple[str, float, float, float], ...] = (
     ("weighted_sum", 0.45, 0.05, 0.5),
     ("weighted_sum", 0.3, 0.0, 0.7),
     ("weighted_sum", 0.27, 0.03, 0.7),
-    ("weighted_sum", 0.0, 0.0, 1.0),
+    ("weighted_sum", 0.05, 0.0, 0.95),  # neighbours first; the encoder orders the rest
     ("rrf", 0.5, 0.5, 0.5),
 )
 #: Cut-off of the validation metrics.
