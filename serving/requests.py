@@ -1,6 +1,6 @@
 """Answering on-demand requests: synchronous, batched, no Kafka, no HTTP.
 
-The request agents (:mod:`streams.requests`) and the web views (:mod:`streams.web_api`) both
+The request agents (:mod:`streams.agents.requests`) and the web views (:mod:`streams.web.api`) both
 call one :class:`RequestHandler`, so a request gets the same answer whichever way it came in.
 
 Recommendation requests

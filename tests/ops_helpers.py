@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.clients import Record
+from streams.kafka.clients import Record
 from tests.worker_helpers import StreamEnv
 
 

@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from schemas.play import PlayEvent
-from streams.bench import (
+from streams.errors import ConfigError, StreamsError
+from streams.settings import Settings
+from streams.tools.bench import (
     BenchConfig,
     artifacts_key,
     command_line,
@@ -28,8 +30,6 @@ from streams.bench import (
     worker_settings,
     write_results,
 )
-from streams.errors import ConfigError, StreamsError
-from streams.settings import Settings
 
 STATUS = """\
 Name:\tpython
@@ -286,7 +286,7 @@ def test_write_results_json_layout(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
-    from streams.bench import run_bench
+    from streams.tools.bench import run_bench
 
     config = BenchConfig(
         events=300,

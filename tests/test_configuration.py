@@ -200,7 +200,7 @@ def test_aiokafka_kwargs_and_faust_credentials_from_settings() -> None:
 
     import faust
 
-    from streams.kafka_config import aiokafka_kwargs, faust_broker_credentials
+    from streams.kafka.config import aiokafka_kwargs, faust_broker_credentials
 
     settings = sasl_settings()
     kwargs = aiokafka_kwargs(settings)
@@ -223,7 +223,7 @@ def test_aiokafka_kwargs_and_faust_credentials_from_settings() -> None:
 
 
 async def test_cli_clients_use_the_security_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.clients as clients
+    import streams.kafka.clients as clients
 
     seen: dict[str, dict[str, Any]] = {}
 
@@ -256,7 +256,7 @@ async def test_cli_clients_use_the_security_settings(monkeypatch: pytest.MonkeyP
 
 def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Path) -> None:
     from serving.model import load_model
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
     settings = sasl_settings().model_copy(update={"data_dir": tmp_path, "app_id": "creds-test"})
     worker = NextTrackWorker(

@@ -11,8 +11,8 @@ import pytest
 from index.neighbours import NEIGHBOURS_FILE
 from serving.artifacts import load_artifacts
 from serving.model import load_model
-from streams.app import NextTrackWorker, retrieval_params
 from streams.settings import load_settings
+from streams.worker.app import NextTrackWorker, retrieval_params
 from tests.data_fixtures import Dataset
 from training.fusion_choice import FUSION_GRID, K, candidate_label, choose_fusion
 

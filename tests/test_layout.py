@@ -1,8 +1,9 @@
 """The package layering: schemas <- encoders, index <- serving <- training, streams.
 
-The worker (``streams.runner``, ``streams.app`` and the modules they load) runs on the online
-core in ``serving`` and must not load ``training`` or its heavy libraries (LightFM, scipy,
-tqdm), nor torch (about 600 MB resident): the lstm encoder serves from numpy weights.
+The worker (``streams.worker.runner``, ``streams.worker.app`` and the modules they load)
+runs on the online core in ``serving`` and must not load ``training`` or its heavy libraries
+(LightFM, scipy, tqdm), nor torch (about 600 MB resident): the lstm encoder serves from numpy
+weights.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ LAYER_FORBIDDEN = {
 }
 
 #: ``streams`` modules that may import ``training`` at module level (offline commands).
-STREAMS_MAY_IMPORT_TRAINING = ("streams/cli/", "streams/demo.py", "streams/bench.py")
+STREAMS_MAY_IMPORT_TRAINING = ("streams/cli/", "streams/tools/demo.py", "streams/tools/bench.py")
 
 WORKER_CHECK = f"""
 import sys
@@ -38,9 +39,9 @@ FORBIDDEN = {WORKER_FORBIDDEN!r}
 before = {{m for m in sys.modules if m.split('.')[0] in FORBIDDEN}}
 assert not before, sorted(before)
 
-import streams.runner, streams.app
-import streams.reload, streams.catalog, streams.requests, streams.web_api, streams.web_ops
-import streams.feedback, streams.auth
+import streams.worker.runner, streams.worker.app
+import streams.agents.reload, streams.agents.catalog, streams.agents.requests
+import streams.agents.feedback, streams.web.api, streams.web.ops, streams.web.auth
 
 bad = sorted(m for m in sys.modules if m.split('.')[0] in FORBIDDEN and m not in before)
 print(bad)
@@ -124,7 +125,7 @@ def test_the_checks_see_imports() -> None:
         "import training.io\n"
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n"
-        "    from streams.app import app\n"
+        "    from streams.worker.app import app\n"
         "def f():\n"
         "    from training import pipeline\n"
         "from . import sibling\n"
@@ -132,11 +133,11 @@ def test_the_checks_see_imports() -> None:
     assert [n for _, n in _all_imports(tree)] == [
         "training.io",
         "typing",
-        "streams.app",
+        "streams.worker.app",
         "training",
     ]
     assert sorted(n for _, n in _module_level_imports(tree)) == [
-        "streams.app",
+        "streams.worker.app",
         "training.io",
         "typing",
     ]
@@ -166,7 +167,7 @@ def test_a_worker_serving_the_lstm_encoder_does_not_load_torch(
     script = f"""
 import sys
 from pathlib import Path
-from streams.runner import build_worker
+from streams.worker.runner import build_worker
 from streams.settings import load_settings
 
 settings = load_settings(artifacts_dir={str(artifacts)!r}, encoder="lstm",

@@ -17,8 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.kafka import KafkaBroker
 from schemas import PlayEvent, Recommendation
-from streams.kafka_config import aiokafka_kwargs
-from streams.local_state import (
+from streams.kafka.config import aiokafka_kwargs
+from streams.worker.local_state import (
     OFFSET_KEY,
     PartitionStore,
     find_stale,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from schemas import PlayEvent, Recommendation
-from streams.app import retrieval_params
 from streams.settings import load_settings
+from streams.worker.app import retrieval_params
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import parse_metrics, total
 from tests.worker_helpers import StreamEnv

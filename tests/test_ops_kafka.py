@@ -26,8 +26,8 @@ from schemas import DeadLetter, PlayEvent, Recommendation
 from schemas.feedback import FeedbackEvent
 from serving.ab import Experiment, parse_variants
 from serving.model import RetrievalParams
-from streams.clients import ensure_topics
-from streams.worker_process import WorkerProcess
+from streams.kafka.clients import ensure_topics
+from streams.tools.worker_process import WorkerProcess
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import http, parse_metrics, total, wait_for, wait_records
 from tests.worker_helpers import StreamEnv

@@ -17,12 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from serving.artifacts import ArtifactsError
 from serving.engine import RecommendationEngine
 from serving.model import ModelBundle, RetrievalParams, load_model
-from streams.auth import bearer_token, build_middleware, client_identity
-from streams.metrics import WorkerMetrics
-from streams.ratelimit import RateLimiter
-from streams.reload import ModelReloader, manifest_identity, validate_model
+from streams.agents.reload import ModelReloader, manifest_identity, validate_model
 from streams.settings import Settings, load_settings
-from streams.web_ops import BrokerProbe, health_report, partition_lag
+from streams.web.auth import bearer_token, build_middleware, client_identity
+from streams.web.metrics import WorkerMetrics
+from streams.web.ops import BrokerProbe, health_report, partition_lag
+from streams.worker.ratelimit import RateLimiter
 
 KEY = "unit-test-api-key-0123456789"
 PATHS = ["/health", "/metrics", "/status", "/status.json", "/", "/assignment/", "/nowhere"]
@@ -180,7 +180,7 @@ def test_partition_lag() -> None:
 
 
 async def test_broker_probe_fails_fast_and_caches() -> None:
-    from streams.worker_process import free_port
+    from streams.tools.worker_process import free_port
 
     calls = []
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.metrics import WorkerMetrics
-from streams.worker_process import WorkerProcess, free_port
+from streams.tools.worker_process import WorkerProcess, free_port
+from streams.web.metrics import WorkerMetrics
 from tests.data_fixtures import Dataset
 from tests.worker_helpers import StreamEnv
 
@@ -130,7 +130,7 @@ def exported_series_names() -> set[str]:
 
 def test_rules_use_only_metrics_the_worker_exports() -> None:
     """A renamed or removed metric would silently disable an alert: the rules may name only
-    series that streams/metrics.py defines, and only recording rules that exist."""
+    series that streams/web/metrics.py defines, and only recording rules that exist."""
     exported = exported_series_names()
     recorded = {
         rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.ratelimit import RateLimiter
+from streams.worker.ratelimit import RateLimiter
 
 
 def test_burst_then_refused_then_refilled() -> None:

@@ -20,11 +20,11 @@ from schemas import (
     Track,
 )
 from serving.model import load_model
-from streams.app import NextTrackWorker
-from streams.feature_support import read_session
-from streams.gaps import GapGuard
 from streams.settings import load_settings
-from streams.web_api import read_body
+from streams.web.api import read_body
+from streams.worker.app import NextTrackWorker
+from streams.worker.gaps import GapGuard
+from streams.worker.support import read_session
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import changelog_acks, no_commits, wait_until_async
 
@@ -157,7 +157,7 @@ async def test_catalog_agent_records_tracks_and_the_follower_applies_them(
 ) -> None:
     from faust.topics import Topic
 
-    from streams.catalog import CatalogAgent
+    from streams.agents.catalog import CatalogAgent
 
     sent: Sent = []
 

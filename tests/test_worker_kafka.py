@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from schemas import DeadLetter, PlayEvent, Recommendation
-from streams.clients import Record
+from streams.kafka.clients import Record
 from tests.data_fixtures import Dataset
 from tests.worker_helpers import StreamEnv
 

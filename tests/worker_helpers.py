@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from streams.clients import (
+from streams.errors import StreamsError
+from streams.kafka.clients import (
     Record,
     committed_offsets,
     end_offsets,
@@ -18,10 +19,9 @@ from streams.clients import (
     produce_lines,
     read_until,
 )
-from streams.errors import StreamsError
-from streams.feature_support import EXIT_BATCH_FAILED
 from streams.settings import Settings, load_settings
-from streams.worker_process import WorkerProcess, start_worker, wait_ready
+from streams.tools.worker_process import WorkerProcess, start_worker, wait_ready
+from streams.worker.support import EXIT_BATCH_FAILED
 
 #: Longest wait for a condition on Kafka (records arrived, offsets committed). Generous: a
 #: busy machine is slow, and a test that meets its condition returns at once.

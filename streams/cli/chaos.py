@@ -1,4 +1,4 @@
-"""``nexttrack chaos``: the nothing-lost experiment (see :mod:`streams.chaos`)."""
+"""``nexttrack chaos``: the nothing-lost experiment (see :mod:`streams.tools.chaos`)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         """
         import orjson
 
-        from streams.chaos import ChaosConfig, run_chaos
+        from streams.tools.chaos import ChaosConfig, run_chaos
 
         report = run_chaos(
             ChaosConfig(

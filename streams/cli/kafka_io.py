@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         A malformed line is sent malformed (the worker dead-letters it), so this also replays
         bad traffic.
         """
-        from streams.clients import produce_lines
+        from streams.kafka.clients import produce_lines
 
         settings = settings_for(bootstrap_servers)
         target = topic or settings.topic_plays
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
         """Print records from topics, one JSON value per line (non-JSON values are quoted)."""
-        from streams.clients import consume_records
+        from streams.kafka.clients import consume_records
 
         settings = settings_for(bootstrap_servers)
 

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--store must be rocksdb or memory")
         # Settings first: an invalid variable fails fast, before the heavy imports.
         settings = settings_for(bootstrap_servers, **overrides)
-        from streams.runner import run_worker
+        from streams.worker.runner import run_worker
 
         run_worker(settings, table_store=store)  # type: ignore[arg-type]
 
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         Without --bootstrap-servers a local Kafka broker is started in WORKDIR and stopped at
         the end.
         """
-        from streams.demo import DemoConfig, run_demo
+        from streams.tools.demo import DemoConfig, run_demo
 
         run_demo(
             DemoConfig(
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         import shlex
         import sys
 
-        from streams.bench import BenchConfig, format_results, parse_worker_env, run_bench
+        from streams.tools.bench import BenchConfig, format_results, parse_worker_env, run_bench
 
         try:
             extra_env = parse_worker_env(worker_env)

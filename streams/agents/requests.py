@@ -35,7 +35,7 @@ from faust.types import EventT
 from schemas.errors import SchemaError
 from schemas.requests import RecommendationRequest, SimilarTracksRequest
 from serving.requests import RequestHandler
-from streams.feature_support import (
+from streams.worker.support import (
     as_bytes,
     raw_topic,
     read_session,
@@ -45,7 +45,7 @@ from streams.feature_support import (
 )
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 

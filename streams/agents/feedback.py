@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from schemas.errors import SchemaError
 from schemas.feedback import FeedbackEvent
 from serving.ab import OnlineStats
-from streams.feature_support import (
+from streams.worker.support import (
     as_bytes,
     raw_topic,
     read_session,
@@ -33,7 +33,7 @@ from streams.feature_support import (
 )
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 

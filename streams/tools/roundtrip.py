@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.clients import session_key
-from streams.kafka_config import aiokafka_kwargs
+from streams.kafka.clients import session_key
+from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.errors import StreamsError
-from streams.kafka_config import aiokafka_kwargs
+from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

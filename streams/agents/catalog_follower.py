@@ -1,6 +1,6 @@
 """Every worker follows the whole live catalog: a reader of the ``catalog`` table's changelog.
 
-The catalog agent (:mod:`streams.catalog`) runs in the consumer group like every agent, so
+The catalog agent (:mod:`streams.agents.catalog`) runs in the consumer group like every agent, so
 each ``tracks`` record reaches exactly one worker: the owner of its partition. That worker
 validates it and writes it to the ``catalog`` table; the table's changelog then holds every
 accepted record of every partition. :class:`CatalogFollower` reads that changelog in *every*
@@ -25,8 +25,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.clients import topic_partitions
-from streams.kafka_config import aiokafka_kwargs
+from streams.kafka.clients import topic_partitions
+from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The benchmark's baseline: a raw aiokafka consume-and-produce loop, no processing.
 
-Run as ``python -m streams.passthrough --in A --out B --bootstrap-servers H:P``. It reads in
+Run as ``python -m streams.tools.passthrough --in A --out B --bootstrap-servers H:P``. It reads in
 batches (``getmany``), forwards each record's key and value unchanged, waits for delivery and
 commits, which is the least any Kafka stream processor must do per event.
 """
@@ -13,7 +13,7 @@ import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.kafka_config import aiokafka_kwargs
+from streams.kafka.config import aiokafka_kwargs
 from streams.settings import load_settings
 
 

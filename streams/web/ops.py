@@ -1,7 +1,7 @@
 """Operating the worker over HTTP, on Faust's own web server (``WEB_PORT``):
 
 ``/metrics``
-    Prometheus text format of the worker's registry (:class:`streams.metrics.WorkerMetrics`).
+    Prometheus text format of the worker's registry (:class:`streams.web.metrics.WorkerMetrics`).
 ``/health``
     ``{"status": "ok", "checks": {...}}`` with 200 when the broker answers a metadata request
     (probed at most every :data:`BROKER_PROBE_TTL` seconds), a model is loaded and the
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.gaps import StallError, StallWatch
-from streams.kafka_config import aiokafka_kwargs
+from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
-from streams.status_page import STATUS_HTML
+from streams.web.status_page import STATUS_HTML
+from streams.worker.gaps import StallError, StallWatch
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class Operations:
 
     def _watch_stall(self, tp: Any, highwater: int | None, position: int | None) -> None:
         """Stop the worker when an assigned partition's stream stopped moving while records
-        wait (:class:`streams.gaps.StallWatch`); never during a rebalance or a restore."""
+        wait (:class:`streams.worker.gaps.StallWatch`); never during a rebalance or a restore."""
         app = self.worker.app
         if app.rebalancing or app.in_recovery:
             self.stalls.forget()

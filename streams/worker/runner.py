@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Literal
 
 from serving.model import load_model
-from streams.app import NextTrackWorker
-from streams.clients import cluster_id, end_offsets, ensure_topics
 from streams.errors import ConfigError
-from streams.local_state import (
+from streams.kafka.clients import cluster_id, end_offsets, ensure_topics
+from streams.settings import Settings
+from streams.worker.app import NextTrackWorker
+from streams.worker.local_state import (
     PartitionStore,
     find_stale,
     other_clusters,
     state_dir,
     wipe,
 )
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def worker_topics(settings: Settings) -> list[str]:
 
 def reset_stale_tables(worker: NextTrackWorker) -> int:
     """Wipe local table partitions that are ahead of their changelogs (see
-    :mod:`streams.local_state`); returns how many were wiped."""
+    :mod:`streams.worker.local_state`); returns how many were wiped."""
     stores: list[PartitionStore] = []
     for table in worker.app.tables.values():
         changelog = table.changelog_topic.get_topic_name()
@@ -131,7 +131,7 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
         settings.web_host,
         settings.web_port,
     )
-    from streams.log_limits import RepeatLimiter, limit_repeats
+    from streams.kafka.log_limits import RepeatLimiter, limit_repeats
     from streams.logs import logging_config
 
     # The model's hundreds of thousands of long-lived objects (track ids, index maps) would

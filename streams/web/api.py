@@ -38,10 +38,10 @@ from schemas.requests import (
 )
 from schemas.validation import decode_object
 from serving.requests import RequestHandler
-from streams.feature_support import read_session
+from streams.worker.support import read_session
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 

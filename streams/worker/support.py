@@ -14,12 +14,12 @@ from faust.types import EventT
 
 from schemas.errors import SchemaError
 from serving.state import SessionState
-from streams.dead_letters import dead_letter_for
-from streams.durable_table import pending_changelogs
-from streams.faust_context import event_context
+from streams.worker.dead_letters import dead_letter_for
+from streams.worker.durable_table import pending_changelogs
+from streams.worker.faust_context import event_context
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ async def run_batches(
     events or ``BATCH_TIMEOUT_MS`` of collecting, whichever comes first.
 
     Events are acked by hand, after ``handle`` is done and the tables' changelog records
-    are in Kafka (:mod:`streams.durable_table`): all their outputs are delivered then. A
+    are in Kafka (:mod:`streams.worker.durable_table`): all their outputs are delivered then. A
     handler that returns a :data:`Finish` is *pipelined*: its batch's finish (waiting for the
     changelog, publishing, waiting for deliveries, acking) runs in the background while the
     next batch is collected and its first half runs (the engine, in a thread). At most one
@@ -166,7 +166,7 @@ async def run_batches(
     A batch that fails ends the worker process at once (:attr:`NextTrackWorker.on_fatal`,
     exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
     again after the restart instead of being skipped. The first event of a partition after
-    an assignment is checked against the group's committed offset (:mod:`streams.gaps`): a
+    an assignment is checked against the group's committed offset (:mod:`streams.worker.gaps`): a
     gap stops the worker the same way. On shutdown the batches in progress may finish (up to
     :data:`SHUTDOWN_GRACE` seconds) so their answers go out before they are acked. Anything
     else that fails in the agent (Faust's stream machinery included) ends the process the

@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from streams.kafka_config import aiokafka_kwargs
+from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

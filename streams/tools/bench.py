@@ -2,7 +2,7 @@
 
 Both stages run as their own processes on the same broker and see the same events:
 
-- **passthrough**: ``python -m streams.passthrough``, a raw aiokafka consume-and-produce loop
+- **passthrough**: ``python -m streams.tools.passthrough``, a raw aiokafka consume-and-produce loop
   (the least any Kafka stream processor must do per event);
 - **worker**: ``nexttrack worker`` with the trained artifacts (validation, session table,
   encoder step, hybrid retrieval and fusion, publishing), started and waited on until
@@ -41,12 +41,12 @@ from typing import Any
 import orjson
 
 from schemas.play import PlayEvent
-from streams.clients import ensure_topics
-from streams.demo import broker_for
 from streams.errors import StreamsError
-from streams.roundtrip import RoundTrip, roundtrip
+from streams.kafka.clients import ensure_topics
 from streams.settings import Settings, load_settings
-from streams.worker_process import start_worker, wait_ready
+from streams.tools.demo import broker_for
+from streams.tools.roundtrip import RoundTrip, roundtrip
+from streams.tools.worker_process import start_worker, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -500,12 +500,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         settings = load_settings(kafka_bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(settings, t.values()))
 
-        log.info("stage 1/2: raw aiokafka passthrough (python -m streams.passthrough)")
+        log.info("stage 1/2: raw aiokafka passthrough (python -m streams.tools.passthrough)")
         passthrough = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "streams.passthrough",
+                "streams.tools.passthrough",
                 "--in",
                 t["pass_in"],
                 "--out",

@@ -26,11 +26,18 @@ from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
 from serving.model import ModelBundle, RetrievalParams, chosen_fusion
 from serving.state import SessionState
-from streams.clients import committed_offsets
-from streams.commits import BatchCommitter
-from streams.durable_table import DurableTable, pending_changelogs
-from streams.faust_context import event_context
-from streams.feature_support import (
+from streams.kafka.clients import committed_offsets
+from streams.kafka.config import faust_broker_credentials, faust_broker_url
+from streams.settings import Settings, fusion_overridden
+from streams.web.live_stats import LiveStats
+from streams.web.metrics import WorkerMetrics
+from streams.worker.commits import BatchCommitter
+from streams.worker.durable_table import DurableTable, pending_changelogs
+from streams.worker.faust_context import event_context
+from streams.worker.gaps import GapGuard
+from streams.worker.publisher import BatchPublisher
+from streams.worker.ratelimit import RateLimiter
+from streams.worker.support import (
     ROCKSDB_OPTIONS,
     Finish,
     as_bytes,
@@ -39,29 +46,23 @@ from streams.feature_support import (
     run_batches,
     send_dead_letter,
 )
-from streams.gaps import GapGuard
-from streams.kafka_config import faust_broker_credentials, faust_broker_url
-from streams.live_stats import LiveStats
-from streams.metrics import WorkerMetrics
-from streams.publisher import BatchPublisher
-from streams.ratelimit import RateLimiter
-from streams.settings import Settings, fusion_overridden
 
 log = logging.getLogger(__name__)
 
 
 def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
     """``register(worker)`` of every feature beyond the play stream, in start-up order."""
-    from streams import auth, catalog, feedback, reload, requests, web_api, web_ops
+    from streams.agents import catalog, feedback, reload, requests
+    from streams.web import api, auth, ops
 
     return [
         auth.register,
-        web_ops.register,
+        ops.register,
         feedback.register,
         reload.register,
         catalog.register,
         requests.register,
-        web_api.register,
+        api.register,
     ]
 
 
@@ -118,14 +119,15 @@ class NextTrackWorker:
             experiment=self.experiment,
             max_kept_answers=kept_answers_bound(settings.batch_size),
         )
-        #: Rolling throughput and latency for the status page (``streams.live_stats``).
+        #: Rolling throughput and latency for the status page (``streams.web.live_stats``).
         self.live_stats = LiveStats()
         #: Online hit rate and feedback figures per A/B variant (``serving.ab``).
         self.ab_stats = OnlineStats()
         #: Plays per user per window; in memory, so per worker process.
         self.rate_limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_window)
-        #: ``callback(old, new)`` run by the hot reload (``streams.reload``) before a new model
-        #: goes live, e.g. to re-apply live catalog additions; one raising rejects the model.
+        #: ``callback(old, new)`` run by the hot reload (``streams.agents.reload``) before a
+        #: new model goes live, e.g. to re-apply live catalog additions; one raising rejects
+        #: the model.
         self.on_model_swap: list[Callable[[ModelBundle, ModelBundle], None]] = []
         #: Held while the engine runs (in a thread) and while the model changes (live
         #: catalog, hot reload), so the two never overlap.
@@ -136,13 +138,13 @@ class NextTrackWorker:
         #: (tests replace it).
         self.on_fatal: Callable[[str, int, BaseException], None] = exit_process
         #: Events every agent waits for before its first batch (e.g. the live catalog read
-        #: up to date, ``streams.catalog_follower``); unit tests without a broker clear it.
+        #: up to date, ``streams.agents.catalog_follower``); unit tests without a broker clear it.
         self.start_gates: list[asyncio.Event] = []
         #: Extra ``/ready`` checks of the feature modules: name -> ``() -> (ok, detail)``.
         self.ready_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
-        #: Commits after every batch and knows the committed floor (``streams.commits``).
+        #: Commits after every batch and knows the committed floor (``streams.worker.commits``).
         self.committer = BatchCommitter(lambda: self.app.consumer.commit())
-        #: Checks that no input offsets were skipped after a rebalance (``streams.gaps``).
+        #: Checks that no input offsets were skipped after a rebalance (``streams.worker.gaps``).
         self.gap_guard = GapGuard(lambda topic: committed_offsets(settings, settings.app_id, topic))
         self.app = faust.App(
             settings.app_id,
@@ -164,7 +166,8 @@ class NextTrackWorker:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             table_standby_replicas=0,
-            Table=DurableTable,  # changelog writes awaited before acks (streams.durable_table)
+            # changelog writes awaited before acks (streams.worker.durable_table)
+            Table=DurableTable,
             broker_session_timeout=settings.consumer_session_timeout,
             broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
         )
@@ -227,7 +230,7 @@ class NextTrackWorker:
     async def handle_play_batch(self, events: Sequence[EventT]) -> Finish:
         """Process one micro-batch up to its table writes; returns its finish (answers
         published after the states are in the changelog, then delivered), which
-        :func:`streams.feature_support.run_batches` runs while the next batch computes."""
+        :func:`streams.worker.support.run_batches` runs while the next batch computes."""
         started = time.perf_counter()
         # For the debug line: how long the oldest event waited (Kafka timestamp to now)
         # before its batch began; not computed on the hot path otherwise.
@@ -398,7 +401,7 @@ class NextTrackWorker:
         self, topic: str, records: Sequence[tuple[bytes | None, bytes]]
     ) -> list[Awaitable[Any]]:
         """Hand a batch's output records to the publisher (one Kafka batch per partition,
-        :mod:`streams.publisher`); returns the delivery futures, which callers await before
+        :mod:`streams.worker.publisher`); returns the delivery futures, which callers await before
         their input offsets can be acked (at-least-once)."""
         return list(await self.publisher.publish(topic, records))
 

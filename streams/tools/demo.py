@@ -21,10 +21,10 @@ import orjson
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation
 from schemas.track import Track
-from streams.clients import ensure_topics
-from streams.roundtrip import roundtrip
+from streams.kafka.clients import ensure_topics
 from streams.settings import Settings, load_settings
-from streams.worker_process import start_worker, wait_ready
+from streams.tools.roundtrip import roundtrip
+from streams.tools.worker_process import start_worker, wait_ready
 
 log = logging.getLogger(__name__)
 

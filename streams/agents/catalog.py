@@ -4,7 +4,7 @@ The catalog agent validates each micro-batch (invalid records go to ``TOPIC_TRAC
 ``tracks-dlq``) and writes every valid record to the changelog-backed table ``catalog`` (key
 track id, value the record as received). It does not touch the model: every worker, the
 agent's own included, applies the records it reads from that table's changelog
-(:class:`streams.catalog_follower.CatalogFollower`, all partitions, from the beginning) with
+(:class:`streams.agents.catalog_follower.CatalogFollower`, all partitions, from the beginning) with
 :func:`serving.catalog.apply_tracks`: a new track is placed in the content and collaborative
 spaces and inserted into the indexes, a changed one is updated, a tombstone
 (``{"track_id": ..., "retired": true}``) retires the track for good (never recommended again,
@@ -33,9 +33,9 @@ from schemas.errors import SchemaError
 from schemas.track import Track
 from serving.catalog import CatalogChanges, apply_tracks
 from serving.model import ModelBundle
-from streams.catalog_follower import CatalogFollower
-from streams.faust_context import event_context
-from streams.feature_support import (
+from streams.agents.catalog_follower import CatalogFollower
+from streams.worker.faust_context import event_context
+from streams.worker.support import (
     ROCKSDB_OPTIONS,
     as_bytes,
     raw_topic,
@@ -45,7 +45,7 @@ from streams.feature_support import (
 )
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class CatalogAgent:
         worker.start_gates.append(self.follower.caught_up)
         worker.ready_checks["catalog"] = self._ready
         worker.app.task(self.follower.run)
-        # A hot model reload (streams.reload) re-applies the live catalog to the new model.
+        # A hot model reload (streams.agents.reload) re-applies the live catalog to the new model.
         swap_hooks = getattr(worker, "on_model_swap", None)
         if swap_hooks is not None:
             swap_hooks.append(self.on_model_swap)

@@ -37,7 +37,7 @@ from serving.artifacts import ArtifactsError
 from serving.model import ModelBundle, RetrievalParams, load_model, rank_sessions
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ModelReloader:
         )
 
     def _load_and_validate(self) -> ModelBundle:
-        from streams.app import retrieval_params  # the app imports this module
+        from streams.worker.app import retrieval_params  # the app imports this module
 
         model = self.loader(self.directory)
         validate_model(

@@ -12,7 +12,7 @@ with a kept RocksDB directory, which holds the write locally).
 
 :class:`DurableTable` keeps the delivery future of every changelog record it sends; agents
 await the records sent (:func:`pending_changelogs`) after a batch's table writes and before acking
-the batch (:func:`streams.feature_support.run_batches` does it for every table), so an acked
+the batch (:func:`streams.worker.support.run_batches` does it for every table), so an acked
 offset always has its state change in Kafka. The play agent also waits for it before it
 publishes the batch's answers, so an answer that went out always has its state (which keeps
 the answer for replays) in the changelog.

@@ -16,7 +16,7 @@ revealed to a caller without the key).
   ``/metrics`` and the status page are not limited (scrapers and the page poll them). In
   memory, per process.
 * Bodies over ``MAX_HTTP_BODY_BYTES``: 413 (a declared ``Content-Length`` is refused before
-  reading; aiohttp's ``client_max_size``, set in :mod:`streams.app`, stops the rest).
+  reading; aiohttp's ``client_max_size``, set in :mod:`streams.worker.app`, stops the rest).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from streams.metrics import WorkerMetrics
-from streams.ratelimit import RateLimiter
 from streams.settings import Settings
+from streams.web.metrics import WorkerMetrics
+from streams.worker.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from streams.app import NextTrackWorker
+    from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 
