@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 #: How many of the most recent plays form the content-space query.
 CONTENT_WINDOW = 10
 
+#: ``auto`` without validation figures in the manifest: the first of these that was trained
+#: (the order of docs/evaluation.md's results on generated and real sessions).
+ENCODER_PREFERENCE = ("transformer", "lstm", "mean")
+
 
 @dataclass(frozen=True)
 class RetrievalParams:
@@ -65,6 +69,31 @@ def chosen_fusion(
         cb_weight=float(choice["cb_weight"]),
         nb_weight=float(choice.get("nb_weight", 0.0)),
     )
+
+
+def best_encoder(manifest: Mapping[str, Any], trained: Sequence[str]) -> tuple[str, str]:
+    """The encoder ``ENCODER=auto`` serves, and why: of the ``trained`` encoders, the one
+    whose best fusion candidate scored highest on the validation prefixes (the criterion of
+    the fusion choice, hr@K + mrr@K, in the manifest's ``fusion`` section); without such
+    figures, the first trained one in :data:`ENCODER_PREFERENCE`."""
+    if not trained:
+        raise ArtifactsError("the artifacts hold no encoder")
+    scores: dict[str, float] = {}
+    for name in trained:
+        candidates = ((manifest.get("fusion") or {}).get(name) or {}).get("candidates") or {}
+        totals = [sum(float(v) for v in figures.values()) for figures in candidates.values()]
+        if totals:
+            scores[name] = max(totals)
+    if scores:
+        best = max(scores, key=lambda name: scores[name])
+        others = ", ".join(f"{n} {s:.4f}" for n, s in scores.items() if n != best)
+        return best, (
+            f"best on validation (hr@k + mrr@k {scores[best]:.4f}"
+            + (f"; {others}" if others else "")
+            + ")"
+        )
+    name = next((n for n in ENCODER_PREFERENCE if n in trained), trained[0])
+    return name, "no validation figures in the manifest: the preferred trained encoder"
 
 
 @dataclass
@@ -294,7 +323,8 @@ def load_model(
     use_ann: bool = True,
     use_content: bool = True,
 ) -> ModelBundle:
-    """Load an artifacts directory, pick the encoder and build the indexes.
+    """Load an artifacts directory, pick the encoder (``auto``: :func:`best_encoder`) and
+    build the indexes.
 
     ``index_type`` is the kind of the encoder's index, ``cb_index_type`` that of the content
     space (default :func:`serving.index_files.content_index_kind`); ``use_ann=False`` makes
@@ -305,6 +335,9 @@ def load_model(
     """
     started = time.perf_counter()
     artifacts = load_artifacts(artifacts_dir)
+    if encoder_name == "auto":
+        encoder_name, why = best_encoder(artifacts.manifest, artifacts.encoder_names)
+        log.info("ENCODER=auto: serving %s, %s", encoder_name, why)
     if encoder_name not in artifacts.encoder_names:
         raise ArtifactsError(
             f"{artifacts_dir}: no encoder {encoder_name!r} (has {artifacts.encoder_names}); "

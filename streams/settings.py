@@ -26,7 +26,9 @@ from streams.errors import ConfigError
 
 IndexType = Literal["flat", "hnsw", "ivf"]
 FusionMethod = Literal["weighted_sum", "rrf", "cf_only", "cb_only"]
-EncoderName = Literal["mean", "lstm", "transformer"]
+#: An encoder, or ``auto``: the one that did best on validation at training time
+#: (``serving.model.best_encoder``).
+EncoderChoice = Literal["auto", "mean", "lstm", "transformer"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     # Worker
     app_id: str = "nexttrack"
     artifacts_dir: Path | None = None
-    encoder: EncoderName = "mean"
+    encoder: EncoderChoice = "auto"
     top_k: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(256, ge=1, le=100_000)
     batch_timeout_ms: int = Field(20, ge=1, le=60_000)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from index.neighbours import NEIGHBOURS_FILE
-from serving.artifacts import load_artifacts
-from serving.model import load_model
+from serving.artifacts import ArtifactsError, load_artifacts
+from serving.model import best_encoder, load_model
 from streams.settings import load_settings
 from streams.worker.app import NextTrackWorker, retrieval_params
 from tests.data_fixtures import Dataset
@@ -99,3 +99,42 @@ def test_a_reloaded_model_brings_its_own_fusion_choice(
     )
     pinned.use_model(new)
     assert pinned.engine.params.nb_weight == 0.0 and pinned.engine.params.fusion_method != "rrf"
+
+
+def _fusion(**scores: tuple[float, float]) -> dict[str, object]:
+    """A manifest ``fusion`` section with one candidate per (hr, mrr) pair."""
+    return {
+        "fusion": {
+            name: {
+                "candidates": {
+                    "cf_only": {"hr@20": hr, "mrr@20": 0.0},
+                    "x": {"hr@20": hr, "mrr@20": mrr},
+                }
+            }
+            for name, (hr, mrr) in scores.items()
+        }
+    }
+
+
+def test_auto_serves_the_encoder_with_the_best_validation_figures() -> None:
+    manifest = _fusion(mean=(0.50, 0.16), lstm=(0.55, 0.17), transformer=(0.54, 0.17))
+    name, why = best_encoder(manifest, ["mean", "lstm", "transformer"])
+    assert name == "lstm"
+    assert "0.7200" in why and "transformer 0.7100" in why and "mean 0.6600" in why
+    # only trained encoders count, whatever the manifest holds
+    assert best_encoder(manifest, ["mean", "transformer"])[0] == "transformer"
+
+
+def test_auto_without_validation_figures_prefers_the_sequence_encoders() -> None:
+    assert best_encoder({}, ["mean", "lstm"])[0] == "lstm"
+    assert best_encoder({}, ["mean", "lstm", "transformer"])[0] == "transformer"
+    assert best_encoder({"fusion": {}}, ["mean"])[0] == "mean"
+    with pytest.raises(ArtifactsError):
+        best_encoder({}, [])
+
+
+def test_the_default_encoder_is_auto_and_loads_the_trained_one(small_artifacts: Path) -> None:
+    settings = load_settings(artifacts_dir=small_artifacts)
+    assert settings.encoder == "auto"
+    model = load_model(small_artifacts, settings.encoder)
+    assert model.encoder.name == load_artifacts(small_artifacts).encoder_names[0]

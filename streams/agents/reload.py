@@ -58,11 +58,12 @@ def manifest_identity(directory: Path) -> ManifestId | None:
 
 def validate_model(model: ModelBundle, encoder_name: str, params: RetrievalParams) -> None:
     """Raise :class:`ArtifactsError` unless ``model`` can serve: tracks, consistent
-    dimensions, the configured encoder, and one ranking that returns finite scores."""
+    dimensions, the configured encoder (any with ``auto``), and one ranking that returns
+    finite scores."""
     n = model.n_items
     if n == 0:
         raise ArtifactsError("the catalog is empty")
-    if model.encoder.name != encoder_name:
+    if encoder_name != "auto" and model.encoder.name != encoder_name:
         raise ArtifactsError(f"encoder is {model.encoder.name!r}, expected {encoder_name!r}")
     rows = model.encoder.item_vectors().shape[0]
     if rows != n:
