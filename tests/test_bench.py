@@ -18,18 +18,14 @@ from streams.tools.bench import (
     artifacts_key,
     command_line,
     dataset_users,
-    format_results,
-    machine_info,
-    memory_mb,
-    parse_proc_kb,
     parse_worker_env,
     plan_artifacts,
     rate_event_count,
-    read_memory,
     relabel,
     worker_settings,
-    write_results,
 )
+from streams.tools.bench_report import format_results, write_results
+from streams.tools.process_stats import machine_info, memory_mb, parse_proc_kb, read_memory
 
 STATUS = """\
 Name:\tpython
@@ -265,6 +261,30 @@ def test_format_results_with_rates() -> None:
     assert "fusion_method=weighted_sum" in text and "catalog 100000 tracks" in text
 
 
+def test_format_results_with_the_faust_stage_between_the_others() -> None:
+    results = _results()
+    results["faust"] = _stage(3000.0, 120.0, rss=60.2)
+    results["faust_to_passthrough_ratio"] = 0.375
+    results["worker_to_faust_ratio"] = 0.133
+    results["rates"][0]["faust"] = _stage(200.0, 40.0)
+    lines = format_results(results).splitlines()
+    assert [line.split()[:3] for line in lines[1:4]] == [
+        ["max", "passthrough", "8000"],
+        ["max", "faust", "3000"],
+        ["max", "worker", "400"],
+    ]
+    assert [line.split()[:2] for line in lines[4:7]] == [
+        ["200/s", "passthrough"],
+        ["200/s", "faust"],
+        ["200/s", "worker"],
+    ]
+    assert lines[7].split()[:2] == ["1000/s", "passthrough"]  # no faust figures at 1000/s
+    assert lines[8].split()[:2] == ["1000/s", "worker"]
+    text = "\n".join(lines)
+    assert "passthrough 42 MB, faust 60 MB, worker 1234 MB" in text
+    assert "faust/passthrough throughput ratio: 0.375; worker/faust: 0.133" in text
+
+
 def test_format_results_without_rates_or_memory() -> None:
     results = _results()
     results["rates"] = []
@@ -300,7 +320,7 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         progress_interval=2.0,
     )
     results = run_bench(config)
-    for stage in ("passthrough", "worker"):
+    for stage in ("passthrough", "faust", "worker"):
         figures = results[stage]
         assert figures["answered"] == figures["sent"] == 300, stage
         assert figures["events_per_second"] > 0
@@ -310,6 +330,8 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         assert rate["answered"] == rate["sent"] == 200, stage
         assert all(math.isfinite(rate[k]) for k in ("p50_ms", "p95_ms", "p99_ms"))
     assert results["worker"]["peak_rss_mb"] > results["passthrough"]["peak_rss_mb"]
+    # the Faust passthrough answered every event and its ratios are in the figures
+    assert results["faust_to_passthrough_ratio"] and results["worker_to_faust_ratio"]
     assert results["worker_settings"]["batch_timeout_ms"] == 20
     assert results["artifacts_source"] == "train"
 
@@ -325,6 +347,9 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         "passthrough",
         "worker",
         "worker_to_passthrough_ratio",
+        "faust",
+        "faust_to_passthrough_ratio",
+        "worker_to_faust_ratio",
         "rates",
     ):
         assert key in data, key

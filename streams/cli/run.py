@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
             "(default: $WEB_PORT, else 6066).",
         ),
         encoder: str | None = typer.Option(
-            None, "--encoder", help="mean, lstm or transformer (default: $ENCODER, else mean)."
+            None,
+            "--encoder",
+            help="mean, lstm, transformer or auto (default: $ENCODER, else auto: of the "
+            "trained encoders, the one that did best on validation at training time).",
         ),
         data_dir: Path | None = typer.Option(
             None, "--data-dir", help="Local table state (default: $DATA_DIR)."
@@ -93,7 +96,10 @@ def register(app: typer.Typer) -> None:
 
     Both stages run as their own processes on the same broker and see the same events:
     (1) a raw aiokafka consume-and-produce loop that forwards each record unchanged, the
-    least any Kafka stream processor does; (2) `nexttrack worker` on the trained artifacts,
+    least any Kafka stream processor does; (2) a Faust passthrough: the worker's Kafka path
+    in Faust (micro-batches, batched publishing, acks after delivery) without any
+    processing, the ceiling Faust puts on one worker process (--no-faust-baseline skips
+    it); (3) `nexttrack worker` on the trained artifacts,
     started and waited on until /ready. Each gets 200 warm-up events, then the throughput
     run: --events events as fast as the producer takes them; events/s is answers per second
     from the first send to the last answer. Then one run per --rate at that steady rate.
@@ -122,7 +128,7 @@ def register(app: typer.Typer) -> None:
             [],
             "--rate",
             help="After the throughput run, offer events at this steady rate (events/s) and "
-            "report p50/p95/p99 latency for both stages. Repeatable.",
+            "report p50/p95/p99 latency for every stage. Repeatable.",
         ),
         rate_events: int | None = typer.Option(
             None,
@@ -144,6 +150,11 @@ def register(app: typer.Typer) -> None:
         retrain: bool = typer.Option(
             False, "--retrain", help="Train the artifacts even when a cached copy exists."
         ),
+        faust_baseline: bool = typer.Option(
+            True,
+            "--faust-baseline/--no-faust-baseline",
+            help="Also measure the Faust passthrough (the worker's Kafka path, no processing).",
+        ),
         workdir: Path = typer.Option(Path(".nexttrack/bench"), help="Data, artifacts and logs."),
         json_out: Path | None = typer.Option(
             None,
@@ -156,7 +167,8 @@ def register(app: typer.Typer) -> None:
         import shlex
         import sys
 
-        from streams.tools.bench import BenchConfig, format_results, parse_worker_env, run_bench
+        from streams.tools.bench import BenchConfig, parse_worker_env, run_bench
+        from streams.tools.bench_report import format_results
 
         try:
             extra_env = parse_worker_env(worker_env)
@@ -176,6 +188,7 @@ def register(app: typer.Typer) -> None:
                 rate_events=rate_events,
                 artifacts=artifacts,
                 retrain=retrain,
+                faust_baseline=faust_baseline,
                 worker_env=extra_env,
                 json_out=json_out,
                 command=shlex.join(["nexttrack", *sys.argv[1:]]),

@@ -1,9 +1,12 @@
 """``nexttrack bench``: the full worker against a raw Kafka passthrough, in one run.
 
-Both stages run as their own processes on the same broker and see the same events:
+The stages run as their own processes on the same broker and see the same events:
 
-- **passthrough**: ``python -m streams.tools.passthrough``, a raw aiokafka consume-and-produce loop
-  (the least any Kafka stream processor must do per event);
+- **passthrough**: ``python -m streams.tools.passthrough``, a raw aiokafka consume-and-produce
+  loop (the least any Kafka stream processor must do per event);
+- **faust** (unless ``faust_baseline`` is off): ``python -m streams.tools.faust_passthrough``,
+  the worker's Kafka path in Faust (micro-batches, the worker's publisher, acks after
+  delivery) with no processing: the ceiling Faust puts on one worker process;
 - **worker**: ``nexttrack worker`` with the trained artifacts (validation, session table,
   encoder step, hybrid retrieval and fusion, publishing), started and waited on until
   ``/ready``.
@@ -26,12 +29,9 @@ import asyncio
 import dataclasses
 import logging
 import math
-import os
-import platform
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +44,9 @@ from schemas.play import PlayEvent
 from streams.errors import StreamsError
 from streams.kafka.clients import ensure_topics
 from streams.settings import Settings, load_settings
+from streams.tools.bench_report import ratio, write_results
 from streams.tools.demo import broker_for
+from streams.tools.process_stats import RssSampler, machine_info, read_memory
 from streams.tools.roundtrip import RoundTrip, roundtrip
 from streams.tools.worker_process import start_worker, wait_ready
 
@@ -91,6 +93,8 @@ class BenchConfig:
     artifacts: Path | None = None
     #: Train even when cached artifacts exist.
     retrain: bool = False
+    #: Also measure the Faust passthrough (the worker's Kafka path without processing).
+    faust_baseline: bool = True
     #: Extra environment of the worker process (``BATCH_TIMEOUT_MS``, ``FUSION_METHOD``, ...);
     #: applied last, so it overrides the bench's own settings.
     worker_env: Mapping[str, str] = field(default_factory=dict)
@@ -105,87 +109,6 @@ class BenchConfig:
     @property
     def json_path(self) -> Path:
         return self.json_out or self.workdir / "bench.json"
-
-
-# --- pure parts ---------------------------------------------------------------------------
-
-
-def parse_proc_kb(text: str) -> dict[str, int]:
-    """``Key:   1234 kB`` lines (``/proc/<pid>/status``, ``/proc/meminfo``) as ``{key: kB}``;
-    lines without a kB figure are skipped."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, sep, rest = line.partition(":")
-        parts = rest.split()
-        if sep and len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
-            out[key.strip()] = int(parts[0])
-    return out
-
-
-def memory_mb(status_text: str) -> dict[str, float | None]:
-    """Peak (``VmHWM``) and current (``VmRSS``) resident memory in MB (MiB) from the text of
-    ``/proc/<pid>/status``; ``None`` where the line is missing."""
-    kb = parse_proc_kb(status_text)
-
-    def mb(key: str) -> float | None:
-        return round(kb[key] / 1024, 1) if key in kb else None
-
-    return {"peak_rss_mb": mb("VmHWM"), "rss_mb": mb("VmRSS")}
-
-
-def read_memory(pid: int) -> dict[str, float | None]:
-    """:func:`memory_mb` of a live process (all ``None`` if it is gone or not on Linux)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        text = ""
-    return memory_mb(text)
-
-
-class RssSampler:
-    """Samples a process's ``VmRSS`` every ``interval`` seconds in a thread; ``max_mb`` is the
-    largest sample (a cross-check of ``VmHWM``)."""
-
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.max_mb: float | None = None
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            rss = read_memory(self.pid)["rss_mb"]
-            if rss is not None:
-                self.samples += 1
-                self.max_mb = rss if self.max_mb is None else max(self.max_mb, rss)
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def machine_info(meminfo_text: str | None = None) -> dict[str, Any]:
-    """CPUs, total memory (MB, from ``/proc/meminfo``), Python and platform."""
-    if meminfo_text is None:
-        try:
-            meminfo_text = Path("/proc/meminfo").read_text()
-        except OSError:
-            meminfo_text = ""
-    total = parse_proc_kb(meminfo_text).get("MemTotal")
-    return {
-        "cpus": os.cpu_count(),
-        "memory_total_mb": round(total / 1024) if total is not None else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def dataset_users(config: BenchConfig) -> int:
@@ -281,76 +204,9 @@ def command_line(config: BenchConfig) -> str:
         args += ["--worker-env", f"{key}={value}"]
     if config.artifacts is not None:
         args += ["--artifacts", str(config.artifacts)]
+    if not config.faust_baseline:
+        args.append("--no-faust-baseline")
     return shlex.join(args)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(b / a, 3) if a and b is not None else None
-
-
-def _num(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, fmt)
-
-
-def format_results(results: dict[str, Any]) -> str:
-    """A small table for the terminal: the throughput run, then each rate run."""
-    rows = [("run", "stage", "events/s", "p50 ms", "p95 ms", "p99 ms", "answered")]
-
-    def add(run: str, name: str, r: dict[str, Any]) -> None:
-        rows.append(
-            (
-                run,
-                name,
-                _num(r.get("events_per_second"), ".0f"),
-                _num(r.get("p50_ms"), ".1f"),
-                _num(r.get("p95_ms"), ".1f"),
-                _num(r.get("p99_ms"), ".1f"),
-                f"{r.get('answered')}/{r.get('sent')}",
-            )
-        )
-
-    for name in ("passthrough", "worker"):
-        add("max", name, results[name])
-    for entry in results.get("rates", []):
-        for name in ("passthrough", "worker"):
-            add(f"{entry['rate']:g}/s", name, entry[name])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    mem = ", ".join(
-        f"{name} {_num(results[name].get('peak_rss_mb'), '.0f')} MB"
-        for name in ("passthrough", "worker")
-    )
-    lines.append(f"peak resident memory (VmHWM): {mem}")
-    lines.append(f"worker/passthrough throughput ratio: {results['worker_to_passthrough_ratio']}")
-    settings = results.get("worker_settings") or {}
-    if settings:
-        lines.append(
-            "worker: "
-            + ", ".join(
-                f"{k}={settings[k]}"
-                for k in ("encoder", "top_k", "batch_size", "batch_timeout_ms", "fusion_method")
-                if k in settings
-            )
-            + f"; catalog {results.get('catalog_size')} tracks"
-        )
-    return "\n".join(lines)
-
-
-def write_results(results: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
-    return path
-
-
-# --- the run ------------------------------------------------------------------------------
 
 
 def bench_events(config: BenchConfig) -> tuple[Path, list[PlayEvent]]:
@@ -484,6 +340,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         t = {
             "pass_in": f"{run_id}-pass-in",
             "pass_out": f"{run_id}-pass-out",
+            "faust_in": f"{run_id}-faust-in",
+            "faust_out": f"{run_id}-faust-out",
             "plays": f"{run_id}-plays",
             "recs": f"{run_id}-recommendations",
             "dlq": f"{run_id}-plays-dlq",
@@ -500,7 +358,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         settings = load_settings(kafka_bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(settings, t.values()))
 
-        log.info("stage 1/2: raw aiokafka passthrough (python -m streams.tools.passthrough)")
+        n_stages = 3 if config.faust_baseline else 2
+        log.info(
+            "stage 1/%d: raw aiokafka passthrough (python -m streams.tools.passthrough)", n_stages
+        )
         passthrough = subprocess.Popen(
             [
                 sys.executable,
@@ -525,8 +386,21 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             passthrough.terminate()
             passthrough.wait(timeout=30)
 
+        faust_rates: list[dict[str, Any]] | None = None
+        if config.faust_baseline:
+            log.info(
+                "stage 2/3: Faust passthrough, no processing (python -m "
+                "streams.tools.faust_passthrough)"
+            )
+            results["faust"], faust_rates = _faust_stage(
+                config, settings, bootstrap, run_id, t, warmup, measured, rate_runs, effective
+            )
+
         log.info(
-            "stage 2/2: full worker (%s encoder), waiting for /ready ...", effective["encoder"]
+            "stage %d/%d: full worker (%s encoder), waiting for /ready ...",
+            n_stages,
+            n_stages,
+            effective["encoder"],
         )
         worker = start_worker(
             artifacts, env=worker_env, log_path=config.workdir / f"{run_id}-worker.log"
@@ -542,17 +416,72 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         finally:
             worker.stop()
 
-    results["worker_to_passthrough_ratio"] = _ratio(
+    results["worker_to_passthrough_ratio"] = ratio(
         results["passthrough"]["events_per_second"], results["worker"]["events_per_second"]
     )
+    if "faust" in results:
+        results["faust_to_passthrough_ratio"] = ratio(
+            results["passthrough"]["events_per_second"], results["faust"]["events_per_second"]
+        )
+        results["worker_to_faust_ratio"] = ratio(
+            results["faust"]["events_per_second"], results["worker"]["events_per_second"]
+        )
     results["rates"] = [
         {"rate": rate, "events": len(evs), "passthrough": p, "worker": w}
         for (rate, evs), p, w in zip(rate_runs, pass_rates, worker_rates, strict=True)
     ]
+    for entry, f in zip(results["rates"], faust_rates or [], strict=False):
+        entry["faust"] = f
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     path = write_results(results, config.json_path)
     log.info("figures written to %s", path)
     return results
+
+
+def _faust_stage(
+    config: BenchConfig,
+    settings: Settings,
+    bootstrap: str,
+    run_id: str,
+    topics: Mapping[str, str],
+    warmup: list[PlayEvent],
+    measured: list[PlayEvent],
+    rate_runs: list[tuple[float, list[PlayEvent]]],
+    effective: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the Faust passthrough stage (same events, the worker's batch size); its log goes
+    to ``WORKDIR/<run>-faust.log``."""
+    command = [
+        sys.executable,
+        "-m",
+        "streams.tools.faust_passthrough",
+        "--in",
+        topics["faust_in"],
+        "--out",
+        topics["faust_out"],
+        "--bootstrap-servers",
+        bootstrap,
+        "--group",
+        f"{run_id}-faust",
+        "--data-dir",
+        str(config.workdir / "faust" / run_id),
+        "--batch-size",
+        str(effective["batch_size"]),
+    ]
+    with open(config.workdir / f"{run_id}-faust.log", "wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            stage = _Stage("faust", settings, topics["faust_in"], topics["faust_out"], config)
+            return stage.run(
+                process.pid, lambda: process.poll() is None, warmup, measured, rate_runs
+            )
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class _Stage:

@@ -1,0 +1,84 @@
+"""The benchmark's figures: the terminal table and the JSON file (``nexttrack bench``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+#: The stages of a run, in the order they run and are printed.
+STAGES = ("passthrough", "faust", "worker")
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``b / a`` rounded to 3 places (``None`` when either is missing or ``a`` is 0)."""
+    return round(b / a, 3) if a and b is not None else None
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A small table for the terminal: the throughput run, then each rate run."""
+    rows = [("run", "stage", "events/s", "p50 ms", "p95 ms", "p99 ms", "answered")]
+
+    def add(run: str, name: str, r: dict[str, Any]) -> None:
+        rows.append(
+            (
+                run,
+                name,
+                _num(r.get("events_per_second"), ".0f"),
+                _num(r.get("p50_ms"), ".1f"),
+                _num(r.get("p95_ms"), ".1f"),
+                _num(r.get("p99_ms"), ".1f"),
+                f"{r.get('answered')}/{r.get('sent')}",
+            )
+        )
+
+    stages = [name for name in STAGES if name in results]
+    for name in stages:
+        add("max", name, results[name])
+    for entry in results.get("rates", []):
+        for name in stages:
+            if name in entry:
+                add(f"{entry['rate']:g}/s", name, entry[name])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    mem = ", ".join(f"{name} {_num(results[name].get('peak_rss_mb'), '.0f')} MB" for name in stages)
+    lines.append(f"peak resident memory (VmHWM): {mem}")
+    lines.append(f"worker/passthrough throughput ratio: {results['worker_to_passthrough_ratio']}")
+    if "faust" in results:
+        lines.append(
+            f"faust/passthrough throughput ratio: {results['faust_to_passthrough_ratio']}; "
+            f"worker/faust: {results['worker_to_faust_ratio']}"
+        )
+    settings = results.get("worker_settings") or {}
+    if settings:
+        lines.append(
+            "worker: "
+            + ", ".join(
+                f"{k}={settings[k]}"
+                for k in ("encoder", "top_k", "batch_size", "batch_timeout_ms", "fusion_method")
+                if k in settings
+            )
+            + f"; catalog {results.get('catalog_size')} tracks"
+        )
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], path: Path) -> Path:
+    """Write ``results`` to ``path`` as indented JSON; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    return path
