@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -84,8 +85,9 @@ def main() -> None:
         app_id=args.group,
         batch_size=args.batch_size,
     )
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_app(settings, args.source, args.target, args.data_dir)
-    sys.argv = [sys.argv[0], "worker", "-l", "warning"]
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
     app.main()
 
 
