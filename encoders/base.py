@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -232,6 +233,47 @@ def fit_item_vectors(vectors: np.ndarray, dim: int, seed: int = 0, rms: float = 
     out = out * (rms / current) if current > 0 else np.zeros_like(out)
     out += rng.normal(0.0, 0.01 * rms, out.shape)
     return out.astype(np.float32)
+
+
+def check_weight_arrays(
+    kind: str, shapes: Mapping[str, tuple[int, ...]], weights: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """``weights`` (a ``state_dict`` as arrays) as C-contiguous float32 arrays of exactly the
+    ``shapes`` keys and shapes, all finite; ``EncoderError`` naming the ``kind`` of encoder
+    when they do not fit."""
+    missing, unexpected = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    if missing or unexpected:
+        raise EncoderError(
+            f"{kind} weights do not fit the config: missing {missing}, unexpected {unexpected}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for key, shape in shapes.items():
+        arr = np.ascontiguousarray(weights[key], dtype=np.float32)
+        if arr.shape != shape:
+            raise EncoderError(f"{kind} weight {key} has shape {arr.shape}, expected {shape}")
+        if not np.isfinite(arr).all():
+            raise EncoderError(f"{kind} weight {key} holds NaN or infinite values")
+        out[key] = arr
+    return out
+
+
+def read_numpy_weights(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``weights.npz`` (no pickles); ``EncoderError`` when unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError as exc:
+        raise EncoderError(f"no encoder weights at {path}") from exc
+    except Exception as exc:  # zip / format errors of a corrupted or foreign file
+        raise EncoderError(f"cannot read encoder weights {path}: {exc}") from exc
+
+
+def write_numpy_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
+    """Write ``weights`` to ``path`` (``.npz``, uncompressed) via a temporary file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **weights)
+    os.replace(tmp, path)
 
 
 def load_weights(directory: Path) -> dict[str, Any]:

@@ -38,26 +38,22 @@ existed is converted from ``weights.pt`` on load (this imports torch);
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from encoders.base import (
-    NUMPY_WEIGHTS_FILE,
-    WEIGHTS_FILE,
     EncoderName,
     check_items,
+    check_weight_arrays,
     pack_state,
-    read_encoder_config,
     stack_states,
     unpack_state,
-    write_encoder_config,
 )
 from encoders.errors import EncoderError
+from encoders.numpy_io import NumpyWeightsIO
 
 logger = logging.getLogger(__name__)
 
@@ -107,21 +103,7 @@ def weight_shapes(config: GruModelConfig) -> dict[str, tuple[int, ...]]:
 
 def check_weights(config: GruModelConfig, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The weights as C-contiguous float32 arrays; ``EncoderError`` if they do not fit."""
-    shapes = weight_shapes(config)
-    missing, unexpected = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
-    if missing or unexpected:
-        raise EncoderError(
-            f"lstm weights do not fit the config: missing {missing}, unexpected {unexpected}"
-        )
-    out: dict[str, np.ndarray] = {}
-    for key, shape in shapes.items():
-        arr = np.ascontiguousarray(weights[key], dtype=np.float32)
-        if arr.shape != shape:
-            raise EncoderError(f"lstm weight {key} has shape {arr.shape}, expected {shape}")
-        if not np.isfinite(arr).all():
-            raise EncoderError(f"lstm weight {key} holds NaN or infinite values")
-        out[key] = arr
-    return out
+    return check_weight_arrays("lstm", weight_shapes(config), weights)
 
 
 def fuse_gru_layer(
@@ -179,58 +161,7 @@ def gru_step(
     return out
 
 
-def read_numpy_weights(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a ``weights.npz`` (no pickles); ``EncoderError`` when unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except FileNotFoundError as exc:
-        raise EncoderError(f"no encoder weights at {path}") from exc
-    except Exception as exc:  # zip / format errors of a corrupted or foreign file
-        raise EncoderError(f"cannot read encoder weights {path}: {exc}") from exc
-
-
-def write_numpy_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
-    """Write ``weights`` to ``path`` (``.npz``, uncompressed) via a temporary file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **weights)
-    os.replace(tmp, path)
-
-
-def _load_torch_weights(directory: Path, config: GruModelConfig) -> dict[str, np.ndarray]:
-    """``weights.pt`` as numpy arrays (imports torch)."""
-    try:
-        from encoders.lstm_model import load_torch_weights
-    except ImportError as exc:
-        raise EncoderError(
-            f"{directory} has no {NUMPY_WEIGHTS_FILE} and torch is not installed to read "
-            f"{WEIGHTS_FILE}; re-train or convert it where torch is available"
-        ) from exc
-    return check_weights(config, load_torch_weights(directory))
-
-
-def convert_torch_weights(directory: Path) -> Path:
-    """Write ``weights.npz`` next to ``weights.pt`` in a saved lstm directory (imports torch).
-
-    For artifacts written before the numpy weights existed; returns the new file's path.
-    """
-    directory = Path(directory)
-    config = _saved_config(directory)
-    path = directory / NUMPY_WEIGHTS_FILE
-    write_numpy_weights(path, _load_torch_weights(directory, config))
-    logger.info("converted %s to %s", directory / WEIGHTS_FILE, path)
-    return path
-
-
-def _saved_config(directory: Path) -> GruModelConfig:
-    config = read_encoder_config(directory)
-    if config["name"] != LstmEncoder.name:
-        raise EncoderError(f"{directory} holds a {config['name']!r} encoder, not 'lstm'")
-    return GruModelConfig.from_saved(config)
-
-
-class LstmEncoder:
+class LstmEncoder(NumpyWeightsIO):
     """The :class:`encoders.base.SessionEncoder` of a trained GRU model, in numpy.
 
     ``weights`` is the model's ``state_dict`` as arrays (see :func:`weight_shapes`); build one
@@ -238,6 +169,7 @@ class LstmEncoder:
     """
 
     name: EncoderName = "lstm"
+    config_class = GruModelConfig
 
     def __init__(self, config: GruModelConfig, weights: Mapping[str, Any]) -> None:
         self.model_config = config
@@ -308,55 +240,9 @@ class LstmEncoder:
         """Inverse of :meth:`state_to_bytes`; ``EncoderStateError`` on a bad blob."""
         return unpack_state(data, np.float32, self.state_size)
 
-    # -- persistence -----------------------------------------------------------------------
 
-    def config(self) -> dict[str, Any]:
-        """The JSON-serialisable config written by :meth:`save`."""
-        hp = asdict(self.model_config)
-        n_items = hp.pop("n_items")
-        return {"name": self.name, "dim": self.dim, "n_items": n_items, "hyperparameters": hp}
-
-    def save(self, directory: Path) -> None:
-        """Write ``config.json``, ``weights.npz`` and (when torch is installed) ``weights.pt``."""
-        directory = Path(directory)
-        write_encoder_config(directory, self.config())
-        write_numpy_weights(directory / NUMPY_WEIGHTS_FILE, self.weights)
-        try:
-            from encoders.lstm_model import save_torch_weights
-        except ImportError:
-            logger.warning("torch is not installed: %s has no %s", directory, WEIGHTS_FILE)
-        else:
-            save_torch_weights(directory, self.weights)
-        logger.info(
-            "saved lstm encoder (%d items, dim %d) to %s", self.n_items, self.dim, directory
-        )
-
-    @classmethod
-    def load(cls, directory: Path) -> LstmEncoder:
-        """Read ``config.json`` and ``weights.npz`` (numpy only) from ``directory``.
-
-        A directory with only ``weights.pt`` (written before the numpy weights) is read with
-        torch and converted in memory.
-        """
-        directory = Path(directory)
-        config = _saved_config(directory)
-        path = directory / NUMPY_WEIGHTS_FILE
-        if path.exists():
-            return cls(config, read_numpy_weights(path))
-        if not (directory / WEIGHTS_FILE).exists():
-            raise EncoderError(
-                f"no encoder weights in {directory} ({NUMPY_WEIGHTS_FILE} or {WEIGHTS_FILE})"
-            )
-        logger.info(
-            "lstm encoder in %s predates the numpy weights (no %s): reading %s with torch. "
-            "Re-train, or convert it once with encoders.lstm.convert_torch_weights(%r), to "
-            "serve it without importing torch",
-            directory,
-            NUMPY_WEIGHTS_FILE,
-            WEIGHTS_FILE,
-            str(directory),
-        )
-        return cls(config, _load_torch_weights(directory, config))
+#: Module-level name kept for callers of the earlier releases.
+convert_torch_weights = LstmEncoder.convert_torch_weights
 
 
 def __getattr__(name: str) -> Any:

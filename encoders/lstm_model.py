@@ -3,21 +3,24 @@
 Serving does not need this module: :class:`encoders.lstm.LstmEncoder` runs the same weights
 with numpy. :func:`encoder_from_model` turns a trained :class:`GruSessionModel` into that
 encoder, :func:`model_from_encoder` goes back (to fine-tune, or as a reference in tests).
+The torch <-> numpy weight helpers are :mod:`encoders.torch_io`'s (re-exported here).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from encoders.base import WEIGHTS_FILE, load_weights
-from encoders.errors import EncoderError
 from encoders.item_tables import ItemTables
 from encoders.lstm import GruModelConfig, LstmEncoder
+from encoders.torch_io import (
+    load_model_weights,
+    load_torch_weights,
+    model_weights,
+    save_torch_weights,
+    state_dict_from_weights,
+)
 
 __all__ = [
     "GruModelConfig",
@@ -27,6 +30,7 @@ __all__ = [
     "model_from_encoder",
     "model_weights",
     "save_torch_weights",
+    "state_dict_from_weights",
 ]
 
 
@@ -77,47 +81,14 @@ class GruSessionModel(ItemTables):
         return self.out_proj(self.dropout(h_top))
 
 
-def model_weights(model: GruSessionModel) -> dict[str, np.ndarray]:
-    """The model's ``state_dict`` as float32 numpy arrays (copies, detached from the model)."""
-    return {
-        key: value.detach().to("cpu", torch.float32).numpy().copy()
-        for key, value in model.state_dict().items()
-    }
-
-
 def encoder_from_model(model: GruSessionModel) -> LstmEncoder:
     """The numpy serving encoder of a (trained) model; later changes to the model do not
     reach it."""
     return LstmEncoder(model.config, model_weights(model))
 
 
-def state_dict_from_weights(weights: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """numpy weights -> a torch ``state_dict`` (copies)."""
-    return {
-        key: torch.from_numpy(np.array(value, dtype=np.float32)) for key, value in weights.items()
-    }
-
-
 def model_from_encoder(encoder: LstmEncoder) -> GruSessionModel:
     """A torch model (eval mode) holding a copy of the encoder's weights."""
     model = GruSessionModel(encoder.model_config)
-    try:
-        model.load_state_dict(state_dict_from_weights(encoder.weights))
-    except RuntimeError as exc:
-        raise EncoderError(f"lstm weights do not fit the config: {exc}") from exc
+    load_model_weights(model, encoder.weights, "lstm")
     return model.eval()
-
-
-def save_torch_weights(directory: Path, weights: Mapping[str, np.ndarray]) -> None:
-    """Write ``weights.pt`` (a torch ``state_dict``) into ``directory``."""
-    torch.save(state_dict_from_weights(weights), Path(directory) / WEIGHTS_FILE)
-
-
-def load_torch_weights(directory: Path) -> dict[str, np.ndarray]:
-    """``weights.pt`` of ``directory`` (``weights_only=True``) as float32 numpy arrays."""
-    state_dict = load_weights(Path(directory))
-    if not isinstance(state_dict, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state_dict.values()
-    ):
-        raise EncoderError(f"{Path(directory) / WEIGHTS_FILE} is not a state_dict of tensors")
-    return {key: value.to(torch.float32).numpy() for key, value in state_dict.items()}

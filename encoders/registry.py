@@ -5,14 +5,15 @@ An encoder directory (``artifacts/encoders/<name>/``) holds ``config.json``::
     {"format_version": 1, "name": "lstm", "n_items": 20000, "dim": 64,
      "hyperparameters": {"emb_dim": 64, "hidden_dim": 128, ...}}
 
-and, for the learned encoders, ``weights.pt`` (a torch ``state_dict``, loaded with
-``weights_only=True``); the ``lstm`` encoder also writes ``weights.npz`` (the same arrays),
-which it serves from with numpy only. The ``mean`` encoder stores no weights: its item vectors
+and, for the learned encoders (``lstm``, ``transformer``), ``weights.npz`` (the model's
+``state_dict`` as float32 arrays, which they serve from with numpy only) and ``weights.pt``
+(the same ``state_dict`` for torch, loaded with ``weights_only=True``; training and
+fine-tuning). A directory written before ``weights.npz`` existed has only ``weights.pt``: it
+is converted at load, with torch. The ``mean`` encoder stores no weights: its item vectors
 are the artifacts' collaborative vectors and must be passed to :func:`load_encoder`.
 
-This module imports no torch: the ``transformer`` encoder and the torch ``lstm`` model are
-imported inside the functions that need them, so loading a ``mean`` or ``lstm`` encoder (with
-``weights.npz``) keeps torch out of the process.
+This module imports no torch: the torch models are imported inside :func:`build_encoder`, so
+loading any saved encoder with ``weights.npz`` keeps torch out of the process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from encoders.base import ENCODER_NAMES, EncoderName, SessionEncoder, read_encod
 from encoders.errors import EncoderError
 from encoders.lstm import GruModelConfig, LstmEncoder
 from encoders.mean import MeanEncoder
+from encoders.transformer import TransformerEncoder, TransformerModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +56,11 @@ def build_encoder(
 
             return encoder_from_model(GruSessionModel(gru_config, item_vectors))
         if name == "transformer":
-            from encoders.transformer import (
-                SasRecModel,
-                TransformerEncoder,
-                TransformerModelConfig,
-            )
-
             model_config = TransformerModelConfig(n_items, **hp)
-            return TransformerEncoder(SasRecModel(model_config, item_vectors))
+            from encoders import transformer_model
+
+            model = transformer_model.SasRecModel(model_config, item_vectors)
+            return transformer_model.encoder_from_model(model)
     except TypeError as exc:
         raise EncoderError(f"bad hyperparameters for encoder {name!r}: {exc}") from exc
     raise EncoderError(f"unknown encoder {name!r}; expected one of {ENCODER_NAMES}")
@@ -71,8 +70,8 @@ def load_encoder(directory: Path, item_vectors: np.ndarray | None = None) -> Ses
     """Restore the encoder saved in ``directory`` (see the module docstring for the layout).
 
     ``item_vectors`` are required for ``mean``; for the learned encoders they are optional and
-    only checked against the saved catalogue size. Only ``transformer`` (and an ``lstm``
-    directory without ``weights.npz``) imports torch.
+    only checked against the saved catalogue size. Only an ``lstm`` or ``transformer``
+    directory without ``weights.npz`` imports torch (to convert its ``weights.pt``).
     """
     directory = Path(directory)
     config = read_encoder_config(directory)
@@ -84,8 +83,6 @@ def load_encoder(directory: Path, item_vectors: np.ndarray | None = None) -> Ses
     elif name == "lstm":
         encoder = LstmEncoder.load(directory)
     else:
-        from encoders.transformer import TransformerEncoder
-
         encoder = TransformerEncoder.load(directory)
     if item_vectors is not None and int(np.shape(item_vectors)[0]) != config.get("n_items"):
         raise EncoderError(

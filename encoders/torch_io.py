@@ -1,90 +1,57 @@
-"""Saving and loading of the PyTorch-served encoders (``transformer``; ``lstm`` is served with
-numpy, see :mod:`encoders.lstm`).
+"""torch <-> numpy weights of the learned encoders' PyTorch models (imports torch).
 
-An encoder directory holds ``config.json`` (name, dim, n_items and the model's
-hyperparameters) and ``weights.pt`` (the model's ``state_dict``).
+Both learned encoders (``lstm``, ``transformer``) are served with numpy from their model's
+``state_dict`` held as float32 arrays; their torch models (:mod:`encoders.lstm_model`,
+:mod:`encoders.transformer_model`) use these helpers to go between the two and to read and
+write ``weights.pt`` (the torch ``state_dict``, kept for training and fine-tuning).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, Self
 
+import numpy as np
 import torch
 from torch import nn
 
-from encoders.base import (
-    WEIGHTS_FILE,
-    EncoderName,
-    load_weights,
-    read_encoder_config,
-    write_encoder_config,
-)
+from encoders.base import WEIGHTS_FILE, load_weights
 from encoders.errors import EncoderError
 
-logger = logging.getLogger(__name__)
+
+def model_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's ``state_dict`` as float32 numpy arrays (copies, detached from the model)."""
+    return {
+        key: value.detach().to("cpu", torch.float32).numpy().copy()
+        for key, value in model.state_dict().items()
+    }
 
 
-class TorchEncoderIO:
-    """Mixin: ``config``/``save``/``from_config``/``load`` for an encoder wrapping ``model``
-    (an instance of ``model_class`` built from a frozen ``config_class`` dataclass)."""
+def state_dict_from_weights(weights: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """numpy weights -> a torch ``state_dict`` (copies)."""
+    return {
+        key: torch.from_numpy(np.array(value, dtype=np.float32)) for key, value in weights.items()
+    }
 
-    name: EncoderName
-    model: Any
-    model_class: ClassVar[type[nn.Module]]
-    config_class: ClassVar[type]
-    n_items: int  # provided by the encoder (a property)
-    dim: int
 
-    def config(self) -> dict[str, Any]:
-        """The JSON-serialisable config written by :meth:`save`."""
-        hp = asdict(self.model.config)
-        n_items = hp.pop("n_items")
-        return {"name": self.name, "dim": self.dim, "n_items": n_items, "hyperparameters": hp}
+def load_model_weights(model: nn.Module, weights: Mapping[str, np.ndarray], kind: str) -> None:
+    """Copy ``weights`` into ``model`` (strict); ``EncoderError`` naming ``kind`` on a misfit."""
+    try:
+        model.load_state_dict(state_dict_from_weights(weights))
+    except RuntimeError as exc:
+        raise EncoderError(f"{kind} weights do not fit the config: {exc}") from exc
 
-    def save(self, directory: Path) -> None:
-        """Write ``config.json`` and ``weights.pt`` (the model's ``state_dict``)."""
-        directory = Path(directory)
-        write_encoder_config(directory, self.config())
-        torch.save(self.model.state_dict(), directory / WEIGHTS_FILE)
-        logger.info(
-            "saved %s encoder (%d items, dim %d) to %s",
-            self.name,
-            self.n_items,
-            self.dim,
-            directory,
-        )
 
-    @classmethod
-    def model_config(cls, config: Mapping[str, Any]) -> Any:
-        """The model's config dataclass from a saved config (``n_items`` + hyperparameters)."""
-        hp = dict(config.get("hyperparameters", {}))
-        try:
-            return cls.config_class(n_items=int(config["n_items"]), **hp)
-        except (KeyError, TypeError) as exc:
-            raise EncoderError(f"bad {cls.name} config: {exc}") from exc
+def save_torch_weights(directory: Path, weights: Mapping[str, np.ndarray]) -> None:
+    """Write ``weights.pt`` (a torch ``state_dict``) into ``directory``."""
+    torch.save(state_dict_from_weights(weights), Path(directory) / WEIGHTS_FILE)
 
-    @classmethod
-    def from_config(
-        cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None
-    ) -> Self:
-        """Rebuild from a ``config.json`` dict and (optionally) saved weights."""
-        model = cls.model_class(cls.model_config(config))
-        if state_dict is not None:
-            try:
-                model.load_state_dict(state_dict)
-            except RuntimeError as exc:
-                raise EncoderError(f"{cls.name} weights do not fit the config: {exc}") from exc
-        return cls(model)
 
-    @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Read ``config.json`` and ``weights.pt`` from ``directory``."""
-        directory = Path(directory)
-        config = read_encoder_config(directory)
-        if config["name"] != cls.name:
-            raise EncoderError(f"{directory} holds a {config['name']!r} encoder, not {cls.name!r}")
-        return cls.from_config(config, load_weights(directory))
+def load_torch_weights(directory: Path) -> dict[str, np.ndarray]:
+    """``weights.pt`` of ``directory`` (``weights_only=True``) as float32 numpy arrays."""
+    state_dict = load_weights(Path(directory))
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise EncoderError(f"{Path(directory) / WEIGHTS_FILE} is not a state_dict of tensors")
+    return {key: value.to(torch.float32).numpy() for key, value in state_dict.items()}

@@ -1,45 +1,72 @@
-"""SASRec-style causal Transformer session encoder over the last ``max_len`` tracks.
+"""SASRec-style causal Transformer session encoder over the last ``max_len`` tracks, served
+with numpy only.
 
-Model (:class:`SasRecModel`): item embeddings (initialised from the collaborative vectors)
-plus learned positional embeddings, ``num_blocks`` pre-LayerNorm blocks
-(causal multi-head self-attention + GELU feed-forward, dropout), a final LayerNorm. The query
-for a prefix is the output at its last position; scores are ``query @ E.T`` with ``E`` the
-input item table when ``tied`` (the default, as in SASRec) or a separate output table
-(``tied=False``); ``E`` is :meth:`TransformerEncoder.item_vectors` (search with the inner
-product; the query is not normalised).
+The model is trained with PyTorch (:class:`encoders.transformer_model.SasRecModel`): item
+embeddings (initialised from the collaborative vectors) scaled by ``sqrt(emb_dim)`` plus
+learned positional embeddings, ``num_blocks`` pre-LayerNorm blocks (causal multi-head
+self-attention + GELU feed-forward, dropout), a final LayerNorm. The query for a prefix is the
+output at its last position; scores are ``query @ E.T`` with ``E`` the input item table when
+``tied`` (the default, as in SASRec) or a separate output table (``tied=False``); ``E`` is
+:meth:`TransformerEncoder.item_vectors` (search with the inner product; the query is not
+normalised).
+
+:class:`TransformerEncoder` runs the trained weights with numpy (no torch import, so the worker
+does not pay torch's memory), batched over the windows and float32 throughout, as
+``SasRecModel.last_outputs`` does (dropout is the identity at inference)::
+
+    x = item_emb[inputs] * sqrt(emb_dim) + pos_emb[:T]          (zero at padding)
+    per block:  x = x + attn_out(attention(qkv(LN1(x))))
+                x = x + W2 @ GELU(W1 @ LN2(x) + b1) + b2
+    query = LN_final(x at the row's last real position)
+
+with the last block computed at each row's last real position only (keys and values still
+cover the row); the block maths (LayerNorm, masked multi-head attention, the erf GELU) are in
+:mod:`encoders.transformer_ops`. Queries agree with the torch model's to about ``1e-6``.
 
 Positions count from the start of the window: the oldest item in the window is position 0.
-Model inputs are right-padded with :attr:`SasRecModel.pad_index`; attention uses a causal mask
-combined with a key-padding mask (a padded query attends to itself only, so no row is empty).
+Model inputs are right-padded with :attr:`TransformerEncoder.pad_index` (``n_items``);
+attention is causal and skips padded keys; a padded query attends to the real positions and
+to itself (so no row is empty; its output is never used).
 
 State layout (int64, ``max_len`` values): the window of the last ``max_len`` item indices,
 *right-aligned*: the newest item is the last element and unused slots at the front hold
-``-1``. :meth:`TransformerEncoder.step` shifts the new item in (pure numpy); :meth:`embed`
-runs the model on the batch of windows. The empty session embeds to the zero vector.
+``-1``. :meth:`TransformerEncoder.step` shifts the new item in; :meth:`embed` runs the model on
+the batch of windows. The empty session embeds to the zero vector.
+
+Saved directory: ``config.json``, ``weights.npz`` (the model's ``state_dict`` as float32
+arrays under the same keys, read here with numpy) and ``weights.pt`` (the torch
+``state_dict``, for training and fine-tuning). A directory written before ``weights.npz``
+existed is converted from ``weights.pt`` on load (this imports torch);
+:func:`convert_torch_weights` writes the missing ``weights.npz`` once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from encoders.base import (
     EncoderName,
     check_items,
+    check_weight_arrays,
     pack_state,
     stack_states,
     unpack_state,
 )
 from encoders.errors import EncoderError, EncoderStateError
-from encoders.item_tables import ItemTables
-from encoders.torch_io import TorchEncoderIO
+from encoders.numpy_io import NumpyWeightsIO
+from encoders.transformer_ops import (
+    attention_bias,
+    block_forward,
+    block_last,
+    block_weights,
+    layer_norm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +76,7 @@ EMPTY_SLOT = -1
 
 @dataclass(frozen=True)
 class TransformerModelConfig:
-    """Shape and regularisation of :class:`SasRecModel`."""
+    """Shape and regularisation of the SASRec model (and of :class:`TransformerEncoder`)."""
 
     n_items: int
     emb_dim: int = 64
@@ -67,108 +94,50 @@ class TransformerModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise EncoderError(f"dropout must be in [0, 1), got {self.dropout}")
 
-
-def attention_mask(valid: torch.Tensor) -> torch.Tensor:
-    """Boolean ``(B, 1, T, T)`` mask (True = may attend): causal and not padding.
-
-    A padded query position may attend to itself, so no row is fully masked (its output is
-    never used).
-    """
-    t = valid.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
-    eye = torch.eye(t, dtype=torch.bool, device=valid.device)
-    mask = causal[None] & valid[:, None, :]
-    return (mask | (eye[None] & ~valid[:, :, None]))[:, None]
+    @classmethod
+    def from_saved(cls, config: Mapping[str, Any]) -> TransformerModelConfig:
+        """From a ``config.json`` dict (``n_items`` + ``hyperparameters``)."""
+        hp = dict(config.get("hyperparameters", {}))
+        try:
+            return cls(n_items=int(config["n_items"]), **hp)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncoderError(f"bad transformer config: {exc}") from exc
 
 
-class CausalBlock(nn.Module):
-    """Pre-LayerNorm Transformer block: masked self-attention and a feed-forward layer."""
-
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.attn_out = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
-        self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = dropout
-
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, query_index: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``x`` ``(B, T, D)``, ``mask`` ``(B, 1, T, T)`` -> ``(B, T, D)``.
-
-        With ``query_index`` ``(B,)`` only that position of each row is computed (keys and
-        values still cover the whole row): ``(B, 1, D)``. Used for the last block at inference.
-        """
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
-        if query_index is not None:
-            rows = torch.arange(b, device=x.device)
-            x, q = x[rows, query_index][:, None], q[rows, query_index][:, None]
-            mask = mask[rows, :, query_index][:, :, None]
-        att = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
-        x = x + self.dropout(self.attn_out(att.transpose(1, 2).reshape(b, q.shape[1], d)))
-        return x + self.dropout(self.ffn(self.ln2(x)))
+def weight_shapes(config: TransformerModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every array of the model's ``state_dict``."""
+    n, d, f = config.n_items, config.emb_dim, config.ffn_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "item_emb.weight": (n + 1, d),
+        "pos_emb.weight": (config.max_len, d),
+    }
+    for k in range(config.num_blocks):
+        p = f"blocks.{k}."
+        shapes |= {
+            p + "ln1.weight": (d,),
+            p + "ln1.bias": (d,),
+            p + "qkv.weight": (3 * d, d),
+            p + "qkv.bias": (3 * d,),
+            p + "attn_out.weight": (d, d),
+            p + "attn_out.bias": (d,),
+            p + "ln2.weight": (d,),
+            p + "ln2.bias": (d,),
+            p + "ffn.0.weight": (f, d),
+            p + "ffn.0.bias": (f,),
+            p + "ffn.2.weight": (d, f),
+            p + "ffn.2.bias": (d,),
+        }
+    shapes |= {"final_ln.weight": (d,), "final_ln.bias": (d,)}
+    if not config.tied:
+        shapes["out_emb"] = (n, d)
+    return shapes
 
 
-class SasRecModel(ItemTables):
-    """Causal Transformer over right-padded windows of item indices."""
-
-    def __init__(
-        self, config: TransformerModelConfig, init_vectors: np.ndarray | None = None
-    ) -> None:
-        super().__init__()
-        self.config = config
-        n, d = config.n_items, config.emb_dim
-        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
-        self.pos_emb = nn.Embedding(config.max_len, d)
-        self.emb_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            CausalBlock(d, config.num_heads, config.ffn_dim, config.dropout)
-            for _ in range(config.num_blocks)
-        )
-        self.final_ln = nn.LayerNorm(d)
-        self.out_emb: nn.Parameter | None = None
-        if not config.tied:
-            self.out_emb = nn.Parameter(torch.empty(n, d))
-        nn.init.normal_(self.pos_emb.weight, 0.0, 0.1)
-        self.reset_item_embeddings(init_vectors)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Query vectors ``(B, T, emb_dim)`` for every prefix of right-padded ``inputs``."""
-        x, mask = self._embed(inputs)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.final_ln(x)
-
-    def last_outputs(self, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """Query vectors ``(B, emb_dim)`` at position ``last[b]`` of each row only.
-
-        Equals ``forward(inputs)[arange(B), last]``; the last block computes one query row.
-        """
-        x, mask = self._embed(inputs)
-        for block in self.blocks[:-1]:
-            x = block(x, mask)
-        return self.final_ln(self.blocks[-1](x, mask, query_index=last)[:, 0])
-
-    def _embed(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input embeddings ``(B, T, D)`` (zero at padding) and the attention mask."""
-        t = inputs.shape[1]
-        if t > self.config.max_len:
-            raise EncoderError(f"sequence length {t} exceeds max_len {self.config.max_len}")
-        valid = inputs != self.pad_index
-        pos = torch.arange(t, device=inputs.device)
-        x = self.item_emb(inputs) * math.sqrt(self.config.emb_dim) + self.pos_emb(pos)[None]
-        return self.emb_dropout(x) * valid[..., None], attention_mask(valid)
+def check_weights(
+    config: TransformerModelConfig, weights: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """The weights as C-contiguous float32 arrays; ``EncoderError`` if they do not fit."""
+    return check_weight_arrays("transformer", weight_shapes(config), weights)
 
 
 def windows_to_inputs(windows: np.ndarray, pad_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,32 +163,52 @@ def shift_in(batch: np.ndarray, items: np.ndarray) -> np.ndarray:
     return out
 
 
-class TransformerEncoder(TorchEncoderIO):
-    """The :class:`encoders.base.SessionEncoder` wrapper around a trained SASRec model."""
+# -- persistence helpers -----------------------------------------------------------------------
+
+
+class TransformerEncoder(NumpyWeightsIO):
+    """The :class:`encoders.base.SessionEncoder` of a trained SASRec model, in numpy.
+
+    ``weights`` is the model's ``state_dict`` as arrays (see :func:`weight_shapes`); build one
+    from a torch model with :func:`encoders.transformer_model.encoder_from_model`.
+    """
 
     name: EncoderName = "transformer"
-    model_class = SasRecModel
     config_class = TransformerModelConfig
 
-    def __init__(self, model: SasRecModel) -> None:
-        self.model = model.float().cpu().eval()
-        with torch.inference_mode():
-            self._item_vectors = model.item_weights().detach().numpy().astype(np.float32)
+    def __init__(self, config: TransformerModelConfig, weights: Mapping[str, Any]) -> None:
+        self.model_config = config
+        #: The model's ``state_dict`` as float32 arrays (what :meth:`save` writes).
+        self.weights = check_weights(config, weights)
+        self._item_emb = self.weights["item_emb.weight"]  # (n_items + 1, d); the pad row is 0
+        self._pos_emb = self.weights["pos_emb.weight"]
+        self._emb_scale = np.float32(math.sqrt(config.emb_dim))
+        self._blocks = [
+            block_weights(self.weights, k, config.num_heads) for k in range(config.num_blocks)
+        ]
+        self._final_ln = (self.weights["final_ln.weight"], self.weights["final_ln.bias"])
+        table = self.weights.get("out_emb")
+        self._item_vectors = self._item_emb[: config.n_items] if table is None else table
 
     @property
     def dim(self) -> int:
         """Size of the query vectors (the item-embedding width)."""
-        return self.model.config.emb_dim
+        return self.model_config.emb_dim
 
     @property
     def n_items(self) -> int:
         """Number of items in the catalogue."""
-        return self.model.config.n_items
+        return self.model_config.n_items
+
+    @property
+    def pad_index(self) -> int:
+        """Index used to right-pad model inputs (``n_items``, the zero row of the table)."""
+        return self.model_config.n_items
 
     @property
     def state_size(self) -> int:
         """Window length ``max_len`` (int64 values in a state)."""
-        return self.model.config.max_len
+        return self.model_config.max_len
 
     def initial_state(self) -> np.ndarray:
         """An all-empty window."""
@@ -232,7 +221,7 @@ class TransformerEncoder(TorchEncoderIO):
         return batch
 
     def step(self, states: Sequence[np.ndarray], items: np.ndarray) -> list[np.ndarray]:
-        """Shift each session's new item into its window (numpy only, no model call)."""
+        """Shift each session's new item into its window (no model call)."""
         batch = self._windows(states)
         idx = check_items(items, self.n_items, batch.shape[0])
         return list(shift_in(batch, idx))
@@ -241,14 +230,29 @@ class TransformerEncoder(TorchEncoderIO):
         """Run the model on the batch of windows; the last real position's output per row."""
         windows = self._windows(states)
         out = np.zeros((windows.shape[0], self.dim), dtype=np.float32)
-        inputs, counts = windows_to_inputs(windows, self.model.pad_index)
+        inputs, counts = windows_to_inputs(windows, self.pad_index)
         rows = np.flatnonzero(counts > 0)
-        if rows.size == 0:
-            return out
-        with torch.inference_mode():
-            last = torch.from_numpy(counts[rows] - 1)
-            out[rows] = self.model.last_outputs(torch.from_numpy(inputs[rows]), last).numpy()
+        if rows.size:
+            out[rows] = self.last_outputs(inputs[rows], counts[rows] - 1)
         return out
+
+    def last_outputs(self, inputs: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Query vectors ``(B, dim)`` at position ``last[b]`` of right-padded ``inputs``
+        ``(B, T)`` (``SasRecModel.last_outputs``; ``last[b]`` must be a real position)."""
+        b, t = inputs.shape
+        if t > self.state_size:
+            raise EncoderError(f"sequence length {t} exceeds max_len {self.state_size}")
+        counts = (inputs != self.pad_index).sum(axis=1)
+        x = self._item_emb[inputs]
+        x *= self._emb_scale
+        x += self._pos_emb[:t]
+        x *= (inputs != self.pad_index)[..., None]
+        heads = self.model_config.num_heads
+        if len(self._blocks) > 1:
+            bias = attention_bias(counts, t)
+            for block in self._blocks[:-1]:
+                x = block_forward(x, bias, block, heads)
+        return layer_norm(block_last(x, last, self._blocks[-1], heads), *self._final_ln)
 
     def item_vectors(self) -> np.ndarray:
         """``(n_items, dim)`` float32 item embeddings (search with inner product)."""
@@ -262,3 +266,17 @@ class TransformerEncoder(TorchEncoderIO):
         """Inverse of :meth:`state_to_bytes`; ``EncoderStateError`` on a bad blob."""
         state = unpack_state(data, np.int64, self.state_size)
         return self._windows([state])[0]
+
+
+#: Module-level name kept for callers of the earlier releases.
+convert_torch_weights = TransformerEncoder.convert_torch_weights
+
+
+def __getattr__(name: str) -> Any:
+    """``encoders.transformer.SasRecModel`` (and ``CausalBlock``, ``attention_mask``) still
+    resolve (they live in ``encoders.transformer_model``)."""
+    if name in ("SasRecModel", "CausalBlock", "attention_mask"):
+        from encoders import transformer_model
+
+        return getattr(transformer_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

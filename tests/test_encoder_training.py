@@ -13,6 +13,8 @@ import torch
 from encoders import SessionEncoder, load_encoder
 from encoders.lstm import LstmEncoder
 from encoders.lstm_model import GruSessionModel
+from encoders.transformer import TransformerEncoder
+from encoders.transformer_model import SasRecModel
 from training.encoder_training import (
     EncoderTrainingConfig,
     TrainableEncoder,
@@ -124,21 +126,24 @@ def test_learns_successor_structure(
     encoder.save(tmp_path / name)
     loaded = load_encoder(tmp_path / name)
     assert hit_rate_at(loaded, test[:50], k=10) == hit_rate_at(encoder, test[:50], k=10)
+    # served with numpy from weights.npz; weights.pt kept for fine-tuning
     saved = {p.name for p in (tmp_path / name).iterdir()}
-    if name == "lstm":  # served with numpy; weights.pt kept for fine-tuning
+    assert saved == {"config.json", "weights.npz", "weights.pt"}
+    model: GruSessionModel | SasRecModel
+    if name == "lstm":
         assert isinstance(encoder, LstmEncoder) and isinstance(loaded, LstmEncoder)
-        assert saved == {"config.json", "weights.npz", "weights.pt"}
         model = GruSessionModel(encoder.model_config)
-        model.load_state_dict(torch.load(tmp_path / name / "weights.pt", weights_only=True))
-        model.eval()
-        with torch.inference_mode():
-            queries = model(torch.tensor([test[0][:-1]]))[0, -1].numpy()
-        states = [encoder.initial_state()]
-        for item in test[0][:-1]:
-            states = encoder.step(states, np.asarray([item]))
-        np.testing.assert_allclose(encoder.embed(states)[0], queries, rtol=0, atol=1e-5)
     else:
-        assert saved == {"config.json", "weights.pt"}
+        assert isinstance(encoder, TransformerEncoder) and isinstance(loaded, TransformerEncoder)
+        model = SasRecModel(encoder.model_config)
+    model.load_state_dict(torch.load(tmp_path / name / "weights.pt", weights_only=True))
+    model.eval()
+    with torch.inference_mode():
+        queries = model(torch.tensor([test[0][:-1]]))[0, -1].numpy()
+    states = [encoder.initial_state()]
+    for item in test[0][:-1]:
+        states = encoder.step(states, np.asarray([item]))
+    np.testing.assert_allclose(encoder.embed(states)[0], queries, rtol=0, atol=1e-5)
 
 
 def test_sampled_softmax_learns(datasets: tuple[list[list[int]], list[list[int]]]) -> None:

@@ -15,12 +15,26 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import EncoderError, SessionEncoder, build_encoder, encode_sequence, load_encoder
+from encoders import (
+    EncoderError,
+    SessionEncoder,
+    build_encoder,
+    encode_sequence,
+    load_encoder,
+    transformer_model,
+)
 from encoders.base import write_encoder_config
 from encoders.lstm import GruModelConfig, LstmEncoder, convert_torch_weights
 from encoders.lstm_model import GruSessionModel, encoder_from_model, model_from_encoder
 from encoders.mean import MeanEncoder
-from encoders.transformer import TransformerEncoder, windows_to_inputs
+from encoders.transformer import (
+    TransformerEncoder,
+    TransformerModelConfig,
+    windows_to_inputs,
+)
+from encoders.transformer import convert_torch_weights as convert_transformer_weights
+from encoders.transformer_model import SasRecModel
+from encoders.transformer_ops import gelu
 from tests.encoder_suite import N_ITEMS, EncoderSuite, make_item_vectors
 
 
@@ -140,12 +154,8 @@ class TestLstm(EncoderSuite):
         np.testing.assert_allclose(plain[0].numpy(), padded[0, :3].numpy(), atol=1e-6)
 
 
-class TestLstmOneLayerUntied(TestLstm):
-    hp: dict[str, object] = {"emb_dim": 8, "hidden_dim": 5, "num_layers": 1, "tied": False}
-
-
-class TestLstmLoaded(TestLstm):
-    """The suite again on an encoder read back from ``weights.npz``."""
+class Reloaded:
+    """Mixin for an encoder test class: each encoder is saved and read back before use."""
 
     tmp_factory: pytest.TempPathFactory
 
@@ -156,14 +166,30 @@ class TestLstmLoaded(TestLstm):
         request.cls.tmp_factory = tmp_path_factory  # class scope: not a per-test fixture
 
     def make_encoder(self) -> SessionEncoder:
-        encoder = super().make_encoder()
-        directory = self.tmp_factory.mktemp("lstm")
+        encoder = super().make_encoder()  # type: ignore[misc]
+        directory = self.tmp_factory.mktemp("encoder")
         encoder.save(directory)
         assert (directory / "weights.npz").exists() and (directory / "weights.pt").exists()
         return load_encoder(directory)
 
 
+class TestLstmOneLayerUntied(TestLstm):
+    hp: dict[str, object] = {"emb_dim": 8, "hidden_dim": 5, "num_layers": 1, "tied": False}
+
+
+class TestLstmLoaded(Reloaded, TestLstm):
+    """The suite again on an encoder read back from ``weights.npz``."""
+
+
+def _sasrec(encoder: SessionEncoder) -> SasRecModel:
+    """The torch model holding the numpy transformer encoder's weights (the reference)."""
+    assert isinstance(encoder, TransformerEncoder)
+    return transformer_model.model_from_encoder(encoder)
+
+
 class TestTransformer(EncoderSuite):
+    """The numpy ``TransformerEncoder`` against full-sequence runs of the torch model."""
+
     window = 6
 
     def make_encoder(self) -> SessionEncoder:
@@ -179,11 +205,10 @@ class TestTransformer(EncoderSuite):
         return window
 
     def reference_embed(self, encoder: SessionEncoder, items: list[int]) -> np.ndarray:
-        assert isinstance(encoder, TransformerEncoder)
         if not items:
             return np.zeros(encoder.dim, dtype=np.float32)
         with torch.inference_mode():
-            return encoder.model(torch.tensor([items[-self.window :]]))[0, -1].numpy()
+            return _sasrec(encoder)(torch.tensor([items[-self.window :]]))[0, -1].numpy()
 
     def test_empty_session_embeds_to_zero(self) -> None:
         encoder = self.make_encoder()
@@ -197,18 +222,25 @@ class TestTransformer(EncoderSuite):
 
     def test_padding_does_not_change_outputs(self) -> None:
         encoder = self.make_encoder()
-        assert isinstance(encoder, TransformerEncoder)
-        pad = encoder.model.pad_index
+        model = _sasrec(encoder)
+        pad = model.pad_index
         with torch.inference_mode():
-            plain = encoder.model(torch.tensor([[4, 5, 6]]))
-            padded = encoder.model(torch.tensor([[4, 5, 6, pad, pad]]))
+            plain = model(torch.tensor([[4, 5, 6]]))
+            padded = model(torch.tensor([[4, 5, 6, pad, pad]]))
         np.testing.assert_allclose(plain[0].numpy(), padded[0, :3].numpy(), atol=1e-5)
+        assert isinstance(encoder, TransformerEncoder)
+        ours = encoder.last_outputs(
+            np.array([[4, 5, 6, pad, pad], [4, 5, 6, 7, 8]]), np.array([2, 2])
+        )
+        np.testing.assert_allclose(ours[0], plain[0, -1].numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours[1], plain[0, -1].numpy(), atol=1e-5)  # causal
 
     def test_untied_output_embeddings(self, tmp_path: Path) -> None:
         torch.manual_seed(0)
         hp = {"emb_dim": 8, "max_len": self.window, "tied": False}
         encoder = build_encoder("transformer", make_item_vectors(), hp)
-        assert isinstance(encoder, TransformerEncoder) and encoder.model.out_emb is not None
+        assert isinstance(encoder, TransformerEncoder) and "out_emb" in encoder.weights
+        np.testing.assert_array_equal(encoder.item_vectors(), encoder.weights["out_emb"])
         encoder.save(tmp_path)
         loaded = load_encoder(tmp_path)
         np.testing.assert_array_equal(loaded.item_vectors(), encoder.item_vectors())
@@ -219,6 +251,10 @@ class TestTransformer(EncoderSuite):
         state[-1] = N_ITEMS
         with pytest.raises(EncoderError):
             encoder.embed([state])
+
+
+class TestTransformerLoaded(Reloaded, TestTransformer):
+    """The suite again on an encoder read back from ``weights.npz``."""
 
 
 def test_build_encoder_rejects_unknown_names_and_hyperparameters() -> None:
@@ -373,7 +409,7 @@ def test_lstm_old_format_directory_loads_and_converts(
         hidden = model.hidden_states(torch.tensor([[3, 1, 4, 1, 5]]))[:, 0].reshape(-1)
     blob = struct.pack("<BcI", 1, b"f", 24) + hidden.numpy().astype("<f4").tobytes()
 
-    with caplog.at_level(logging.INFO, logger="encoders.lstm"):
+    with caplog.at_level(logging.INFO, logger="encoders.numpy_io"):
         loaded = load_encoder(tmp_path)
     assert "predates the numpy weights" in caplog.text and "convert_torch_weights" in caplog.text
     assert isinstance(loaded, LstmEncoder) and not (tmp_path / "weights.npz").exists()
@@ -390,7 +426,7 @@ def test_lstm_old_format_directory_loads_and_converts(
     path = convert_torch_weights(tmp_path)
     assert path == tmp_path / "weights.npz" and path.exists()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="encoders.lstm"):
+    with caplog.at_level(logging.INFO, logger="encoders.numpy_io"):
         converted = load_encoder(tmp_path)
     assert "predates" not in caplog.text
     assert isinstance(converted, LstmEncoder)
@@ -398,11 +434,20 @@ def test_lstm_old_format_directory_loads_and_converts(
         np.testing.assert_array_equal(converted.weights[key], value)
 
 
-def test_serving_an_lstm_from_npz_does_not_import_torch(tmp_path: Path) -> None:
+#: Small hyperparameters of the learned encoders for the torch-free serving test.
+SERVED_HP: dict[str, dict[str, object]] = {
+    "lstm": {"emb_dim": 8, "hidden_dim": 12, "num_layers": 2},
+    "transformer": {"emb_dim": 8, "num_heads": 2, "ffn_dim": 16, "max_len": 6},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVED_HP))
+def test_serving_a_learned_encoder_from_npz_does_not_import_torch(
+    name: str, tmp_path: Path
+) -> None:
     torch.manual_seed(0)
-    hp = {"emb_dim": 8, "hidden_dim": 12, "num_layers": 2}
-    encoder = build_encoder("lstm", make_item_vectors(), hp)
-    encoder.save(tmp_path / "lstm")
+    encoder = build_encoder(name, make_item_vectors(), SERVED_HP[name])  # type: ignore[arg-type]
+    encoder.save(tmp_path / name)
     states = encoder.step([encoder.initial_state()] * 3, np.asarray([1, 2, 3]))
     expected = encoder.embed(encoder.step(states, np.asarray([4, 5, 6])))
     np.save(tmp_path / "expected.npy", expected)
@@ -416,12 +461,13 @@ import encoders
 from encoders import load_encoder
 
 root = Path({str(tmp_path)!r})
-encoder = load_encoder(root / "lstm", np.zeros(({N_ITEMS}, 6), dtype=np.float32))
+encoder = load_encoder(root / {name!r}, np.zeros(({N_ITEMS}, 6), dtype=np.float32))
+assert encoder.name == {name!r}
 states = encoder.step([encoder.initial_state()] * 3, np.asarray([1, 2, 3]))
 states = encoder.step(states, np.asarray([4, 5, 6]))
 out = encoder.embed([encoder.state_from_bytes(encoder.state_to_bytes(s)) for s in states])
 np.testing.assert_array_equal(out, np.load(root / "expected.npy"))
-loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "scipy"))
 assert not loaded, loaded
 print("ok")
 """
@@ -431,3 +477,184 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- the numpy transformer encoder against the torch SASRec model ------------------------------
+
+#: (num_blocks, num_heads, tied, emb_dim, ffn_dim) of the parity models.
+TRANSFORMER_PARITY_MODELS = [
+    (2, 2, True, 16, 24),
+    (2, 2, False, 16, 24),
+    (1, 1, True, 8, 16),
+    (3, 4, False, 32, 64),
+]
+PARITY_WINDOW = 12
+
+
+def _seeded_sasrec(
+    num_blocks: int, num_heads: int, tied: bool, emb_dim: int, ffn_dim: int
+) -> SasRecModel:
+    torch.manual_seed(200 + 10 * num_blocks + num_heads)
+    config = TransformerModelConfig(
+        N_ITEMS,
+        emb_dim=emb_dim,
+        num_blocks=num_blocks,
+        num_heads=num_heads,
+        ffn_dim=ffn_dim,
+        max_len=PARITY_WINDOW,
+        tied=tied,
+    )
+    model = SasRecModel(config, make_item_vectors(seed=num_blocks))
+    with torch.no_grad():  # trained-looking layers: LayerNorm gains and biases away from 1 / 0
+        for name, param in model.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                param.add_(0.3 * torch.randn_like(param))
+        model.item_emb.weight[N_ITEMS] = 0.0
+    return model.eval()
+
+
+def _random_windows(rng: np.random.Generator, batch: int) -> np.ndarray:
+    """Right-aligned windows of every length, the first one empty and the second full."""
+    windows = np.full((batch, PARITY_WINDOW), -1, dtype=np.int64)
+    lengths = rng.integers(0, PARITY_WINDOW + 1, size=batch)
+    lengths[:3] = (0, PARITY_WINDOW, 1)
+    for row, n in enumerate(lengths):
+        if n:
+            windows[row, -n:] = rng.integers(0, N_ITEMS, size=n)
+    return windows
+
+
+@pytest.mark.parametrize(
+    ("num_blocks", "num_heads", "tied", "emb_dim", "ffn_dim"), TRANSFORMER_PARITY_MODELS
+)
+def test_numpy_transformer_matches_torch_last_outputs(
+    num_blocks: int, num_heads: int, tied: bool, emb_dim: int, ffn_dim: int
+) -> None:
+    """A batch of windows of every length (empty and full ones too): numpy ``embed`` equals
+    ``SasRecModel.last_outputs`` (and the full forward pass at the last position)."""
+    model = _seeded_sasrec(num_blocks, num_heads, tied, emb_dim, ffn_dim)
+    encoder = transformer_model.encoder_from_model(model)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(encoder.item_vectors(), model.item_weights().numpy())
+    windows = _random_windows(np.random.default_rng(num_blocks + num_heads), 64)
+    ours = encoder.embed(list(windows))
+    assert ours.dtype == np.float32 and ours.shape == (64, emb_dim)
+    inputs, counts = windows_to_inputs(windows, model.pad_index)
+    rows = np.flatnonzero(counts > 0)
+    last = counts[rows] - 1
+    with torch.inference_mode():
+        expected = model.last_outputs(torch.from_numpy(inputs[rows]), torch.from_numpy(last))
+        full = model(torch.from_numpy(inputs[rows]))[torch.arange(len(rows)), last]
+    assert not ours[counts == 0].any()
+    np.testing.assert_allclose(ours[rows], expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours[rows], full.numpy(), rtol=1e-5, atol=1e-5)
+    # one window at a time: the same queries (the batch's longest row sets no padding here)
+    single = np.stack([encoder.embed([w])[0] for w in windows[:8]])
+    np.testing.assert_allclose(single, ours[:8], rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_gelu_matches_torch() -> None:
+    """The erf approximation holds over the whole float32 range that matters (and beyond)."""
+    x = np.concatenate([np.linspace(-12.0, 12.0, 100_001), [-1e4, -60.0, 0.0, 60.0, 1e4]])
+    x = x.astype(np.float32)
+    ours = gelu(x)
+    assert ours.dtype == np.float32
+    expected = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=2e-6)
+    assert not ours[x == 0.0].any() and (ours[x <= -6.0] <= 0).all()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_transformer_npz_round_trip_is_exact(tied: bool, tmp_path: Path) -> None:
+    model = _seeded_sasrec(2, 2, tied, 16, 24)
+    encoder = transformer_model.encoder_from_model(model)
+    encoder.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "weights.npz", "weights.pt"}
+    loaded = load_encoder(tmp_path)
+    assert isinstance(loaded, TransformerEncoder) and loaded.model_config == encoder.model_config
+    assert loaded.weights.keys() == encoder.weights.keys()
+    for key, value in encoder.weights.items():
+        np.testing.assert_array_equal(loaded.weights[key], value)
+    windows = list(_random_windows(np.random.default_rng(0), 16))
+    np.testing.assert_array_equal(loaded.embed(windows), encoder.embed(windows))
+    np.testing.assert_array_equal(loaded.item_vectors(), encoder.item_vectors())
+    # weights.pt is the torch state_dict, for fine-tuning
+    again = SasRecModel(encoder.model_config)
+    again.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+    for key, value in again.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), model.state_dict()[key].numpy())
+    back = transformer_model.model_from_encoder(loaded)
+    assert not back.training
+    for key, value in back.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), model.state_dict()[key].numpy())
+
+
+def test_transformer_old_format_directory_loads_and_converts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory written by the previous release (config.json + weights.pt, torch-served)."""
+    model = _seeded_sasrec(2, 2, True, 16, 24)
+    config = transformer_model.encoder_from_model(model).config()
+    assert set(config) == {"name", "dim", "n_items", "hyperparameters"}
+    assert config["hyperparameters"] == {
+        "emb_dim": 16,
+        "num_blocks": 2,
+        "num_heads": 2,
+        "ffn_dim": 24,
+        "max_len": PARITY_WINDOW,
+        "dropout": 0.2,
+        "tied": True,
+    }
+    write_encoder_config(tmp_path, config)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    # a state as the previous release stored it: header + the right-aligned int64 window
+    window = np.array([-1] * 7 + [3, 1, 4, 1, 5], dtype=np.int64)
+    blob = struct.pack("<BcI", 1, b"q", PARITY_WINDOW) + window.astype("<i8").tobytes()
+
+    with caplog.at_level(logging.INFO, logger="encoders.numpy_io"):
+        loaded = load_encoder(tmp_path)
+    assert "predates the numpy weights" in caplog.text and "convert_torch_weights" in caplog.text
+    assert isinstance(loaded, TransformerEncoder) and not (tmp_path / "weights.npz").exists()
+    state = loaded.state_from_bytes(blob)
+    np.testing.assert_array_equal(state, window)
+    assert loaded.state_to_bytes(state) == blob
+    stepped = loaded.step([state], np.asarray([9]))[0]
+    with torch.inference_mode():
+        expected = model(torch.tensor([[3, 1, 4, 1, 5], [3, 1, 4, 1, 5]]))[0, -1].numpy()
+        after = model(torch.tensor([[3, 1, 4, 1, 5, 9]]))[0, -1].numpy()
+    np.testing.assert_allclose(loaded.embed([state])[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.embed([stepped])[0], after, rtol=1e-5, atol=1e-5)
+
+    path = convert_transformer_weights(tmp_path)
+    assert path == tmp_path / "weights.npz" and path.exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="encoders.numpy_io"):
+        converted = load_encoder(tmp_path)
+    assert "predates" not in caplog.text
+    assert isinstance(converted, TransformerEncoder)
+    for key, value in loaded.weights.items():
+        np.testing.assert_array_equal(converted.weights[key], value)
+
+
+def test_transformer_weights_must_fit_the_config(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hp = {"emb_dim": 8, "ffn_dim": 16, "max_len": 6}
+    build_encoder("transformer", make_item_vectors(), hp).save(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["hyperparameters"]["ffn_dim"] = 12
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EncoderError, match="shape"):
+        load_encoder(tmp_path)
+    config["hyperparameters"].update(ffn_dim=16, num_blocks=3)  # no blocks.2 saved
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EncoderError, match="missing"):
+        load_encoder(tmp_path)
+    config["hyperparameters"].update(num_blocks=2, no_such_option=1)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EncoderError, match="bad transformer config"):
+        load_encoder(tmp_path)
+    (tmp_path / "weights.npz").write_bytes(b"not an archive")
+    config["hyperparameters"].pop("no_such_option")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EncoderError):
+        load_encoder(tmp_path)

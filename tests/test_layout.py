@@ -2,8 +2,8 @@
 
 The worker (``streams.worker.runner``, ``streams.worker.app`` and the modules they load)
 runs on the online core in ``serving`` and must not load ``training`` or its heavy libraries
-(LightFM, scipy, tqdm), nor torch (about 600 MB resident): the lstm encoder serves from numpy
-weights.
+(LightFM, scipy, tqdm), nor torch (about 600 MB resident): the learned encoders (``lstm``,
+``transformer``) serve from numpy weights.
 """
 
 from __future__ import annotations
@@ -144,11 +144,12 @@ def test_the_checks_see_imports() -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_serving_the_lstm_encoder_does_not_load_torch(
-    small_dataset, tmp_path: Path
+@pytest.mark.parametrize("encoder", ["lstm", "transformer"])
+def test_a_worker_serving_a_learned_encoder_does_not_load_torch(
+    small_dataset, tmp_path: Path, encoder: str
 ) -> None:
-    """Build a real worker (model, indexes, Faust app) on lstm artifacts in a fresh
-    interpreter: torch stays out of the process."""
+    """Build a real worker (model, indexes, Faust app) on lstm / transformer artifacts in a
+    fresh interpreter: torch (and scipy) stay out of the process."""
     from training.encoder_training import EncoderTrainingConfig
     from training.lightfm_model import TrainingConfig
     from training.pipeline import PipelineConfig, train_artifacts
@@ -158,7 +159,7 @@ def test_a_worker_serving_the_lstm_encoder_does_not_load_torch(
         small_dataset.tracks_path,
         tmp_path / "artifacts",
         PipelineConfig(
-            encoders=("lstm",),
+            encoders=(encoder,),
             lightfm=TrainingConfig(epochs=2, no_components=16),
             encoder_training=EncoderTrainingConfig(epochs=1),
             progress=False,
@@ -170,10 +171,10 @@ from pathlib import Path
 from streams.worker.runner import build_worker
 from streams.settings import load_settings
 
-settings = load_settings(artifacts_dir={str(artifacts)!r}, encoder="lstm",
+settings = load_settings(artifacts_dir={str(artifacts)!r}, encoder={encoder!r},
                          data_dir={str(tmp_path / "state")!r})
 worker = build_worker(settings, table_store="memory")
-assert worker.model.encoder.name == "lstm"
+assert worker.model.encoder.name == {encoder!r}
 bad = sorted(m for m in sys.modules if m.split('.')[0] in {WORKER_FORBIDDEN!r})
 print(bad)
 assert not bad

@@ -9,9 +9,10 @@ accidental hits removed. Validation (a seeded share of whole sessions) always us
 full softmax and reports HR@k / MRR@k over all next-item predictions; early stopping keeps the
 best epoch's weights.
 
-Models live in ``encoders.lstm_model`` / ``encoders.transformer``, the data iterator in
-:mod:`training.sequences`; this module holds only the loop and the loss maths. A trained GRU
-is returned as the numpy :class:`encoders.lstm.LstmEncoder` (served without torch).
+Models live in ``encoders.lstm_model`` / ``encoders.transformer_model``, the data iterator in
+:mod:`training.sequences`; this module holds only the loop and the loss maths. A trained model
+is returned as its numpy encoder, :class:`encoders.lstm.LstmEncoder` or
+:class:`encoders.transformer.TransformerEncoder` (both served without torch).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from tqdm import tqdm
 
 from encoders.base import SessionEncoder, check_item_vectors
 from encoders.lstm import GruModelConfig
-from encoders.lstm_model import GruSessionModel, encoder_from_model
-from encoders.transformer import SasRecModel, TransformerEncoder, TransformerModelConfig
+from encoders.lstm_model import GruSessionModel
+from encoders.lstm_model import encoder_from_model as lstm_encoder
+from encoders.transformer import TransformerModelConfig
+from encoders.transformer_model import SasRecModel
+from encoders.transformer_model import encoder_from_model as transformer_encoder
 from training.errors import DataError, TrainingError
 from training.sequences import (
     IGNORE_TARGET,
@@ -366,9 +370,9 @@ def train_encoder(
     )
     encoder: SessionEncoder
     if isinstance(model, GruSessionModel):
-        encoder = encoder_from_model(model)
+        encoder = lstm_encoder(model)
     else:
-        encoder = TransformerEncoder(model)
+        encoder = transformer_encoder(model)
     return encoder, report
 
 

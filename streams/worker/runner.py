@@ -28,8 +28,9 @@ TableStore = Literal["rocksdb", "memory"]
 
 def set_threads(torch_threads: int, faiss_threads: int) -> None:
     """Pin the numpy BLAS, torch and FAISS thread pools (the defaults oversubscribe small
-    machines). torch is configured only when something imported it (the transformer
-    encoder): the worker does not load it otherwise."""
+    machines; the BLAS limit is what bounds the numpy encoders). torch is configured only
+    when something imported it (an encoder saved without ``weights.npz``, converted at
+    load): the worker does not load it otherwise."""
     import sys
 
     import faiss
