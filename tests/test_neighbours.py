@@ -17,6 +17,7 @@ from index.neighbours import NEIGHBOURS_FILE, ItemNeighbours
 from index.retriever import HybridRetriever
 from schemas.track import Track
 from serving.model import RetrievalParams, load_model, rank_batch, uses_neighbours
+from training.metrics import PAD
 from training.neighbours import (
     NeighbourConfig,
     NeighbourRanker,
@@ -166,6 +167,24 @@ def test_retriever_pools_neighbours_and_never_returns_excluded_or_retired() -> N
         assert items[: len(expected)] == expected  # neighbour-only: the neighbour order
     with pytest.raises(InvalidInputError):
         retriever.rank(cf[:2], k=5, neighbours=found, nb_weight=1.0)  # rows do not match
+
+
+@pytest.mark.parametrize(("n_items", "k"), [(300, 20), (40, 30)])
+def test_sparse_recommend_equals_the_dense_path(n_items: int, k: int) -> None:
+    """The ranker's sparse lists (tuning at 100k items) are the base class's dense ones:
+    candidates by score and popularity tie-break, then popular fill, heard never listed;
+    with 40 items and k 30 some rows run out of candidates and even of items."""
+    rng = np.random.default_rng(3)
+    sessions = [list(rng.integers(0, n_items, rng.integers(2, 12))) for _ in range(400)]
+    ranker = NeighbourRanker(n_items, window=3, backward=0.5, shrink=5.0, decay=0.5)
+    ranker.fit(sessions)
+    plays = [list(rng.integers(0, n_items, rng.integers(0, 6))) for _ in range(600)]
+    plays[:3] = [[], [n_items - 1], list(range(min(n_items, 35)))]
+    heard = [p + list(rng.integers(0, n_items, rng.integers(0, 4))) for p in plays]
+    sparse = ranker.recommend(plays, heard, k)
+    dense = super(NeighbourRanker, ranker).recommend(plays, heard, k)
+    np.testing.assert_array_equal(sparse, dense)
+    assert (sparse == PAD).any() == (k > n_items - 35)  # the row that heard 35 of 40 items
 
 
 def test_tuning_uses_training_sessions_and_beats_popularity() -> None:

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from index.neighbours import ItemNeighbours
+from index.neighbours import ItemNeighbours, NeighbourCandidates
 from training.baselines import SessionBaseline, TuningResult, tune_baseline
 from training.errors import DataError
+from training.metrics import PAD
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,44 @@ class NeighbourRanker(SessionBaseline):
             return out
         found = self.table.query([list(map(int, p)) for p in plays])
         out[found.rows, found.items] = found.scores
+        return out
+
+    def recommend(
+        self,
+        plays: Sequence[Sequence[int]],
+        heard: Sequence[Sequence[int]],
+        k: int,
+        *,
+        batch_size: int = 512,
+    ) -> np.ndarray:
+        """:meth:`SessionBaseline.recommend` from the sparse candidates, without the dense
+        ``(prefixes, n_items)`` scores (which made tuning at 100k items take minutes): the
+        candidates by score plus the popularity tie-break, then the most popular other items
+        for rows with fewer than ``k`` candidates. Same lists as the dense path."""
+        if len(plays) != len(heard):
+            raise DataError("plays and heard must have one entry per prefix")
+        if self.table is None:
+            return super().recommend(plays, heard, k, batch_size=batch_size)
+        k = min(k, self.n_items)
+        n, b = self.n_items, len(plays)
+        found = self.table.query([list(map(int, p)) for p in plays])
+        lengths = [len(h) for h in heard]
+        heard_codes = np.repeat(np.arange(b, dtype=np.int64), lengths) * n + np.asarray(
+            [i for h in heard for i in h], dtype=np.int64
+        )
+        keep = ~np.isin(found.codes, heard_codes)
+        with_ties = NeighbourCandidates(
+            found.codes, found.scores.astype(np.float64) + self._tie[found.items], n, b
+        )
+        out = with_ties.top(keep, k)
+        short = np.flatnonzero(out[:, -1] < 0)
+        if short.size:
+            by_popularity = np.argsort(-self._tie, kind="stable")
+            for r in short:
+                taken = out[r][out[r] >= 0]
+                used = set(map(int, taken)) | set(map(int, heard[r]))
+                fill = [int(i) for i in by_popularity[: k + len(used)] if int(i) not in used]
+                out[r, taken.size :] = (fill + [PAD] * k)[: k - taken.size]
         return out
 
 
