@@ -175,6 +175,13 @@ def test_metrics_move_as_events_flow(ops: Ops) -> None:
     assert delta("nexttrack_batch_size_count") >= 1
     assert delta("nexttrack_encoder_seconds_count") >= 1
     assert delta("nexttrack_search_seconds_count") >= 1
+    # every batch is timed once per stage, and its total covers its compute
+    batches = delta("nexttrack_batch_size_count")
+    for stage in ("compute", "changelog", "publish", "total"):
+        assert delta("nexttrack_batch_stage_seconds_count", stage=stage) == batches, stage
+    assert delta("nexttrack_batch_stage_seconds_sum", stage="total") >= delta(
+        "nexttrack_batch_stage_seconds_sum", stage="compute"
+    )
     assert total(after, "nexttrack_active_sessions") >= 13
     assert total(after, "nexttrack_model_info", encoder="mean") == 1
     lag_topics = {dict(k[1])["topic"] for k in after if k[0] == "nexttrack_consumer_lag"}

@@ -78,6 +78,16 @@ class WorkerMetrics:
             buckets=STAGE_BUCKETS,
             registry=r,
         )
+        self.batch_stage_seconds = Histogram(
+            "nexttrack_batch_stage_seconds",
+            "Play micro-batch time per stage: compute (parse, states, engine, table writes; "
+            "from the batch's first event), changelog (waiting for the batch's table "
+            "records), publish (sending the answers and waiting for them), total (compute "
+            "start to the answers delivered).",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
         self.active_sessions = Gauge(
             "nexttrack_active_sessions", "Sessions with state on this worker.", registry=r
         )

@@ -278,10 +278,15 @@ class NextTrackWorker:
         # any answer goes out: a crash after an answer was published always finds the state
         # that re-sends it unchanged (a replay is never recomputed).
         states_sent = pending_changelogs(self.app)
+        stages = self.metrics.batch_stage_seconds
+        computed = time.perf_counter()
+        stages.labels("compute").observe(computed - started)
 
         async def finish() -> None:
+            waiting = time.perf_counter()
             if states_sent:
                 await asyncio.gather(*states_sent)
+            logged = time.perf_counter()
             deliveries.extend(
                 await self.publish(
                     self.settings.topic_recommendations,
@@ -289,6 +294,10 @@ class NextTrackWorker:
                 )
             )
             await asyncio.gather(*deliveries)
+            delivered = time.perf_counter()
+            stages.labels("changelog").observe(logged - waiting)
+            stages.labels("publish").observe(delivered - logged)
+            stages.labels("total").observe(delivered - started)
             self._account(events, outcomes)
             log.debug(
                 "batch of %d events in %.1f ms (the oldest had waited %.1f ms before it)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -31,8 +32,6 @@ def set_threads(torch_threads: int, faiss_threads: int) -> None:
     machines; the BLAS limit is what bounds the numpy encoders). torch is configured only
     when something imported it (an encoder saved without ``weights.npz``, converted at
     load): the worker does not load it otherwise."""
-    import sys
-
     import faiss
     from threadpoolctl import threadpool_limits
 
