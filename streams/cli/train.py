@@ -31,7 +31,10 @@ def register(app: typer.Typer) -> None:
             ..., "--out", help="Artifacts directory to write (replaced atomically)."
         ),
         encoder: list[str] = typer.Option(
-            ["mean"], "--encoder", help="mean, lstm, transformer or all; repeatable."
+            ["all"],
+            "--encoder",
+            help="mean, lstm, transformer or all (the default: the worker's ENCODER=auto then "
+            "serves whichever did best on validation); repeatable.",
         ),
         components: int = typer.Option(64, help="LightFM no_components (vector size)."),
         epochs: int = typer.Option(15, help="LightFM epochs."),
