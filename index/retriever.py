@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -36,6 +37,11 @@ from index.neighbours import NeighbourCandidates
 logger = logging.getLogger(__name__)
 
 Space = Literal["cf", "cb"]
+
+
+#: Searches a space keeps under :meth:`HybridRetriever.memoized_search` (one batch's, each
+#: round of re-queries included).
+_MEMO_SIZE = 8
 
 
 class _SpaceData:
@@ -52,6 +58,20 @@ class _SpaceData:
         self.n = self._buf.shape[0]
         if index.id_space != self.n:
             raise InvalidInputError(f"index covers {index.id_space} items, vectors {self.n}")
+        #: While :meth:`HybridRetriever.memoized_search` is active: the last searches' ids.
+        self.memo: dict[tuple[bytes, int], np.ndarray] | None = None
+
+    def search_ids(self, q: np.ndarray, k: int) -> np.ndarray:
+        """The index's top-``k`` ids; repeated searches come from :attr:`memo` when active."""
+        if self.memo is None:
+            return self.index.search(q, k)[1]
+        key = (np.ascontiguousarray(q, dtype=np.float32).tobytes(), k)
+        ids = self.memo.get(key)
+        if ids is None:
+            if len(self.memo) >= _MEMO_SIZE:
+                self.memo.clear()
+            ids = self.memo[key] = self.index.search(q, k)[1]
+        return ids.copy()
 
     @property
     def vectors(self) -> np.ndarray:
@@ -311,6 +331,20 @@ class HybridRetriever:
             mood_filter,
         )[0]
 
+    @contextmanager
+    def memoized_search(self) -> Iterator[None]:
+        """Within the block, an index search repeated with the same queries and depth returns
+        the first one's result without searching again: the offline replay ranks each batch
+        under several fusion variants, whose searches are the same (``training.evaluate``).
+        Not for the worker: a live catalog change inside the block would not be seen."""
+        for space in self._spaces.values():
+            space.memo = {}
+        try:
+            yield
+        finally:
+            for space in self._spaces.values():
+                space.memo = None
+
     def _dim(self, space: Space) -> int:
         return self._spaces[space].index.dim
 
@@ -355,7 +389,7 @@ class HybridRetriever:
 
         if n_usable > self.exact_threshold:
             while rows.size and depth <= self.max_ann_depth:
-                ids = data.index.search(q[rows], depth)[1]
+                ids = data.search_ids(q[rows], depth)
                 rows = rows[~keep_first(rows, ids)]
                 depth *= 2
             if rows.size:

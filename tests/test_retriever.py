@@ -194,3 +194,38 @@ def test_no_content_space_and_errors(data) -> None:
         r.recommend(data["cf_q"][:3], None, k=0)
     with pytest.raises(InvalidInputError):
         r.add_items(data["cf"][:1], data["cb"][:1])
+
+
+def test_memoized_search_repeats_no_search_and_changes_no_result(data, monkeypatch) -> None:
+    """The offline replay ranks a batch under several fusion variants inside
+    ``memoized_search``: same lists as without it, one index search per space and depth."""
+    retriever = make(data)
+    exclude = [{0, 1, 2, i} for i in range(len(data["cf_q"]))]
+    variants = [("weighted_sum", 0.7, 0.3), ("weighted_sum", 0.2, 0.8), ("rrf", 0.5, 0.5)]
+
+    def ranked() -> list[list[list[int]]]:
+        return [
+            [
+                [x.item for x in row]
+                for row in retriever.recommend(
+                    data["cf_q"], data["cb_q"], exclude, K, method, cf, cb
+                )
+            ]
+            for method, cf, cb in variants
+        ]
+
+    calls: list[int] = []
+    original = VectorIndex.search
+
+    def counted(self: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(k)
+        return original(self, queries, k)
+
+    monkeypatch.setattr(VectorIndex, "search", counted)
+    plain = ranked()  # every variant searches both spaces
+    searched = len(calls)
+    calls.clear()
+    with retriever.memoized_search():
+        memoized = ranked()
+    assert memoized == plain
+    assert searched > 0 and len(calls) * len(variants) == searched

@@ -39,7 +39,7 @@ from encoders.base import ENCODER_NAMES
 from schemas.play import PlayEvent
 from serving.artifacts import load_artifacts
 from serving.index_files import content_index_kind
-from serving.model import RetrievalParams, chosen_fusion, load_model, rank_sessions
+from serving.model import ModelBundle, RetrievalParams, chosen_fusion, load_model, rank_batch
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
 from training.fusion_choice import candidate_label
@@ -215,16 +215,33 @@ def replay_encoder(
     model = load_model(
         artifacts_dir, encoder_name, index_type=index_type, cb_index_type=cb_index_type
     )
-    encoder, index = model.encoder, model.track_index
     k = max(p.top_k for p in variants.values())
     lists = {name: np.full((n_prefixes, k), PAD, dtype=np.int64) for name in variants}
+    length = max((len(s.track_ids) for s in sessions), default=0)
+    with model.retriever.memoized_search():  # the variants' searches of a batch are the same
+        _replay_waves(model, sessions, variants, lists, k, length, history_limit, progress)
+    return lists
+
+
+def _replay_waves(
+    model: ModelBundle,
+    sessions: Sequence[ReplaySession],
+    variants: dict[str, RetrievalParams],
+    lists: dict[str, np.ndarray],
+    k: int,
+    length: int,
+    history_limit: int,
+    progress: bool,
+) -> None:
+    """:func:`replay_encoder`'s loop: one wave (event position) at a time, every session
+    stepped, every evaluated prefix ranked under every variant into ``lists``."""
+    encoder = model.encoder
     states = [encoder.initial_state() for _ in sessions]
     heard: list[list[str]] = [[] for _ in sessions]
     plays: list[list[str]] = [[] for _ in sessions]
     evaluated = [set(s.evaluated) for s in sessions]
     offsets = [{t: s.first_prefix + j for j, t in enumerate(s.evaluated)} for s in sessions]
-    length = max((len(s.track_ids) for s in sessions), default=0)
-    for t in tqdm(range(length), desc=encoder_name, unit="wave", disable=not progress):
+    for t in tqdm(range(length), desc=encoder.name, unit="wave", disable=not progress):
         active = [r for r, s in enumerate(sessions) if len(s.track_ids) > t]
         step_rows = [r for r in active if sessions[r].is_play[t] and sessions[r].items[t] >= 0]
         if step_rows:
@@ -240,17 +257,15 @@ def replay_encoder(
             chunk = rows[start : start + _RANK_BATCH]
             pids = [offsets[r][t] for r in chunk]
             for name, params in variants.items():
-                ranked = rank_sessions(
+                # the worker's ranking as arrays (rank_sessions without the record items)
+                ranked = rank_batch(
                     model,
                     [states[r] for r in chunk],
                     [plays[r] for r in chunk],
                     [heard[r] for r in chunk],
                     params,
-                )
-                for pid, items_ in zip(pids, ranked, strict=True):
-                    idx = [index[it.track_id] for it in items_[:k]]
-                    lists[name][pid, : len(idx)] = idx
-    return lists
+                ).items[:, :k]
+                lists[name][pids, : ranked.shape[1]] = np.where(ranked >= 0, ranked, PAD)
 
 
 def evaluate(
