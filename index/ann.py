@@ -151,6 +151,9 @@ class VectorIndex:
         self._label_live = np.zeros(0, dtype=bool)  # hnsw: label not dead
         self._item_label = np.zeros(0, dtype=np.int64)  # hnsw: item id -> current label
         self._selector: tuple[Any, np.ndarray] | None = None  # hnsw: (IDSelectorBitmap, bits)
+        #: (live items, live hnsw labels), counted on first use after a change: every
+        #: search needs them, and summing 100k-entry masks per search showed in profiles.
+        self._counts: tuple[int, int] | None = None
         if kind == "hnsw":
             self._inner = faiss.downcast_index(faiss_index.index)
 
@@ -215,7 +218,12 @@ class VectorIndex:
 
     def __len__(self) -> int:
         """Number of live (searchable) items."""
-        return int(self._live.sum())
+        return self._live_counts()[0]
+
+    def _live_counts(self) -> tuple[int, int]:
+        if self._counts is None:
+            self._counts = (int(self._live.sum()), int(self._label_live.sum()))
+        return self._counts
 
     def live_mask(self) -> np.ndarray:
         """Copy of the ``(id_space,)`` bool mask of live items."""
@@ -234,7 +242,7 @@ class VectorIndex:
         """hnsw: share of graph nodes that are dead (removed or superseded); else 0."""
         if self.kind != "hnsw" or self._label_live.size == 0:
             return 0.0
-        return float(1.0 - self._label_live.mean())
+        return 1.0 - self._live_counts()[1] / self._label_live.size
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` live items per query row by inner product, one FAISS call per batch.
@@ -293,7 +301,7 @@ class VectorIndex:
 
     def _live_selector(self) -> tuple[Any, np.ndarray] | None:
         """hnsw: an IDSelectorBitmap of live labels (None when no label is dead)."""
-        if self._label_live.all():
+        if self._live_counts()[1] == self._label_live.size:
             return None
         if self._selector is None:  # keep the bits alive as long as the selector
             bits = np.packbits(self._label_live, bitorder="little")
@@ -315,6 +323,7 @@ class VectorIndex:
         if m == 0:
             return
         self._live = np.concatenate([self._live, np.ones(m, dtype=bool)])
+        self._counts = None
         if self.kind == "hnsw":
             self._item_label = np.concatenate([self._item_label, np.full(m, -1, np.int64)])
         self._insert(ids, x)
@@ -350,6 +359,7 @@ class VectorIndex:
         else:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
         self._live[ids] = False
+        self._counts = None
         return int(ids.size)
 
     def _insert(self, ids: np.ndarray, x: np.ndarray) -> None:
@@ -362,11 +372,13 @@ class VectorIndex:
         self._label_live = np.concatenate([self._label_live, np.ones(ids.size, dtype=bool)])
         self._item_label[ids] = np.arange(first, first + ids.size, dtype=np.int64)
         self._selector = None
+        self._counts = None
 
     def _kill_labels(self, labels: np.ndarray) -> None:
         before = self.dead_fraction
         self._label_live[labels] = False
         self._selector = None
+        self._counts = None
         if before <= 0.3 < self.dead_fraction:
             logger.warning(
                 "hnsw index is %.0f%% dead nodes; call compact()", 100 * self.dead_fraction
@@ -386,6 +398,7 @@ class VectorIndex:
         self._index, self._inner = faiss.IndexIDMap2(inner), inner
         self._label_item = np.zeros(0, dtype=np.int64)
         self._label_live = np.zeros(0, dtype=bool)
+        self._counts = None
         self._insert(ids, x)
         logger.info("compacted hnsw index to %d nodes", ids.size)
 
@@ -468,6 +481,7 @@ class VectorIndex:
             out._label_live = np.zeros(labels.size, dtype=bool)
             out._label_live[out._item_label[out._live]] = True
             out._inner.hnsw.efSearch = out.params["efSearch"]
+            out._counts = None
         elif kind == "ivf":
             index.nprobe = out.params["nprobe"]
         live = int(out._label_live.sum()) if kind == "hnsw" else index.ntotal

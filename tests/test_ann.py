@@ -118,9 +118,11 @@ def test_add_update_remove(data, kind) -> None:
     scores, ids = index.search(q, 30)
     assert (ids >= 0).all(), "results must stay full-length after removals"
     assert not np.isin(ids, removed).any()
+    assert len(index) == 1500  # the live count is cached between changes
 
     new = np.arange(3000, 3050)
     index.add(new, x[3000:3050])
+    assert len(index) == 1550
     _, top = index.search(x[3000:3050], 1)
     np.testing.assert_array_equal(top[:, 0], new)
 

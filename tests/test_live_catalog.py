@@ -196,3 +196,17 @@ def test_learned_encoder_new_track_is_recommendable_not_steppable(
     assert "new-learned" not in {i.track_id for i in outcomes[-1].recommendation.items}
     # ... and recommendable: the nearest in cb space to its twin.
     assert similar_ids(model, 9, 1, use_cf=False) == ["new-learned"]
+
+
+def test_lightfm_vectors_are_memory_mapped_and_never_written(small_artifacts: Path) -> None:
+    """The artifacts' LightFM matrix is mapped read-only (no resident memory in a worker whose
+    encoder has its own item space); a live addition copies it instead of writing to it."""
+    from serving.artifacts import load_artifacts
+
+    art = load_artifacts(small_artifacts)
+    assert isinstance(art.cf_vectors, np.memmap) and not art.cf_vectors.flags.writeable
+    model = load_model(small_artifacts, "mean", index_type="flat")
+    before = np.array(model.artifacts.cf_vectors)
+    apply_tracks(model, [twin(model, 3, "mapped-new")])
+    assert model.n_items == before.shape[0] + 1
+    np.testing.assert_array_equal(model.artifacts.cf_vectors, before)
