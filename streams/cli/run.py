@@ -155,6 +155,14 @@ def register(app: typer.Typer) -> None:
             "--faust-baseline/--no-faust-baseline",
             help="Also measure the Faust passthrough (the worker's Kafka path, no processing).",
         ),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            help="Worker processes in the worker stage, in one consumer group (at most the "
+            "plays topic's partitions, TOPIC_PARTITIONS, default 4); memory is then the "
+            "largest process's peak. The passthrough stages stay one process.",
+        ),
         workdir: Path = typer.Option(Path(".nexttrack/bench"), help="Data, artifacts and logs."),
         json_out: Path | None = typer.Option(
             None,
@@ -189,6 +197,7 @@ def register(app: typer.Typer) -> None:
                 artifacts=artifacts,
                 retrain=retrain,
                 faust_baseline=faust_baseline,
+                workers=workers,
                 worker_env=extra_env,
                 json_out=json_out,
                 command=shlex.join(["nexttrack", *sys.argv[1:]]),

@@ -9,7 +9,8 @@ The stages run as their own processes on the same broker and see the same events
   delivery) with no processing: the ceiling Faust puts on one worker process;
 - **worker**: ``nexttrack worker`` with the trained artifacts (validation, session table,
   encoder step, hybrid retrieval and fusion, publishing), started and waited on until
-  ``/ready``.
+  ``/ready``; ``workers`` processes of it in one consumer group (default one), each with its
+  own data directory, memory then being the largest process's peak.
 
 For each stage: warm-up events (answered, not measured), then the throughput run (the measured
 events as fast as the producer takes them; events/s is answers per second from the first send
@@ -30,10 +31,9 @@ import dataclasses
 import logging
 import math
 import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,16 @@ from streams.errors import StreamsError
 from streams.kafka.clients import ensure_topics
 from streams.settings import Settings, load_settings
 from streams.tools.bench_report import ratio, write_results
+from streams.tools.bench_stage import (
+    RateRun,
+    Stage,
+    published_by,
+    run_process_stage,
+    wait_all_ready,
+)
 from streams.tools.demo import broker_for
-from streams.tools.process_stats import RssSampler, machine_info, read_memory
-from streams.tools.roundtrip import RoundTrip, roundtrip
-from streams.tools.worker_process import start_worker, wait_ready
+from streams.tools.process_stats import machine_info
+from streams.tools.worker_process import WorkerProcess, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +108,9 @@ class BenchConfig:
     json_out: Path | None = None
     #: The command line recorded with the figures; ``None``: one rebuilt from this config.
     command: str | None = None
+    #: Worker processes in the worker stage (one consumer group; at most the topic's
+    #: partitions). The passthrough stages stay one process each.
+    workers: int = 1
     #: Seconds between progress lines while a run waits for answers.
     progress_interval: float = 10.0
     ready_timeout: float = 300.0
@@ -206,6 +215,8 @@ def command_line(config: BenchConfig) -> str:
         args += ["--artifacts", str(config.artifacts)]
     if not config.faust_baseline:
         args.append("--no-faust-baseline")
+    if config.workers != 1:
+        args += ["--workers", str(config.workers)]
     return shlex.join(args)
 
 
@@ -221,14 +232,6 @@ def bench_events(config: BenchConfig) -> tuple[Path, list[PlayEvent]]:
     data_dir = config.workdir / f"data-{config.catalog_size}-{users}-s{config.seed}"
     write_dataset(data_dir, tracks, events, gen)
     return data_dir, events
-
-
-def _event_id(value: bytes) -> str | None:
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return obj.get("event_id") if isinstance(obj, dict) else None
 
 
 def _artifacts(config: BenchConfig, data_dir: Path, users: int) -> tuple[Path, str, dict[str, Any]]:
@@ -282,6 +285,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     if any(rate <= 0 for rate in config.rates):
         raise StreamsError("--rate must be positive")
     rate_counts = [rate_event_count(config, rate) for rate in config.rates]
+    partitions = load_settings().topic_partitions  # what ensure_topics creates
+    if not 1 <= config.workers <= partitions:
+        raise StreamsError(
+            f"--workers must be 1 to {partitions}, the partitions of the plays topic "
+            f"(TOPIC_PARTITIONS): got {config.workers}"
+        )
 
     base_env = {
         "ENCODER": config.encoder,
@@ -313,7 +322,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     warmup = events[: config.warmup_events]
     measured = events[config.warmup_events : config.warmup_events + config.events]
     pool = events[config.warmup_events :]
-    rate_runs: list[tuple[float, list[PlayEvent]]] = []
+    rate_runs: list[RateRun] = []
     for i, (rate, n) in enumerate(zip(config.rates, rate_counts, strict=True)):
         if n > len(pool):
             log.warning("rate %g/s: only %d events available (asked %d)", rate, len(pool), n)
@@ -333,10 +342,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "model_version": manifest.get("model_version"),
         "worker_settings": effective,
         "worker_env": dict(config.worker_env),
+        "worker_processes": config.workers,
     }
     with broker_for(config.workdir, config.bootstrap_servers) as bootstrap:
         log.info("broker at %s", bootstrap)
         run_id = f"bench{int(time.time())}"
+        results["run_id"] = run_id  # names the topics and the logs (WORKDIR/<run_id>-*.log)
         t = {
             "pass_in": f"{run_id}-pass-in",
             "pass_out": f"{run_id}-pass-out",
@@ -362,29 +373,17 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         log.info(
             "stage 1/%d: raw aiokafka passthrough (python -m streams.tools.passthrough)", n_stages
         )
-        passthrough = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.tools.passthrough",
-                "--in",
-                t["pass_in"],
-                "--out",
-                t["pass_out"],
-                "--bootstrap-servers",
-                bootstrap,
-                "--group",
-                f"{run_id}-pass",
-            ],
+        py = [sys.executable, "-m"]
+        every = config.progress_interval
+        results["passthrough"], pass_rates = run_process_stage(
+            Stage("passthrough", settings, t["pass_in"], t["pass_out"], progress_interval=every),
+            [*py, "streams.tools.passthrough", "--in", t["pass_in"], "--out", t["pass_out"]]
+            + ["--bootstrap-servers", bootstrap, "--group", f"{run_id}-pass"],
+            config.workdir / f"{run_id}-passthrough.log",
+            warmup,
+            measured,
+            rate_runs,
         )
-        try:
-            stage = _Stage("passthrough", settings, t["pass_in"], t["pass_out"], config)
-            results["passthrough"], pass_rates = stage.run(
-                passthrough.pid, lambda: passthrough.poll() is None, warmup, measured, rate_runs
-            )
-        finally:
-            passthrough.terminate()
-            passthrough.wait(timeout=30)
 
         faust_rates: list[dict[str, Any]] | None = None
         if config.faust_baseline:
@@ -392,29 +391,55 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 "stage 2/3: Faust passthrough, no processing (python -m "
                 "streams.tools.faust_passthrough)"
             )
-            results["faust"], faust_rates = _faust_stage(
-                config, settings, bootstrap, run_id, t, warmup, measured, rate_runs, effective
+            results["faust"], faust_rates = run_process_stage(
+                Stage("faust", settings, t["faust_in"], t["faust_out"], progress_interval=every),
+                [*py, "streams.tools.faust_passthrough", "--in", t["faust_in"]]
+                + ["--out", t["faust_out"], "--bootstrap-servers", bootstrap]
+                + [
+                    "--group",
+                    f"{run_id}-faust",
+                    "--data-dir",
+                    str(config.workdir / "faust" / run_id),
+                ]
+                + ["--batch-size", str(effective["batch_size"])],
+                config.workdir / f"{run_id}-faust.log",
+                warmup,
+                measured,
+                rate_runs,
             )
 
         log.info(
-            "stage %d/%d: full worker (%s encoder), waiting for /ready ...",
+            "stage %d/%d: full worker (%s encoder, %d process%s), waiting for /ready ...",
             n_stages,
             n_stages,
             effective["encoder"],
+            config.workers,
+            "" if config.workers == 1 else "es",
         )
-        worker = start_worker(
-            artifacts, env=worker_env, log_path=config.workdir / f"{run_id}-worker.log"
-        )
+        workers = _start_workers(config, artifacts, worker_env, run_id)
         try:
             ready_started = time.perf_counter()
-            wait_ready(worker, timeout=config.ready_timeout)
+            wait_all_ready(workers, timeout=config.ready_timeout)
             log.info("worker ready after %.1fs", time.perf_counter() - ready_started)
-            stage = _Stage("worker", settings, t["plays"], t["recs"], config)
-            results["worker"], worker_rates = stage.run(
-                worker.process.pid, worker.alive, warmup, measured, rate_runs
+            stage = Stage(
+                "worker",
+                settings,
+                t["plays"],
+                t["recs"],
+                progress_interval=config.progress_interval,
             )
+            results["worker"], worker_rates = stage.run(
+                [w.process.pid for w in workers],
+                lambda: all(w.alive() for w in workers),
+                warmup,
+                measured,
+                rate_runs,
+            )
+            if len(workers) > 1:  # how the group shared the events (warm-up included)
+                results["worker"]["published_per_process"] = [published_by(w) for w in workers]
         finally:
-            worker.stop()
+            for worker in workers:
+                worker.stop()
 
     results["worker_to_passthrough_ratio"] = ratio(
         results["passthrough"]["events_per_second"], results["worker"]["events_per_second"]
@@ -438,148 +463,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     return results
 
 
-def _faust_stage(
-    config: BenchConfig,
-    settings: Settings,
-    bootstrap: str,
-    run_id: str,
-    topics: Mapping[str, str],
-    warmup: list[PlayEvent],
-    measured: list[PlayEvent],
-    rate_runs: list[tuple[float, list[PlayEvent]]],
-    effective: Mapping[str, Any],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the Faust passthrough stage (same events, the worker's batch size); its log goes
-    to ``WORKDIR/<run>-faust.log``."""
-    command = [
-        sys.executable,
-        "-m",
-        "streams.tools.faust_passthrough",
-        "--in",
-        topics["faust_in"],
-        "--out",
-        topics["faust_out"],
-        "--bootstrap-servers",
-        bootstrap,
-        "--group",
-        f"{run_id}-faust",
-        "--data-dir",
-        str(config.workdir / "faust" / run_id),
-        "--batch-size",
-        str(effective["batch_size"]),
-    ]
-    with open(config.workdir / f"{run_id}-faust.log", "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            stage = _Stage("faust", settings, topics["faust_in"], topics["faust_out"], config)
-            return stage.run(
-                process.pid, lambda: process.poll() is None, warmup, measured, rate_runs
-            )
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-class _Stage:
-    """One stage's runs (warm-up, throughput, rates) against its topics."""
-
-    def __init__(
-        self, name: str, settings: Settings, source: str, target: str, config: BenchConfig
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self.source = source
-        self.target = target
-        self.config = config
-
-    def run(
-        self,
-        pid: int,
-        alive: Callable[[], bool],
-        warmup: list[PlayEvent],
-        measured: list[PlayEvent],
-        rate_runs: list[tuple[float, list[PlayEvent]]],
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        with RssSampler(pid) as sampler:
-            log.info("%s: warm-up, %d events", self.name, len(warmup))
-            self._check(self._measure("warm-up", warmup), alive)
-            log.info("%s: throughput run, %d events as fast as possible", self.name, len(measured))
-            full = self._check(self._measure("throughput", measured), alive)
-            log.info(
-                "%s: %.0f events/s, p50 %.0f ms, p99 %.0f ms (%d/%d answered)",
-                self.name,
-                full.events_per_second,
-                full.percentiles_ms()["p50_ms"],
-                full.percentiles_ms()["p99_ms"],
-                full.answered,
-                full.sent,
-            )
-            rates = []
-            for rate, events in rate_runs:
-                log.info(
-                    "%s: %d events at %g/s (about %.0fs)",
-                    self.name,
-                    len(events),
-                    rate,
-                    len(events) / rate,
-                )
-                r = self._check(self._measure(f"{rate:g}/s", events, rate), alive)
-                pct = r.percentiles_ms()
-                log.info(
-                    "%s at %g/s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (%d/%d answered)",
-                    self.name,
-                    rate,
-                    pct["p50_ms"],
-                    pct["p95_ms"],
-                    pct["p99_ms"],
-                    r.answered,
-                    r.sent,
-                )
-                rates.append({**r.figures(), "rss_mb": read_memory(pid)["rss_mb"]})
-            memory = read_memory(pid)  # just before the stage is stopped
-        figures: dict[str, Any] = {
-            **full.figures(),
-            "peak_rss_mb": memory["peak_rss_mb"],
-            "rss_mb": memory["rss_mb"],
-            "rss_max_sampled_mb": sampler.max_mb,
-            "rss_samples": sampler.samples,
-        }
-        log.info(
-            "%s: peak resident memory %s MB (VmHWM), largest VmRSS sample %s MB",
-            self.name,
-            memory["peak_rss_mb"],
-            sampler.max_mb,
-        )
-        return figures, rates
-
-    def _check(self, result: RoundTrip, alive: Callable[[], bool]) -> RoundTrip:
-        if not alive():
-            raise StreamsError(f"the {self.name} process exited during the benchmark")
-        if result.answered < result.sent:
-            log.warning("%s: %d of %d answered", self.name, result.answered, result.sent)
-        return result
-
-    def _measure(self, label: str, events: list[PlayEvent], rate: float | None = None) -> RoundTrip:
-        total = len(events)
-
-        def progress(sent: int, answered: int) -> None:
-            log.info("%s %s: sent %d/%d, answered %d", self.name, label, sent, total, answered)
-
-        return asyncio.run(
-            roundtrip(
-                self.settings,
-                in_topic=self.source,
-                out_topic=self.target,
-                payloads=[e.to_bytes() for e in events],
-                ids=[e.event_id for e in events],
-                answer_id=_event_id,
-                idle_timeout=60.0,
-                rate=rate,
-                progress=progress,
-                progress_interval=self.config.progress_interval,
-            )
-        )
+def _start_workers(
+    config: BenchConfig, artifacts: Path, env: Mapping[str, str], run_id: str
+) -> list[WorkerProcess]:
+    """``config.workers`` worker processes in one consumer group, each with its own data
+    directory (RocksDB) and log (``WORKDIR/<run>-worker[-N].log``)."""
+    workers = []
+    for i in range(config.workers):
+        suffix = "" if config.workers == 1 else f"-{i + 1}"
+        own_env = {**env, "DATA_DIR": f"{env['DATA_DIR']}{suffix}"}
+        log_path = config.workdir / f"{run_id}-worker{suffix}.log"
+        workers.append(start_worker(artifacts, env=own_env, log_path=log_path))
+    return workers

@@ -57,6 +57,10 @@ def format_results(results: dict[str, Any]) -> str:
     ]
     mem = ", ".join(f"{name} {_num(results[name].get('peak_rss_mb'), '.0f')} MB" for name in stages)
     lines.append(f"peak resident memory (VmHWM): {mem}")
+    per_process = results.get("worker", {}).get("peak_rss_mb_per_process")
+    if per_process:
+        peaks = ", ".join(_num(p, ".0f") for p in per_process)
+        lines.append(f"worker processes: {len(per_process)} (peak MB each: {peaks})")
     lines.append(f"worker/passthrough throughput ratio: {results['worker_to_passthrough_ratio']}")
     if "faust" in results:
         lines.append(

@@ -1,0 +1,229 @@
+"""One stage of ``nexttrack bench``: its warm-up, throughput and steady-rate runs against the
+stage's topics, with the resident memory of the stage's processes.
+
+A stage is one or more processes reading ``source`` and answering on ``target`` (one
+passthrough, one Faust passthrough, or ``--workers`` worker processes in one consumer group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.play import PlayEvent
+from streams.errors import StreamsError
+from streams.settings import Settings
+from streams.tools.process_stats import RssSampler, read_memory
+from streams.tools.roundtrip import RoundTrip, roundtrip
+from streams.tools.worker_process import WorkerProcess, wait_ready
+
+log = logging.getLogger(__name__)
+
+#: The events of one steady-rate run, with the rate (events/s) they are offered at.
+RateRun = tuple[float, list[PlayEvent]]
+
+
+def event_id(value: bytes) -> str | None:
+    """The ``event_id`` of an answer (every stage's output record carries its input's)."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return obj.get("event_id") if isinstance(obj, dict) else None
+
+
+def memory_figures(pids: Sequence[int], samplers: Sequence[RssSampler]) -> dict[str, Any]:
+    """Peak (``VmHWM``) and current resident memory of a stage: the largest of its processes,
+    and each process's peak when there is more than one."""
+    memories = [read_memory(pid) for pid in pids]
+    peaks = [m["peak_rss_mb"] for m in memories]
+    sampled = [s.max_mb for s in samplers if s.max_mb is not None]
+    figures: dict[str, Any] = {
+        "peak_rss_mb": max((p for p in peaks if p is not None), default=None),
+        "rss_mb": max((m["rss_mb"] for m in memories if m["rss_mb"] is not None), default=None),
+        "rss_max_sampled_mb": max(sampled, default=None),
+        "rss_samples": sum(s.samples for s in samplers),
+    }
+    if len(pids) > 1:
+        figures["processes"] = len(pids)
+        figures["peak_rss_mb_per_process"] = peaks
+    return figures
+
+
+def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float) -> None:
+    """Wait until every worker's ``/ready`` answers 200 in one pass: a worker that was ready
+    before the last one joined the group may be rebalancing again, so passes repeat until none
+    had to wait (bounded by ``timeout`` per worker and pass)."""
+    while True:
+        waited = False
+        for worker in workers:
+            if not _ready_now(worker):
+                waited = True
+                wait_ready(worker, timeout=timeout)
+        if not waited:
+            return
+
+
+def _ready_now(worker: WorkerProcess) -> bool:
+    import urllib.error
+    import urllib.request
+
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(worker.url + "/ready", timeout=5) as reply:
+            return bool(reply.status == 200)
+    return False
+
+
+class Stage:
+    """One stage's runs (warm-up, throughput, rates) against its topics."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        source: str,
+        target: str,
+        *,
+        progress_interval: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.source = source
+        self.target = target
+        self.progress_interval = progress_interval
+
+    def run(
+        self,
+        pids: Sequence[int],
+        alive: Callable[[], bool],
+        warmup: list[PlayEvent],
+        measured: list[PlayEvent],
+        rate_runs: Sequence[RateRun],
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The stage's figures: the throughput run with memory, and one dict per rate run."""
+        samplers = [RssSampler(pid) for pid in pids]
+        with contextlib.ExitStack() as stack:
+            for sampler in samplers:
+                stack.enter_context(sampler)
+            log.info("%s: warm-up, %d events", self.name, len(warmup))
+            self._check(self._measure("warm-up", warmup), alive)
+            log.info("%s: throughput run, %d events as fast as possible", self.name, len(measured))
+            full = self._check(self._measure("throughput", measured), alive)
+            pct = full.percentiles_ms()
+            log.info(
+                "%s: %.0f events/s, p50 %.0f ms, p99 %.0f ms (%d/%d answered)",
+                self.name,
+                full.events_per_second,
+                pct["p50_ms"],
+                pct["p99_ms"],
+                full.answered,
+                full.sent,
+            )
+            rates = []
+            for rate, events in rate_runs:
+                log.info(
+                    "%s: %d events at %g/s (about %.0fs)",
+                    self.name,
+                    len(events),
+                    rate,
+                    len(events) / rate,
+                )
+                r = self._check(self._measure(f"{rate:g}/s", events, rate), alive)
+                pct = r.percentiles_ms()
+                log.info(
+                    "%s at %g/s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (%d/%d answered)",
+                    self.name,
+                    rate,
+                    pct["p50_ms"],
+                    pct["p95_ms"],
+                    pct["p99_ms"],
+                    r.answered,
+                    r.sent,
+                )
+                rates.append({**r.figures(), "rss_mb": memory_figures(pids, [])["rss_mb"]})
+            memory = memory_figures(pids, samplers)  # just before the stage is stopped
+        log.info(
+            "%s: peak resident memory %s MB (VmHWM), largest VmRSS sample %s MB",
+            self.name,
+            memory["peak_rss_mb"],
+            memory["rss_max_sampled_mb"],
+        )
+        return {**full.figures(), **memory}, rates
+
+    def _check(self, result: RoundTrip, alive: Callable[[], bool]) -> RoundTrip:
+        if not alive():
+            raise StreamsError(f"the {self.name} process exited during the benchmark")
+        if result.answered < result.sent:
+            log.warning("%s: %d of %d answered", self.name, result.answered, result.sent)
+        return result
+
+    def _measure(self, label: str, events: list[PlayEvent], rate: float | None = None) -> RoundTrip:
+        total = len(events)
+
+        def progress(sent: int, answered: int) -> None:
+            log.info("%s %s: sent %d/%d, answered %d", self.name, label, sent, total, answered)
+
+        return asyncio.run(
+            roundtrip(
+                self.settings,
+                in_topic=self.source,
+                out_topic=self.target,
+                payloads=[e.to_bytes() for e in events],
+                ids=[e.event_id for e in events],
+                answer_id=event_id,
+                idle_timeout=60.0,
+                rate=rate,
+                progress=progress,
+                progress_interval=self.progress_interval,
+            )
+        )
+
+
+def run_process_stage(
+    stage: Stage,
+    command: Sequence[str],
+    log_path: Path,
+    warmup: list[PlayEvent],
+    measured: list[PlayEvent],
+    rate_runs: Sequence[RateRun],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start ``command`` (its output to ``log_path``), run ``stage`` against it, stop it."""
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(list(command), stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            return stage.run(
+                [process.pid], lambda: process.poll() is None, warmup, measured, rate_runs
+            )
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def published_by(worker: WorkerProcess) -> float | None:
+    """Recommendations the worker has published (``nexttrack_recommendations_published_total``
+    on its ``/metrics``); ``None`` when the page cannot be read."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as reply:
+            text = reply.read().decode("utf-8", "replace")
+    except OSError as exc:
+        log.warning("could not read %s/metrics: %s", worker.url, exc)
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == "nexttrack_recommendations_published":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return None
