@@ -1,4 +1,4 @@
-"""CLI commands for data: ``generate``, ``import lastfm1k|hetrec|sessions-csv``, ``split``.
+"""CLI commands for data: ``generate``, ``import lastfm1k|hetrec|sessions-csv|30music``, ``split``.
 
 Every command writes the project's own formats (``tracks.jsonl``, ``events.jsonl``,
 ``train.jsonl``/``test.jsonl``) into ``--out`` and ends with a short summary. Heavy imports
@@ -119,18 +119,47 @@ def import_hetrec(
 
 @import_app.command("sessions-csv")
 def import_sessions_csv(
-    csv_file: Path = typer.Argument(
+    csv_files: list[Path] = typer.Argument(
         ...,
-        help="One session per line: track ids separated by commas/spaces; or, with a header "
-        '"session_id,tracks", "<session id>,<space-separated track ids>".',
+        help="One or more files in time order (oldest first), one session per line: track ids"
+        ' separated by commas/spaces; or, with a header "session_id,tracks", "<session id>,'
+        '<space-separated track ids>".',
     ),
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
+    max_sessions: int | None = typer.Option(
+        None, "--max-sessions", min=1, help="Keep only the newest N sessions (the last N lines)."
+    ),
 ) -> None:
-    """Import sessions from a plain CSV (track ids in play order, one session per line)."""
+    """Import sessions from plain CSV files (track ids in play order, one session per line).
+
+    Several files are read as one time-ordered stream (e.g. LESSR's valid.txt test.txt):
+    sessions of a later file start after those of an earlier one, and headerless lines are
+    named <file stem>-s<line> so ids stay unique (csv-s<line> for a single file).
+    """
     from training.importers import import_sessions_csv as run_import
 
     t0 = time.perf_counter()
-    report = run_import(csv_file, out)
+    report = run_import(csv_files, out, max_sessions=max_sessions)
+    typer.echo(report.summary())
+    _done(t0)
+
+
+@import_app.command("30music")
+def import_30music(
+    directory: Path = typer.Argument(
+        ...,
+        help="Directory of 30music-200ks_test.N.txt (TSV: UserId SessionId ItemId Time"
+        " ArtistId) and optionally tags_skips_json/sessions_30music_testing_N.json.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Output directory (created)."),
+    max_tags: int = typer.Option(10, "--max-tags", min=0, help="Top tags kept per track."),
+) -> None:
+    """Import the 30Music session-rec slices: one event per play (skips from the JSON),
+    one track per item with its artist and slice-namespaced Last.fm tags (s3-tag17)."""
+    from training.importers import import_30music as run_import
+
+    t0 = time.perf_counter()
+    report = run_import(directory, out, max_tags=max_tags)
     typer.echo(report.summary())
     _done(t0)
 

@@ -35,6 +35,8 @@ class ImportReport:
     bad_rows: int
     bad_reasons: dict[str, int] = field(default_factory=dict)
     bad_examples: tuple[str, ...] = ()
+    #: Format-specific remarks for the summary (one line each), e.g. what could not be joined.
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """A few human-readable lines for the CLI."""
@@ -48,6 +50,7 @@ class ImportReport:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.bad_reasons.items()))
             lines.append(f"  {self.bad_rows} bad rows skipped ({reasons})")
             lines.extend(f"    {example}" for example in self.bad_examples)
+        lines.extend(f"  {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -69,6 +72,36 @@ class BadRows:
     @property
     def total(self) -> int:
         return sum(self.reasons.values())
+
+    def report(
+        self,
+        input_path: str,
+        paths: tuple[Path, Path],
+        *,
+        n_tracks: int,
+        n_events: int,
+        n_sessions: int,
+        n_users: int,
+        rows_read: int,
+        notes: tuple[str, ...] = (),
+    ) -> ImportReport:
+        """The :class:`ImportReport` of an import that wrote ``paths = (tracks, events)``,
+        with this object's bad-row counts and examples."""
+        return ImportReport(
+            source=self.source,
+            input_path=input_path,
+            tracks_path=paths[0],
+            events_path=paths[1],
+            n_tracks=n_tracks,
+            n_events=n_events,
+            n_sessions=n_sessions,
+            n_users=n_users,
+            rows_read=rows_read,
+            bad_rows=self.total,
+            bad_reasons=dict(self.reasons),
+            bad_examples=tuple(self.examples),
+            notes=notes,
+        )
 
 
 def normalise_name(text: str) -> str:
