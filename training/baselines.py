@@ -27,6 +27,9 @@ Models (Ludewig & Jannach, "Evaluation of session-based recommendation algorithm
     the last item 1, earlier ones less) and the similarity is the dot product with the
     neighbour's binary vector.
 
+Sequence-aware models in :mod:`training.baselines_sequential` (registered here by name):
+``sr`` (sequential rules) and ``vstan`` (sequence- and time-aware session-kNN).
+
 Training sessions must be given oldest first (their position is their recency).
 """
 
@@ -47,8 +50,8 @@ from training.metrics import PAD, hit_rate_at_k, mrr_at_k, ranks_in_lists
 
 log = logging.getLogger(__name__)
 
-BaselineName = Literal["pop", "itemknn", "sknn", "vsknn"]
-BASELINE_NAMES: tuple[BaselineName, ...] = ("pop", "itemknn", "sknn", "vsknn")
+BaselineName = Literal["pop", "itemknn", "sknn", "vsknn", "sr", "vstan"]
+BASELINE_NAMES: tuple[BaselineName, ...] = ("pop", "itemknn", "sknn", "vsknn", "sr", "vstan")
 Weighting = Literal["none", "linear"]
 Similarity = Literal["cosine", "dot"]
 
@@ -60,6 +63,14 @@ DEFAULT_GRIDS: dict[BaselineName, list[dict[str, Any]]] = {
     "itemknn": [{"shrink": s} for s in (0.0, 20.0, 100.0)],
     "sknn": [{"k": k, "sample": m} for k in (25, 50, 100, 250) for m in (250, 1000)],
     "vsknn": [{"k": k, "sample": m} for k in (25, 50, 100, 250) for m in (250, 1000)],
+    # training.baselines_sequential (see its module doc)
+    "sr": [{"steps": s, "weighting": w} for s in (5, 10, 15) for w in ("div", "linear", "same")],
+    "vstan": [
+        {"k": k, "lambda_spw": spw, "lambda_inh": inh}
+        for k in (100, 500)
+        for spw in (1.02, 4.0, 10.0)
+        for inh in (2.05, 6.0)
+    ],
 }
 
 
@@ -217,6 +228,7 @@ class SessionKnnBaseline(SessionBaseline):
         self._x = sp.csr_matrix((0, n_items), dtype=np.float64)
         self._xt = sp.csr_matrix((n_items, 0), dtype=np.float64)
         self._lengths = np.zeros(0, dtype=np.float64)
+        self._recency: np.ndarray | None = None  # per-session similarity factor (subclasses)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -231,8 +243,13 @@ class SessionKnnBaseline(SessionBaseline):
         self._xt = self._x.T.tocsr()  # the inverted index: item -> sessions
         self._lengths = np.asarray(self._x.getnnz(axis=1), dtype=np.float64)
 
+    def _prefix_weights(self, length: int) -> np.ndarray:
+        """Weights of prefix positions ``1..length`` (overridden by subclasses)."""
+        return position_weights(length, self.weighting)
+
     def _queries(self, plays: Sequence[Sequence[int]]) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Prefix vectors ``(B, n_items)`` and their number of distinct items."""
+        """Prefix vectors ``(B, n_items)`` and their squared norms (the number of distinct
+        items when every weight is 1)."""
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
         vals: list[np.ndarray] = []
@@ -240,7 +257,7 @@ class SessionKnnBaseline(SessionBaseline):
             items = np.asarray(p, dtype=np.int64)
             if not items.size:
                 continue
-            weights = position_weights(items.size, self.weighting)
+            weights = self._prefix_weights(items.size)
             # A repeated item keeps the weight of its latest position.
             rev_items, first = np.unique(items[::-1], return_index=True)
             rows.append(np.full(rev_items.size, r, dtype=np.int64))
@@ -253,7 +270,7 @@ class SessionKnnBaseline(SessionBaseline):
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
             shape=(len(plays), self.n_items),
         )
-        return q, np.asarray(q.getnnz(axis=1), dtype=np.float64)
+        return q, np.asarray(q.multiply(q).sum(axis=1), dtype=np.float64).ravel()
 
     def neighbours(self, plays: Sequence[Sequence[int]]) -> sp.csr_matrix:
         """``(B, n_sessions)`` similarities of each prefix to its ``k`` nearest sessions among
@@ -275,6 +292,8 @@ class SessionKnnBaseline(SessionBaseline):
                 sim = dot / np.sqrt(sizes[r] * self._lengths[idx])
             else:
                 sim = dot
+            if self._recency is not None:
+                sim = sim * self._recency[idx]
             if idx.size > self.k:
                 keep = np.argpartition(-sim, self.k - 1)[: self.k]
                 idx, sim = idx[keep], sim[keep]
@@ -302,6 +321,10 @@ def make_baseline(name: BaselineName, n_items: int, **params: Any) -> SessionBas
         return SessionKnnBaseline(n_items, weighting="none", similarity="cosine", **params)
     if name == "vsknn":
         return SessionKnnBaseline(n_items, weighting="linear", similarity="dot", **params)
+    if name in ("sr", "vstan"):
+        from training.baselines_sequential import SEQUENTIAL_BASELINES  # avoids an import cycle
+
+        return SEQUENTIAL_BASELINES[name](n_items, **params)
     raise DataError(f"unknown baseline {name!r}; choose from {list(BASELINE_NAMES)}")
 
 

@@ -49,7 +49,7 @@ from training.metrics import PAD, next_item_metrics, ranks_in_lists
 log = logging.getLogger(__name__)
 
 EventsInput = str | os.PathLike[str] | Sequence[PlayEvent]
-DEFAULT_BASELINES: tuple[BaselineName, ...] = ("pop", "itemknn", "sknn", "vsknn")
+DEFAULT_BASELINES: tuple[BaselineName, ...] = ("pop", "itemknn", "sknn", "vsknn", "sr", "vstan")
 #: The worker's default ``session_history`` (heard/plays lists kept per session).
 HISTORY_LIMIT = 200
 #: Sessions ranked per ``rank_sessions`` call.

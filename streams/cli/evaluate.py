@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
             [], "--encoder", help="Encoders to evaluate; repeatable (default: all in DIR)."
         ),
         baseline: list[str] = typer.Option(
-            ["pop", "itemknn", "sknn", "vsknn"], "--baseline", help="Baselines; repeatable."
+            ["pop", "itemknn", "sknn", "vsknn", "sr", "vstan"],
+            "--baseline",
+            help="Baselines; repeatable.",
         ),
         fusion: list[str] = typer.Option(
             [],
