@@ -93,6 +93,36 @@ def binary_session_matrix(sessions: Sequence[Sequence[int]], n_items: int) -> sp
     return mat
 
 
+def flat_sessions(
+    sessions: Sequence[Sequence[int]], n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All plays of ``sessions`` in order as int64 arrays: the item, the index of its session
+    and its 0-based position in that session (items checked to lie in ``[0, n_items)``)."""
+    lengths = np.asarray([len(s) for s in sessions], dtype=np.int64)
+    if not lengths.sum():
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions if len(s)])
+    if items.min() < 0 or items.max() >= n_items:
+        raise DataError(f"a session holds an item index outside [0, {n_items})")
+    owner = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    position = np.arange(items.size, dtype=np.int64) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths
+    )
+    return items, owner, position
+
+
+def last_item_scores(matrix: sp.csr_matrix, plays: Sequence[Sequence[int]]) -> np.ndarray:
+    """Dense ``(len(plays), n_items)``: row ``matrix[last played item]`` per prefix (zeros
+    for a prefix without a play)."""
+    out = np.zeros((len(plays), matrix.shape[1]), dtype=np.float64)
+    rows = [r for r, p in enumerate(plays) if len(p)]
+    if rows:
+        last = np.asarray([plays[r][-1] for r in rows], dtype=np.int64)
+        out[rows] = matrix[last].toarray()
+    return out
+
+
 def position_weights(length: int, weighting: Weighting) -> np.ndarray:
     """Weights of positions ``1..length`` of a prefix: all 1, or ``p / length`` (linear)."""
     if weighting == "none":
@@ -195,12 +225,7 @@ class ItemKnnBaseline(SessionBaseline):
         self.similarity = sp.csr_matrix((data, (row, col)), shape=(self.n_items, self.n_items))
 
     def scores(self, plays: Sequence[Sequence[int]]) -> np.ndarray:
-        out = np.zeros((len(plays), self.n_items), dtype=np.float64)
-        rows = [r for r, p in enumerate(plays) if len(p)]
-        if rows:
-            last = np.asarray([plays[r][-1] for r in rows], dtype=np.int64)
-            out[rows] = self.similarity[last].toarray()
-        return out
+        return last_item_scores(self.similarity, plays)
 
 
 class SessionKnnBaseline(SessionBaseline):

@@ -58,7 +58,12 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from training.baselines import SessionBaseline, SessionKnnBaseline
+from training.baselines import (
+    SessionBaseline,
+    SessionKnnBaseline,
+    flat_sessions,
+    last_item_scores,
+)
 from training.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -92,13 +97,7 @@ def sequential_rules(
     if steps < 1 or pruning < 0:
         raise DataError(f"steps must be >= 1 and pruning >= 0, got {steps}, {pruning}")
     empty = sp.csr_matrix((n_items, n_items), dtype=np.float64)
-    lengths = np.asarray([len(s) for s in sessions], dtype=np.int64)
-    if not lengths.sum():
-        return empty
-    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions if len(s)])
-    if items.min() < 0 or items.max() >= n_items:
-        raise DataError(f"a session holds an item index outside [0, {n_items})")
-    owner = np.repeat(np.arange(lengths.size), lengths)
+    items, owner, _ = flat_sessions(sessions, n_items)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
@@ -167,12 +166,13 @@ class SequentialRulesBaseline(SessionBaseline):
         )
 
     def scores(self, plays: Sequence[Sequence[int]]) -> np.ndarray:
-        out = np.zeros((len(plays), self.n_items), dtype=np.float64)
-        rows = [r for r, p in enumerate(plays) if len(p)]
-        if rows:
-            last = np.asarray([plays[r][-1] for r in rows], dtype=np.int64)
-            out[rows] = self.rules[last].toarray()
-        return out
+        return last_item_scores(self.rules, plays)
+
+
+def _last_positions(codes: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``codes`` (ascending) and the position of the last occurrence of each."""
+    uniq, first_rev = np.unique(codes[::-1], return_index=True)
+    return uniq, positions[::-1][first_rev].astype(np.float64)
 
 
 def _expand_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,22 +233,12 @@ class VstanBaseline(SessionKnnBaseline):
         super()._fit(sessions)
         self._x.sort_indices()  # canonical: the columns of a row ascending
         n = len(sessions)
-        lengths = np.asarray([len(s) for s in sessions], dtype=np.int64)
-        if lengths.sum():
-            items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions if len(s)])
-            owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
-            pos = np.arange(items.size, dtype=np.int64) - np.repeat(
-                np.cumsum(lengths) - lengths, lengths
-            )
-            # the last occurrence of each (session, item), in CSR order (row, then column)
-            codes = owner * self.n_items + items
-            uniq, first_rev = np.unique(codes[::-1], return_index=True)
-            last = codes.size - 1 - first_rev
-            if uniq.size != self._x.nnz:  # pragma: no cover - binary_session_matrix's layout
-                raise DataError("session matrix and positions disagree")
-            self._last_pos = (pos[last] + 1).astype(np.float64)
-        else:
-            self._last_pos = np.zeros(0, dtype=np.float64)
+        items, owner, pos = flat_sessions(sessions, self.n_items)
+        # the last position of each (session, item), in CSR order (row, then column)
+        uniq, last_pos = _last_positions(owner * self.n_items + items, pos + 1)
+        if uniq.size != self._x.nnz:  # pragma: no cover - binary_session_matrix's layout
+            raise DataError("session matrix and positions disagree")
+        self._last_pos = last_pos
         df = np.asarray(self._x.getnnz(axis=0), dtype=np.float64)
         self.idf = np.where(df > 0, np.log(max(n, 1) / np.maximum(df, 1.0)), 0.0)
         if self.lambda_snh > 0 and n:
@@ -266,12 +256,8 @@ class VstanBaseline(SessionKnnBaseline):
         pair_row, pair_sess, pair_sim = nb.row.astype(np.int64), nb.col.astype(np.int64), nb.data
         # the prefixes' distinct items with their latest 1-based position, as sorted codes
         lengths = np.asarray([len(p) for p in plays], dtype=np.int64)
-        flat = np.concatenate([np.asarray(p, dtype=np.int64) for p in plays if len(p)])
-        owner = np.repeat(np.arange(b, dtype=np.int64), lengths)
-        pos = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths) + 1
-        codes = owner * n_items + flat
-        prefix_codes, first_rev = np.unique(codes[::-1], return_index=True)
-        prefix_pos = pos[::-1][first_rev].astype(np.float64)
+        flat, owner, pos = flat_sessions(plays, n_items)
+        prefix_codes, prefix_pos = _last_positions(owner * n_items + flat, pos + 1)
         # every item of every neighbour session, grouped by (prefix, neighbour) pair
         entries, starts = _expand_rows(self._x.indptr.astype(np.int64), pair_sess)
         counts = np.diff(np.append(starts, entries.size))
