@@ -57,7 +57,8 @@ def report(trained: tuple[Path, list, list]) -> EvaluationReport:
 
 def test_learned_models_beat_popularity(report: EvaluationReport) -> None:
     models = report.models
-    assert {"pop", "itemknn", "sknn", "vsknn", "mean", "lstm", "mean+cf_only"} <= set(models)
+    expected = {"pop", "itemknn", "sknn", "vsknn", "sr", "vstan", "mean", "lstm", "mean+cf_only"}
+    assert expected <= set(models)
     best_learned = max(models[m]["hr@20"] for m in ("mean", "lstm"))
     assert best_learned > models["pop"]["hr@20"]
 
@@ -65,6 +66,8 @@ def test_learned_models_beat_popularity(report: EvaluationReport) -> None:
 def test_metric_values_in_range(report: EvaluationReport) -> None:
     for metrics in report.models.values():
         for key, value in metrics.items():
+            if key.endswith("_ci"):
+                continue
             if key.startswith("popularity@"):
                 assert value >= 0.0
             else:
@@ -76,7 +79,7 @@ def test_metric_values_in_range(report: EvaluationReport) -> None:
 def test_report_json_shape_table_and_chart(report: EvaluationReport, tmp_path: Path) -> None:
     path = report.write_json(tmp_path / "report.json")
     obj = orjson.loads(path.read_bytes())
-    assert set(obj) == {"models", "protocol", "data", "seconds"}
+    assert set(obj) == {"models", "comparisons", "protocol", "data", "seconds"}
     for k in (5, 10, 20):
         for metric in ("hr", "mrr", "ndcg", "coverage", "popularity"):
             assert f"{metric}@{k}" in obj["models"]["lstm"]
@@ -85,6 +88,9 @@ def test_report_json_shape_table_and_chart(report: EvaluationReport, tmp_path: P
     assert obj["seconds"]["total"] > 0
     table = report.table()
     assert "hr@20" in table and "sknn" in table
+    lo, hi = obj["models"]["lstm"]["hr@20_ci"]
+    assert f"{obj['models']['lstm']['hr@20']:.4f} [{lo:.4f}, {hi:.4f}]" in table
+    assert "lstm - vstan: hr@20" in table
     chart = write_chart(report, tmp_path / "chart.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -156,3 +162,23 @@ def test_cli_evaluate(trained: tuple[Path, list, list], tmp_path: Path) -> None:
     assert set(obj["models"]) == {"pop", "itemknn", "mean"}
     assert obj["protocol"]["ks"] == [5, 10] and obj["data"]["n_test_sessions"] == 10
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_intervals_and_paired_comparisons(report: EvaluationReport) -> None:
+    """Every model has 95% intervals at the largest k around its point estimate; every
+    encoder model is compared with every baseline on the same resamples."""
+    for metrics in report.models.values():
+        for metric in ("hr", "mrr"):
+            lo, hi = metrics[f"{metric}@20_ci"]
+            assert 0.0 <= lo <= metrics[f"{metric}@20"] <= hi <= 1.0
+    baselines = {"pop", "itemknn", "sknn", "vsknn", "sr", "vstan"}
+    assert set(report.comparisons) == set(report.models) - baselines
+    for model, against in report.comparisons.items():
+        assert set(against) == baselines
+        for baseline, diff in against.items():
+            for metric in ("hr", "mrr"):
+                gap = report.models[model][f"{metric}@20"] - report.models[baseline][f"{metric}@20"]
+                assert diff[f"{metric}@20"] == pytest.approx(gap, abs=1e-5)
+                lo, hi = diff[f"{metric}@20_ci"]
+                assert lo <= diff[f"{metric}@20"] <= hi
+    assert report.protocol["intervals"]["resamples"] == 1000

@@ -16,9 +16,14 @@ Protocol (recorded in every report under ``protocol``):
   :func:`serving.model.load_model`, ``encoder.step`` on known plays only, and
   :func:`serving.model.rank_sessions` (same index, fusion, content query, exclusion).
   Extra fusion methods (e.g. ``cf_only``) add models named ``<encoder>+<method>``.
-- Baselines (:mod:`training.baselines`) are fitted on the training events only (plays,
-  sessions ordered by start); their neighbourhood sizes are picked on a validation slice of
-  the newest training sessions (:func:`training.baselines.tune_baseline`), never on test.
+- Baselines (:mod:`training.baselines`, :mod:`training.baselines_sequential`) are fitted on
+  the training events only (plays, sessions ordered by start); their hyperparameters are
+  picked on a validation slice of the newest training sessions
+  (:func:`training.baselines.tune_baseline`), never on test.
+- 95% intervals of HR and MRR at the largest k, and the paired differences of every encoder
+  model with every baseline, come from a bootstrap over test sessions (same resamples for all
+  models; :func:`training.metrics.session_bootstrap`). The report class and its table, JSON
+  and chart are in :mod:`training.evaluation_report`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from tqdm.auto import tqdm
 
 from encoders.base import ENCODER_NAMES
@@ -42,9 +46,18 @@ from serving.index_files import content_index_kind
 from serving.model import ModelBundle, RetrievalParams, chosen_fusion, load_model, rank_batch
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
+from training.evaluation_report import EvaluationReport
+from training.evaluation_report import write_chart as write_chart  # re-exported
 from training.fusion_choice import candidate_label
 from training.io import read_events, sessions_from_events
-from training.metrics import PAD, next_item_metrics, ranks_in_lists
+from training.metrics import (
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    PAD,
+    next_item_metrics,
+    ranks_in_lists,
+    session_bootstrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,48 +78,6 @@ class ReplaySession:
     track_ids: list[str]
     evaluated: list[int] = field(default_factory=list)  # event positions t evaluated
     first_prefix: int = 0  # id of the first evaluated prefix
-
-
-@dataclass
-class EvaluationReport:
-    """Metrics per model, the protocol, the data and the timings (all JSON-serialisable)."""
-
-    models: dict[str, dict[str, float]]
-    protocol: dict[str, Any]
-    data: dict[str, Any]
-    seconds: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "models": self.models,
-            "protocol": self.protocol,
-            "data": self.data,
-            "seconds": self.seconds,
-        }
-
-    def write_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write the report as indented JSON; returns the path."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
-        return out
-
-    def table(self, ks: Sequence[int] | None = None) -> str:
-        """A plain-text table: HR/MRR/NDCG per k, then coverage and mean popularity at max k."""
-        ks = list(ks or self.protocol.get("ks", (20,)))
-        top = max(ks)
-        cols = [f"{m}@{k}" for k in ks for m in ("hr", "mrr", "ndcg")]
-        cols += [f"coverage@{top}", f"popularity@{top}"]
-        width = max([len("model"), *(len(n) for n in self.models)])
-        lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>{max(len(c), 8)}}" for c in cols)]
-        for name, metrics in self.models.items():
-            cells = []
-            for c in cols:
-                value = metrics.get(c, float("nan"))
-                fmt = "{:.1f}" if c.startswith("popularity") else "{:.4f}"
-                cells.append(f"{fmt.format(value):>{max(len(c), 8)}}")
-            lines.append(f"{name:<{width}}  " + "  ".join(cells))
-        return "\n".join(lines)
 
 
 def _load_events(events: EventsInput) -> list[PlayEvent]:
@@ -326,12 +297,14 @@ def evaluate(
     log.info("evaluating %d prefixes of %d test sessions", len(targets), len(sessions))
 
     popularity = artifacts.popularity
-    models: dict[str, dict[str, float]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    ranks_of: dict[str, np.ndarray] = {}
     tuning: dict[str, Any] = {}
     chosen: dict[str, dict[str, Any]] = {}
 
     def record(name: str, lists: np.ndarray) -> None:
         ranks = ranks_in_lists(lists, targets)
+        ranks_of[name] = ranks
         models[name] = next_item_metrics(ranks, lists, ks, n_items, popularity)
 
     for name in baselines:
@@ -393,6 +366,9 @@ def evaluate(
         for variant, lists in out.items():
             record(variant, lists)
         seconds[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    comparisons = add_intervals(models, ranks_of, sessions, list(baselines), top_k, seed)
+    seconds["intervals"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
 
     n_test_events = sum(len(s.track_ids) for s in sessions)
@@ -412,6 +388,14 @@ def evaluate(
         "baselines": chosen,
         "baseline_tuning": tuning,
         "baseline_fill": "lists are filled with the most popular unheard tracks",
+        "intervals": {
+            "method": "percentile bootstrap over test sessions (whole sessions resampled); "
+            "comparisons are paired differences on the same resamples",
+            "k": top_k,
+            "level": BOOTSTRAP_LEVEL,
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "seed": seed,
+        },
         "seed": seed,
     }
     data = {
@@ -431,7 +415,50 @@ def evaluate(
         "max_prefixes": max_prefixes,
     }
     seconds = {k: round(v, 2) for k, v in seconds.items()}
-    return EvaluationReport(models=models, protocol=protocol, data=data, seconds=seconds)
+    return EvaluationReport(
+        models=models, protocol=protocol, data=data, seconds=seconds, comparisons=comparisons
+    )
+
+
+def prefix_sessions(sessions: Sequence[ReplaySession], n_prefixes: int) -> np.ndarray:
+    """``(n_prefixes,)`` the index of the test session of every evaluated prefix."""
+    out = np.full(n_prefixes, -1, dtype=np.int64)
+    for i, s in enumerate(sessions):
+        out[s.first_prefix : s.first_prefix + len(s.evaluated)] = i
+    if (out < 0).any():
+        raise DataError("some prefixes belong to no replayed session")
+    return out
+
+
+def add_intervals(
+    models: dict[str, dict[str, Any]],
+    ranks_of: dict[str, np.ndarray],
+    sessions: Sequence[ReplaySession],
+    baselines: Sequence[str],
+    k: int,
+    seed: int,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Add ``hr@k_ci`` and ``mrr@k_ci`` (``[lo, hi]``) to every model's metrics; return the
+    paired comparisons ``{model: {baseline: {hr@k, hr@k_ci, mrr@k, mrr@k_ci}}}`` of every
+    non-baseline model with every baseline (differences ``model - baseline``)."""
+    if not ranks_of:
+        return {}
+    n_prefixes = len(next(iter(ranks_of.values())))
+    learned = [m for m in ranks_of if m not in baselines]
+    pairs = [(m, b) for m in learned for b in baselines if b in ranks_of]
+    boot = session_bootstrap(ranks_of, prefix_sessions(sessions, n_prefixes), k, pairs, seed=seed)
+    for name, bounds in boot.intervals.items():
+        models[name][f"hr@{k}_ci"] = [round(v, 6) for v in bounds["hr"]]
+        models[name][f"mrr@{k}_ci"] = [round(v, 6) for v in bounds["mrr"]]
+    comparisons: dict[str, dict[str, dict[str, Any]]] = {}
+    for (model, baseline), diff in boot.differences.items():
+        figures: dict[str, Any] = {}
+        for metric in ("hr", "mrr"):
+            point, (lo, hi) = diff[metric], diff[f"{metric}_ci"]
+            figures[f"{metric}@{k}"] = round(float(point), 6)  # type: ignore[arg-type]
+            figures[f"{metric}@{k}_ci"] = [round(lo, 6), round(hi, 6)]
+        comparisons.setdefault(model, {})[baseline] = figures
+    return comparisons
 
 
 def _describe(source: EventsInput, n: int) -> dict[str, Any]:
@@ -450,36 +477,3 @@ def _set_threads(threads: int) -> None:
         faiss.omp_set_num_threads(max(1, threads))
     except ImportError:  # pragma: no cover - faiss is a dependency
         pass
-
-
-def write_chart(
-    report: EvaluationReport, path: str | os.PathLike[str], k: int | None = None
-) -> Path:
-    """A grouped bar chart (PNG, Agg backend) of HR@k, MRR@k and NDCG@k per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = k or max(report.protocol.get("ks", [20]))
-    names = list(report.models)
-    metrics = [f"hr@{k}", f"mrr@{k}", f"ndcg@{k}"]
-    x = np.arange(len(names))
-    width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.5))
-    for j, metric in enumerate(metrics):
-        values = [report.models[n].get(metric, 0.0) for n in names]
-        bars = ax.bar(x + (j - 1) * width, values, width, label=metric.upper())
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-    ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylabel("score")
-    n_prefixes = report.data.get("n_prefixes", "?")
-    ax.set_title(f"Next-track prediction, {n_prefixes} test prefixes (@{k})")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out

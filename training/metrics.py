@@ -18,6 +18,16 @@ List metrics
     - mean popularity@k: the mean training play count of the recommended items (every
       position of every top-k list counts once); optionally divided by the largest count.
 
+Confidence intervals (bootstrap over test sessions)
+    The prefixes of one session are not independent, so whole sessions are resampled: with
+    ``S`` evaluated sessions, resample ``b`` draws ``S`` of them with replacement (counts
+    ``c_bs``), and a metric is re-estimated as the prefix-weighted mean
+    ``m_b = sum_s c_bs x_s / sum_s c_bs n_s`` (``x_s`` the session's sum of hits or reciprocal
+    ranks, ``n_s`` its number of prefixes; with all ``c_bs = 1`` this is the point estimate).
+    The 95% interval is the 2.5 and 97.5 percentiles of ``m_b``. A paired difference of models
+    ``A`` and ``B`` uses the same resamples for both, ``sum_s c_bs (x_As - x_Bs) / sum_s c_bs
+    n_s``: its interval excluding 0 is what tells a win.
+
 Cold-start metrics (many relevant items per user, scores over a candidate set)
     - AUC: the probability that a random relevant candidate scores above a random
       non-relevant one, ties counting one half (Mann-Whitney U / (n_pos * n_neg));
@@ -27,7 +37,8 @@ Cold-start metrics (many relevant items per user, scores over a candidate set)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -181,3 +192,125 @@ def next_item_metrics(
         out[f"popularity@{k}"] = mean_popularity_at_k(lists, k, popularity)
         out[f"popularity_norm@{k}"] = mean_popularity_at_k(lists, k, popularity, normalise=True)
     return {key: round(value, 6) for key, value in out.items()}
+
+
+#: Bootstrap resamples and interval level of the evaluation report.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
+#: Resample counts held in memory at once (entries of a ``(block, n_sessions)`` matrix).
+_BOOTSTRAP_BLOCK = 4_000_000
+
+
+def session_totals(
+    ranks: np.ndarray | Sequence[int], session_of: np.ndarray | Sequence[int], k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per evaluated session (sessions numbered by ``np.unique(session_of)``): the sum of hits
+    at ``k``, the sum of reciprocal ranks at ``k`` and the number of prefixes, each ``(S,)``."""
+    r = np.asarray(ranks, dtype=np.int64)
+    _, inverse = np.unique(np.asarray(session_of), return_inverse=True)
+    if inverse.shape != r.shape:
+        raise ValueError(f"ranks {r.shape} and session_of {inverse.shape} do not match")
+    hits = _hits(r, k)
+    rr = np.where(hits, 1.0 / np.where(hits, r, 1), 0.0)
+    n = int(inverse.max()) + 1 if inverse.size else 0
+    return (
+        np.bincount(inverse, weights=hits.astype(np.float64), minlength=n),
+        np.bincount(inverse, weights=rr, minlength=n),
+        np.bincount(inverse, minlength=n).astype(np.float64),
+    )
+
+
+def bootstrap_means(
+    numerators: np.ndarray,
+    counts: np.ndarray,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """``(n_resamples, M)`` resampled ratios ``sum_s c_bs x_sm / sum_s c_bs n_s`` for the ``M``
+    columns of ``numerators`` ``(S, M)`` and session sizes ``counts`` ``(S,)``; the sessions of
+    resample ``b`` are ``S`` seeded draws with replacement (``c_bs`` how often ``s`` is drawn).
+    The same seed gives the same resamples for any ``numerators`` of ``S`` sessions."""
+    x = np.asarray(numerators, dtype=np.float64)
+    n = np.asarray(counts, dtype=np.float64)
+    if x.ndim != 2 or n.shape != (x.shape[0],) or not n.size or n_resamples < 1:
+        raise ValueError(f"numerators {x.shape} and counts {n.shape} do not match, or empty")
+    n_sessions = n.size
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_resamples, _BOOTSTRAP_BLOCK // n_sessions))
+    out = np.empty((n_resamples, x.shape[1]), dtype=np.float64)
+    for start in range(0, n_resamples, block):
+        size = min(block, n_resamples - start)
+        draws = rng.integers(0, n_sessions, size=(size, n_sessions))
+        codes = (np.arange(size, dtype=np.int64)[:, None] * n_sessions + draws).ravel()
+        c = np.bincount(codes, minlength=size * n_sessions).reshape(size, n_sessions)
+        c = c.astype(np.float64)
+        out[start : start + size] = (c @ x) / (c @ n)[:, None]
+    return out
+
+
+def percentile_interval(samples: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> np.ndarray:
+    """``(2, ...)`` lower and upper ``(1 - level) / 2`` percentiles over axis 0."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tail = (1.0 - level) / 2.0
+    return np.quantile(np.asarray(samples, dtype=np.float64), [tail, 1.0 - tail], axis=0)
+
+
+@dataclass
+class SessionBootstrap:
+    """Intervals of :func:`session_bootstrap`: per model ``{"hr": (lo, hi), "mrr": (lo,
+    hi)}``, per ``(a, b)`` pair the point difference ``a - b`` and its paired interval."""
+
+    k: int
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    differences: dict[tuple[str, str], dict[str, float | tuple[float, float]]] = field(
+        default_factory=dict
+    )
+
+
+def session_bootstrap(
+    ranks: Mapping[str, np.ndarray],
+    session_of: np.ndarray | Sequence[int],
+    k: int,
+    pairs: Sequence[tuple[str, str]] = (),
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    level: float = BOOTSTRAP_LEVEL,
+) -> SessionBootstrap:
+    """Percentile intervals of HR@k and MRR@k per model (``ranks[name]`` ``(n_prefixes,)``,
+    the session of prefix ``i`` is ``session_of[i]``) and of the paired differences of
+    ``pairs`` ``(a, b)`` (``hr`` and ``mrr`` of ``a`` minus ``b``), all on the same seeded
+    resamples of sessions (see the module doc)."""
+    names = list(ranks)
+    columns: list[np.ndarray] = []
+    counts = np.zeros(0)
+    totals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in names:
+        hits, rr, counts = session_totals(ranks[name], session_of, k)
+        totals[name] = (hits, rr)
+        columns += [hits, rr]
+    for a, b in pairs:
+        columns += [totals[a][0] - totals[b][0], totals[a][1] - totals[b][1]]
+    out = SessionBootstrap(k)
+    if not columns or not counts.size:
+        return out
+    bounds = percentile_interval(
+        bootstrap_means(np.stack(columns, axis=1), counts, n_resamples, seed), level
+    )
+    point = np.stack(columns, axis=1).sum(axis=0) / counts.sum()
+
+    def pair(j: int) -> tuple[float, float]:
+        return float(bounds[0, j]), float(bounds[1, j])
+
+    for i, name in enumerate(names):
+        out.intervals[name] = {"hr": pair(2 * i), "mrr": pair(2 * i + 1)}
+    for i, (a, b) in enumerate(pairs):
+        j = 2 * (len(names) + i)
+        out.differences[(a, b)] = {
+            "hr": float(point[j]),
+            "hr_ci": pair(j),
+            "mrr": float(point[j + 1]),
+            "mrr_ci": pair(j + 1),
+        }
+    return out
