@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
+    #: Faust's consumer fetch loop: ``ours`` (``streams.kafka.fetch_loop``) or Faust's own
+    #: (``upstream``, for comparison in the benchmark).
+    fetch_loop: Literal["ours", "upstream"] = "ours"
 
     # Topics
     topic_plays: str = "plays"

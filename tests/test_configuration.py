@@ -61,6 +61,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "KAFKA_SASL_USERNAME": (" admin", {}),
     "KAFKA_SASL_PASSWORD": ("", {**SASL, "KAFKA_SASL_USERNAME": "u"}),
     "KAFKA_SSL_CAFILE": ("/no/such/ca.pem", {}),
+    "FETCH_LOOP": ("faust", {}),
     "TOPIC_PARTITIONS": ("0", {}),
     "APP_ID": ("my app", {}),
     "ARTIFACTS_DIR": ("{file}", {}),
@@ -265,8 +266,8 @@ def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Pat
     creds = worker.app.conf.broker_credentials
     assert creds.username == "nexttrack" and creds.password == SASL_PASSWORD
     assert [str(u) for u in worker.app.conf.broker] == [
-        "kafka://broker-1:9093",
-        "kafka://broker-2:9093",
+        "nexttrack://broker-1:9093",  # our fetch loop (streams.kafka.fetch_loop)
+        "nexttrack://broker-2:9093",
     ]
 
 

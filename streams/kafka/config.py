@@ -53,8 +53,12 @@ def faust_broker_credentials(settings: Settings) -> Any:
     )
 
 
-def faust_broker_url(bootstrap_servers: str) -> list[str]:
-    """``kafka://host:port`` URLs for Faust from a comma-separated bootstrap list."""
-    return [
-        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
-    ]
+def faust_broker_url(settings: Settings) -> list[str]:
+    """Broker URLs for Faust from ``KAFKA_BOOTSTRAP_SERVERS``: ``nexttrack://host:port``
+    (our fetch loop, :mod:`streams.kafka.fetch_loop`) or, with ``FETCH_LOOP=upstream``,
+    ``kafka://host:port`` (Faust's own aiokafka transport)."""
+    from streams.kafka.fetch_loop import SCHEME
+
+    scheme = SCHEME if settings.fetch_loop == "ours" else "kafka"
+    servers = settings.kafka_bootstrap_servers.split(",")
+    return [f"{scheme}://{server.strip()}" for server in servers if server.strip()]

@@ -31,7 +31,7 @@ def build_app(settings: Settings, source: str, target: str, data_dir: str) -> fa
     """The passthrough app: ``source`` forwarded to ``target`` in acked micro-batches."""
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_url(settings.kafka_bootstrap_servers),
+        broker=faust_broker_url(settings),
         broker_credentials=faust_broker_credentials(settings),
         store="memory://",
         datadir=data_dir,

@@ -148,7 +148,7 @@ class NextTrackWorker:
         self.gap_guard = GapGuard(lambda topic: committed_offsets(settings, settings.app_id, topic))
         self.app = faust.App(
             settings.app_id,
-            broker=faust_broker_url(settings.kafka_bootstrap_servers),
+            broker=faust_broker_url(settings),
             broker_credentials=faust_broker_credentials(settings),
             store=table_store,
             datadir=str(data_dir or settings.data_dir),

@@ -1,31 +1,27 @@
 """Detecting events that Faust skipped after a rebalance (faust-streaming/faust#596).
 
 After an assignment, Faust restores the tables, clears its in-memory queues and seeks each
-input partition back to the group's committed offset. Records fetched in between can be
-dropped with the queues while the fetch position has already moved past them: the stream
-then starts a few dozen offsets *after* the committed one. Those events are never answered
-nor applied (the session states go wrong), and since they are never acked, Faust cannot
-commit past them either: the commit stalls and every later restart replays everything since.
-(Seen with `nexttrack chaos`: 60 offsets skipped at a restart, 6 sessions with wrong lengths.)
+input partition back to the group's committed offset. Faust's own fetch loop
+(``Consumer._drain_messages`` in faust-streaming 0.15.3) could then skip records: it set a
+partition's read offset after each hand-over whether or not the hand-over completed, and
+after a hop through the event loop, so a read offset set just after ``perform_seek`` reset it
+to the committed offset made the re-fetched records below it be discarded as already read
+("DROPPED MESSAGE ROFF"). The stream then resumed past a hole that started exactly at the
+committed offset. Those events were never answered nor applied, and since they were never
+acked, Faust could not commit past them either. (Seen with `nexttrack chaos`, 6-8 self-stops
+per full run, and on every restart into an empty ``DATA_DIR`` in issue #23's experiment.)
 
-Where it most likely happens (faust-streaming 0.15.3, ``Consumer._drain_messages`` in
-``faust/transport/consumer.py``): each fetched record is handed on with
-``wait_first(callback(message), suspend_flow.wait())`` and then ``_read_offset`` is set to its
-offset *whether or not* the hand-over completed. When a rebalance suspends the flow midway
-through a fetched batch, the rest of the batch is dropped while ``_read_offset`` still moves
-to its last offset; if that happens after ``perform_seek`` reset ``_read_offset`` to the
-committed offset, the re-fetched records below it are discarded as already read ("DROPPED
-MESSAGE ROFF"), and the stream resumes past a hole that starts exactly at the committed
-offset, as every gap this guard reported did (e.g. 731 offsets from the committed 10547, three
-workers rebalancing). Not proven by instrumenting Faust; the guard below does not depend on it.
-
-The fix belongs in Faust; until it is there, :class:`GapGuard` checks the first event of every
-partition after an assignment or a seek back against the group's committed offset, and every
-jump of offsets inside a run against the records Kafka holds there, and reports a gap before
-anything of the batch is processed or acked (offsets without records, from compaction or
-transaction markers, are no gap). The worker then stops
-(exit status 70) without committing, and its restart reads the partition again from the
-committed offset: a duplicate answer or two instead of a lost event.
+That cause is fixed in our own fetch loop, :mod:`streams.kafka.fetch_loop`, which the worker
+uses by default: the read offset moves only for records actually handed out, and never over a
+seek (``tests/test_fetch_loop.py``; ``tests/test_fetch_loop_kafka.py`` restarts a worker into
+an empty data directory three times without one). :class:`GapGuard` stays as an assertion,
+and still matters with ``FETCH_LOOP=upstream``: it checks the first event of every partition
+after an assignment or a seek back against the group's committed offset, and every jump of
+offsets inside a run against the records Kafka holds there, and reports a gap before anything
+of the batch is processed or acked (offsets without records, from compaction or transaction
+markers, are no gap). The worker then stops (exit status 70) without committing, and its
+restart reads the partition again from the committed offset: a duplicate answer or two
+instead of a lost event.
 """
 
 from __future__ import annotations

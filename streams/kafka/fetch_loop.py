@@ -1,0 +1,179 @@
+"""Our own Faust fetch loop: the aiokafka transport with ``Consumer._drain_messages`` replaced.
+
+Faust's consumer runs one background loop, ``Consumer._drain_messages``, that fetches records
+(``getmany``) and hands each one to the conductor (``callback``), which queues it for the
+agents' streams. This module subclasses faust-streaming's aiokafka ``Consumer`` and
+``Transport`` and overrides that one method, nothing else. The app selects it through Faust's
+public transport registry: the ``faust.transports`` entry point ``nexttrack`` in
+``pyproject.toml``, so a broker URL ``nexttrack://host:port`` uses it
+(:func:`streams.kafka.config.faust_broker_url`; ``FETCH_LOOP=upstream`` gives ``kafka://``,
+Faust's own loop). It is the one module of the project allowed to use Faust's private
+attributes; :data:`UPSTREAM_SOURCE_SHA256` pins the upstream function it was written against
+(``tests/test_fetch_loop.py`` fails when the installed faust-streaming's differs).
+
+What differs from upstream (faust-streaming 0.15.3, ``faust/transport/consumer.py``) and why:
+
+1. **No task per record.** Upstream awaits ``self.wait_first(callback(message),
+   self.suspend_flow.wait())`` for every record, which creates four futures per record (the
+   callback, the suspend wait, and mode's stopped and crashed waits); that wait is what caps a
+   Faust agent that does nothing at about a third of a raw aiokafka loop on this project's
+   machine (issue #23). The per-record wait came with faust-streaming PR #223 (a consumer
+   stuck in a callback during a rebalance) and was kept by PR #240. Here the records of one
+   ``getmany`` call are handed out by one coroutine, raced once against ``suspend_flow`` the
+   same way: one ``wait_first`` per fetched batch instead of per record. A callback that
+   blocks (the flow control is suspended, a queue is full) is still cancelled when the flow
+   is suspended, which is what PR #223 needed.
+2. **The flow is honoured per record with a flag check.** Before each record is handed out,
+   ``suspend_flow.is_set()`` is read: once the flow is suspended (a rebalance or a table
+   recovery in progress) the rest of the fetched batch is neither handed out nor marked read.
+   Upstream breaks out of the batch too (in ``getmany``), but only after the record in hand
+   went through its ``wait_first``.
+3. **The read offset moves only for records handed out.** Upstream sets ``_read_offset`` after
+   the ``wait_first`` whether the callback completed or was cancelled by the suspension. When
+   that happens after ``perform_seek`` reset the read offset to the committed offset, the
+   records re-fetched below it are discarded as already read ("DROPPED MESSAGE ROFF") and the
+   stream resumes past a hole: faust-streaming/faust#596, which stopped our worker with
+   ``GapError`` (``streams.worker.gaps``). Here a cancelled hand-out leaves the read offset
+   alone, and a hand-out that completed across a seek (the read offset changed while the
+   callback ran, as when the flow control held the record until recovery had sought back)
+   keeps the seek's offset and ends the stale batch: the seek re-reads instead of dropping.
+   (A seek to the very offset already read is not noticed; it drops nothing either.)
+
+Everything else is upstream's: gap bookkeeping (``_add_gap``) for acks, ``commit_every``,
+yielding to the event loop every 100 records, stopping when the consumer or the fetcher
+stops, and the same exception handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import textwrap
+from collections.abc import AsyncIterator
+from typing import ClassVar, cast
+
+from faust.transport import consumer as faust_consumer
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode import Service, ServiceT
+
+log = logging.getLogger(__name__)
+
+#: The URL scheme of this transport (``nexttrack://host:port``), registered as a
+#: ``faust.transports`` entry point in ``pyproject.toml``.
+SCHEME = "nexttrack"
+
+#: :func:`upstream_source_sha256` of faust-streaming 0.15.3, the version
+#: :meth:`Consumer._drain_messages` below was written against.
+UPSTREAM_SOURCE_SHA256 = "fc0f1b9abdb1dd3c221b4da25cd04c578a29b178e4895d5398b2e1dad1dcf5ea"
+
+#: Records handed out between two yields to the event loop (upstream's ``yield_every``).
+YIELD_EVERY = 100
+
+
+def upstream_source_sha256() -> str:
+    """sha256 of the installed faust-streaming's ``Consumer._drain_messages`` source,
+    dedented, without trailing spaces or blank lines (so only code changes count)."""
+    source = textwrap.dedent(inspect.getsource(faust_consumer.Consumer._drain_messages))
+    lines = [line.rstrip() for line in source.splitlines() if line.strip()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """faust-streaming's aiokafka consumer with our fetch loop (see the module doc)."""
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """Fetch records and hand them to the conductor until the consumer or ``fetcher``
+        stops: one ``wait_first`` per fetched batch, the flow checked per record, read
+        offsets advanced only for records handed out."""
+        callback = self.callback
+        getmany = self.getmany
+        suspend_flow = self.suspend_flow
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        read_offset = self._read_offset
+        get_read_offset = read_offset.__getitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        sleep = asyncio.sleep
+        since_yield = 0
+
+        async def hand_out(records: AsyncIterator[tuple[TP, Message]]) -> None:
+            """Hand one fetched batch to the conductor, record by record, until the flow is
+            suspended; raced against ``suspend_flow`` by the caller."""
+            nonlocal since_yield
+            try:
+                async for tp, message in records:
+                    since_yield += 1
+                    if since_yield > YIELD_EVERY:
+                        await sleep(0)
+                        since_yield = 0
+                    if suspend_flow.is_set():
+                        # Neither handed out nor marked read: the seek that comes before the
+                        # flow resumes fetches it again.
+                        return
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                        continue
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await callback(message)
+                    if read_offset.get(tp) != r_offset:
+                        # A seek while the callback ran (recovery resuming the streams): the
+                        # rest of this batch is stale, and the seek's offset stays so that
+                        # the records from there are fetched again, not dropped as read.
+                        return
+                    read_offset[tp] = offset
+            finally:
+                await records.aclose()  # type: ignore[attr-defined]
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                records = getmany(timeout=1.0)
+                # Sleeping because sometimes getmany is called in a loop never releasing to
+                # the event loop (upstream's comment).
+                await self.sleep(0)
+                if not self.should_stop:
+                    await self.wait_first(hand_out(records), suspend_flow.wait())
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
+class Transport(faust_aiokafka.Transport):
+    """faust-streaming's aiokafka transport whose consumer runs our fetch loop."""
+
+    Consumer: ClassVar[type[Consumer]] = Consumer  # type: ignore[assignment]
+
+
+__all__ = ["SCHEME", "UPSTREAM_SOURCE_SHA256", "Consumer", "Transport", "upstream_source_sha256"]

@@ -1,0 +1,214 @@
+"""Our Faust fetch loop (``streams.kafka.fetch_loop``) on real Faust consumers, fed by a fake
+``getmany``: what is handed out, what is marked read, when it commits, how many tasks it
+creates. Upstream's loop runs beside it where the difference is the point."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+import pytest
+from faust.transport import by_url
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode import Service
+
+from streams.kafka import fetch_loop
+from streams.kafka.config import faust_broker_url
+from streams.settings import load_settings
+
+TOPIC = "plays"
+PARTITION = TP(TOPIC, 0)
+#: The loop under test: ours and Faust's, by broker URL scheme.
+LOOPS = {"ours": fetch_loop.SCHEME, "upstream": "kafka"}
+
+
+def test_installed_faust_drain_messages_is_the_one_our_loop_replaces() -> None:
+    """An upgrade of faust-streaming that changes ``Consumer._drain_messages`` fails here:
+    re-read the new upstream function, port what changed into ``streams.kafka.fetch_loop``,
+    then update ``UPSTREAM_SOURCE_SHA256``."""
+    assert fetch_loop.upstream_source_sha256() == fetch_loop.UPSTREAM_SOURCE_SHA256
+
+
+def test_broker_urls_select_the_loop_through_faust_transport_registry() -> None:
+    ours = faust_broker_url(load_settings(kafka_bootstrap_servers="a:1, b:2"))
+    assert ours == ["nexttrack://a:1", "nexttrack://b:2"]
+    assert by_url(ours[0]) is fetch_loop.Transport
+    assert fetch_loop.Transport.Consumer is fetch_loop.Consumer
+    upstream = faust_broker_url(load_settings(kafka_bootstrap_servers="a:1", fetch_loop="upstream"))
+    assert upstream == ["kafka://a:1"]
+    assert by_url(upstream[0]) is faust_aiokafka.Transport
+
+
+def message(offset: int) -> Message:
+    return Message(TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=PARTITION)
+
+
+class Rig:
+    """A Faust app's real consumer (never started) with ``getmany`` replaced by ``batches``
+    (one list of offsets per fetch, cut short like Faust's once the flow stops), and a
+    callback that records what is handed out."""
+
+    def __init__(self, scheme: str, batches: list[list[int]]) -> None:
+        app = faust.App(f"fetch-loop-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://127.0.0.1:1")
+        self.consumer: Any = app.consumer
+        self.fetcher = Service()
+        self.handed_out: list[int] = []
+        #: ``offset -> hook`` awaited when that record is handed out (before it is recorded).
+        self.hooks: dict[int, Callable[[], Awaitable[None]]] = {}
+        self.commits = 0
+        self._batches = iter(batches)
+        self.consumer.getmany = self._getmany
+        self.consumer.callback = self._callback
+        self.consumer.commit = self._commit
+
+    async def _getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        batch = next(self._batches, None)
+        if batch is None:  # all fetched: stop the loop
+            await self.fetcher.stop()
+            return
+        for offset in batch:
+            if not self.consumer.flow_active:  # as Faust's getmany does
+                break
+            yield PARTITION, message(offset)
+
+    async def _callback(self, msg: Message) -> None:
+        hook = self.hooks.get(msg.offset)
+        if hook is not None:
+            await hook()
+        self.handed_out.append(msg.offset)
+
+    async def _commit(self) -> bool:
+        self.commits += 1
+        return True
+
+    @property
+    def read_offset(self) -> int | None:
+        return self.consumer._read_offset.get(PARTITION)
+
+    async def drain(self) -> None:
+        await asyncio.wait_for(self.consumer._drain_messages(self.fetcher), timeout=30)
+
+
+async def test_hands_out_every_record_and_marks_each_read() -> None:
+    rig = Rig(fetch_loop.SCHEME, [[0, 1, 2], [3, 4]])
+    await rig.drain()
+    assert rig.handed_out == [0, 1, 2, 3, 4]
+    assert rig.read_offset == 4
+
+
+async def test_records_after_the_flow_is_suspended_are_neither_handed_out_nor_read() -> None:
+    rig = Rig(fetch_loop.SCHEME, [[0, 1, 2, 3, 4]])
+
+    async def rebalance() -> None:  # the flow stops while record 1 is handed out
+        rig.consumer.stop_flow()
+
+    rig.hooks[1] = rebalance
+    await rig.drain()
+    assert rig.handed_out == [0, 1]
+    assert rig.read_offset == 1  # 2, 3 and 4 are fetched again after the seek
+
+
+@pytest.mark.parametrize(("loop", "marked_read"), [("ours", 0), ("upstream", 1)])
+async def test_a_hand_out_cancelled_by_the_suspension_is_not_marked_read(
+    loop: str, marked_read: int
+) -> None:
+    """The conductor blocks on record 1 (say a full queue) when a rebalance suspends the flow:
+    the hand-out is cancelled. Upstream still marks record 1 read (faust-streaming/faust#596);
+    ours leaves the read offset at the last record handed out."""
+    rig = Rig(LOOPS[loop], [[0, 1, 2]])
+    blocked = asyncio.Event()
+
+    async def queue_full() -> None:
+        blocked.set()
+        await asyncio.Event().wait()  # never released: only the suspension ends it
+
+    rig.hooks[1] = queue_full
+    drain = asyncio.ensure_future(rig.drain())
+    await asyncio.wait_for(blocked.wait(), timeout=30)
+    rig.consumer.stop_flow()
+    await drain
+    assert rig.handed_out == [0]
+    assert rig.read_offset == marked_read
+
+
+async def test_a_seek_while_a_record_is_handed_out_makes_the_rest_be_read_again() -> None:
+    """The flow control holds record 2 until recovery has sought back to offset 0 and
+    resumed: the read offset stays at the seek's and the rest of that (stale) batch is left,
+    so the next fetch, from offset 0, is handed out again instead of dropped as read."""
+    rig = Rig(fetch_loop.SCHEME, [[0, 1, 2, 3], [0, 1, 2, 3]])
+
+    async def recovery_seeks_back() -> None:
+        rig.consumer._read_offset[PARTITION] = 0  # what perform_seek does
+        del rig.hooks[2]  # once
+
+    rig.hooks[2] = recovery_seeks_back
+    await rig.drain()
+    assert rig.handed_out == [0, 1, 2, 0, 1, 2, 3]
+    assert rig.read_offset == 3
+
+
+async def test_records_below_the_read_offset_are_dropped_as_already_read() -> None:
+    rig = Rig(fetch_loop.SCHEME, [[4, 5, 6]])
+    rig.consumer._read_offset[PARTITION] = 6
+    await rig.drain()
+    assert rig.handed_out == [6]
+
+
+async def test_a_jump_of_offsets_is_recorded_as_a_gap_for_acks() -> None:
+    rig = Rig(fetch_loop.SCHEME, [[2, 3, 7]])
+    rig.consumer.app.topics._acking_topics.add(TOPIC)
+    await rig.drain()
+    assert rig.handed_out == [2, 3, 7]
+    assert [(i.begin, i.end) for i in sorted(rig.consumer._gap[PARTITION])] == [(4, 8)]
+
+
+async def test_commit_every_commits_once_that_many_records_are_acked() -> None:
+    rig = Rig(fetch_loop.SCHEME, [list(range(10))])
+    rig.consumer._commit_every = 3
+
+    async def ack() -> None:
+        rig.consumer._n_acked += 1
+
+    for offset in range(10):
+        rig.hooks[offset] = ack
+    await rig.drain()
+    # Checked before each record: 3 acked before records 3, 6 and 9.
+    assert rig.commits == 3
+    assert rig.consumer._n_acked == 1
+
+
+@contextmanager
+def counting_tasks() -> Iterator[list[int]]:
+    """Counts the asyncio tasks created on the running loop meanwhile (in ``counter[0]``)."""
+    loop = asyncio.get_running_loop()
+    counter = [0]
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+        counter[0] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        yield counter
+    finally:
+        loop.set_task_factory(previous)
+
+
+@pytest.mark.parametrize(
+    ("loop", "at_least", "at_most"), [("ours", 0, 20), ("upstream", 1000, None)]
+)
+async def test_tasks_per_fetched_batch_not_per_record(
+    loop: str, at_least: int, at_most: int | None
+) -> None:
+    rig = Rig(LOOPS[loop], [list(range(1000))])
+    with counting_tasks() as tasks:
+        await rig.drain()
+    assert len(rig.handed_out) == 1000
+    assert tasks[0] >= at_least
+    assert at_most is None or tasks[0] <= at_most
