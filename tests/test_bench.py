@@ -289,28 +289,36 @@ def test_format_results_with_rates() -> None:
     assert "fusion_method=weighted_sum" in text and "catalog 100000 tracks" in text
 
 
-def test_format_results_with_the_faust_stage_between_the_others() -> None:
+def test_format_results_with_both_faust_stages_between_the_others() -> None:
     results = _results()
+    results["faust_upstream"] = _stage(1500.0, 130.0, rss=59.8)
     results["faust"] = _stage(3000.0, 120.0, rss=60.2)
     results["faust_to_passthrough_ratio"] = 0.375
+    results["faust_upstream_to_passthrough_ratio"] = 0.188
+    results["fetch_loop_gain"] = 2.0
     results["worker_to_faust_ratio"] = 0.133
+    results["rates"][0]["faust_upstream"] = _stage(200.0, 45.0)
     results["rates"][0]["faust"] = _stage(200.0, 40.0)
     lines = format_results(results).splitlines()
-    assert [line.split()[:3] for line in lines[1:4]] == [
+    assert [line.split()[:3] for line in lines[1:5]] == [
         ["max", "passthrough", "8000"],
+        ["max", "faust_upstream", "1500"],
         ["max", "faust", "3000"],
         ["max", "worker", "400"],
     ]
-    assert [line.split()[:2] for line in lines[4:7]] == [
+    assert [line.split()[:2] for line in lines[5:9]] == [
         ["200/s", "passthrough"],
+        ["200/s", "faust_upstream"],
         ["200/s", "faust"],
         ["200/s", "worker"],
     ]
-    assert lines[7].split()[:2] == ["1000/s", "passthrough"]  # no faust figures at 1000/s
-    assert lines[8].split()[:2] == ["1000/s", "worker"]
+    assert lines[9].split()[:2] == ["1000/s", "passthrough"]  # no faust figures at 1000/s
+    assert lines[10].split()[:2] == ["1000/s", "worker"]
     text = "\n".join(lines)
-    assert "passthrough 42 MB, faust 60 MB, worker 1234 MB" in text
+    assert "passthrough 42 MB, faust_upstream 60 MB, faust 60 MB, worker 1234 MB" in text
     assert "faust/passthrough throughput ratio: 0.375; worker/faust: 0.133" in text
+    assert "faust_upstream/passthrough throughput ratio: 0.188" in text
+    assert "our fetch loop's gain (faust/faust_upstream): 2.0" in text
 
 
 def test_format_results_names_each_worker_process() -> None:
@@ -339,7 +347,7 @@ def test_write_results_json_layout(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
     from streams.tools.bench import run_bench
 
@@ -355,7 +363,7 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         progress_interval=2.0,
     )
     results = run_bench(config)
-    for stage in ("passthrough", "faust", "worker"):
+    for stage in ("passthrough", "faust_upstream", "faust", "worker"):
         figures = results[stage]
         assert figures["answered"] == figures["sent"] == 300, stage
         assert figures["events_per_second"] > 0
@@ -365,8 +373,10 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         assert rate["answered"] == rate["sent"] == 200, stage
         assert all(math.isfinite(rate[k]) for k in ("p50_ms", "p95_ms", "p99_ms"))
     assert results["worker"]["peak_rss_mb"] > results["passthrough"]["peak_rss_mb"]
-    # the Faust passthrough answered every event and its ratios are in the figures
+    # the Faust passthroughs answered every event and their ratios are in the figures
     assert results["faust_to_passthrough_ratio"] and results["worker_to_faust_ratio"]
+    assert results["faust_upstream_to_passthrough_ratio"] and results["fetch_loop_gain"]
+    assert results["worker_settings"]["fetch_loop"] == "ours"
     assert results["worker_settings"]["batch_timeout_ms"] == 20
     assert results["artifacts_source"] == "train"
 
@@ -385,6 +395,8 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         "faust",
         "faust_to_passthrough_ratio",
         "worker_to_faust_ratio",
+        "faust_upstream",
+        "fetch_loop_gain",
         "rates",
     ):
         assert key in data, key

@@ -4,9 +4,12 @@ The stages run as their own processes on the same broker and see the same events
 
 - **passthrough**: ``python -m streams.tools.passthrough``, a raw aiokafka consume-and-produce
   loop (the least any Kafka stream processor must do per event);
-- **faust** (unless ``faust_baseline`` is off): ``python -m streams.tools.faust_passthrough``,
-  the worker's Kafka path in Faust (micro-batches, the worker's publisher, acks after
-  delivery) with no processing: the ceiling Faust puts on one worker process;
+- **faust_upstream** and **faust** (unless ``faust_baseline`` is off):
+  ``python -m streams.tools.faust_passthrough``, the worker's Kafka path in Faust
+  (micro-batches, the worker's publisher, acks after delivery) with no processing: the
+  ceiling Faust puts on one worker process, first with Faust's own fetch loop
+  (``--fetch-loop upstream``), then with ours (``streams.kafka.fetch_loop``, what the worker
+  uses unless ``FETCH_LOOP=upstream``), so the loop's gain stays visible;
 - **worker**: ``nexttrack worker`` with the trained artifacts (validation, session table,
   encoder step, hybrid retrieval and fusion, publishing), started and waited on until
   ``/ready``; ``workers`` processes of it in one consumer group (default one), each with its
@@ -58,6 +61,9 @@ from streams.tools.worker_process import WorkerProcess, start_worker
 
 log = logging.getLogger(__name__)
 
+#: The Faust passthrough stages: (name in the figures, ``--fetch-loop``), in the order run.
+FAUST_STAGES = (("faust_upstream", "upstream"), ("faust", "ours"))
+
 #: Worker settings recorded with the figures (what changes the worker's cost per event).
 WORKER_SETTINGS = (
     "encoder",
@@ -73,6 +79,7 @@ WORKER_SETTINGS = (
     "session_history",
     "torch_threads",
     "faiss_threads",
+    "fetch_loop",
 )
 
 
@@ -351,8 +358,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         t = {
             "pass_in": f"{run_id}-pass-in",
             "pass_out": f"{run_id}-pass-out",
-            "faust_in": f"{run_id}-faust-in",
-            "faust_out": f"{run_id}-faust-out",
             "plays": f"{run_id}-plays",
             "recs": f"{run_id}-recommendations",
             "dlq": f"{run_id}-plays-dlq",
@@ -369,7 +374,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         settings = load_settings(kafka_bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(settings, t.values()))
 
-        n_stages = 3 if config.faust_baseline else 2
+        n_stages = 2 + len(FAUST_STAGES) if config.faust_baseline else 2
         log.info(
             "stage 1/%d: raw aiokafka passthrough (python -m streams.tools.passthrough)", n_stages
         )
@@ -385,24 +390,24 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             rate_runs,
         )
 
-        faust_rates: list[dict[str, Any]] | None = None
-        if config.faust_baseline:
+        stage_rates: dict[str, list[dict[str, Any]]] = {"passthrough": pass_rates}
+        for number, (name, fetch_loop) in enumerate(FAUST_STAGES if config.faust_baseline else ()):
             log.info(
-                "stage 2/3: Faust passthrough, no processing (python -m "
-                "streams.tools.faust_passthrough)"
+                "stage %d/%d: Faust passthrough, no processing, %s fetch loop (python -m "
+                "streams.tools.faust_passthrough)",
+                number + 2,
+                n_stages,
+                fetch_loop,
             )
-            results["faust"], faust_rates = run_process_stage(
-                Stage("faust", settings, t["faust_in"], t["faust_out"], progress_interval=every),
-                [*py, "streams.tools.faust_passthrough", "--in", t["faust_in"]]
-                + ["--out", t["faust_out"], "--bootstrap-servers", bootstrap]
-                + [
-                    "--group",
-                    f"{run_id}-faust",
-                    "--data-dir",
-                    str(config.workdir / "faust" / run_id),
-                ]
-                + ["--batch-size", str(effective["batch_size"])],
-                config.workdir / f"{run_id}-faust.log",
+            topics = (f"{run_id}-{name}-in", f"{run_id}-{name}-out")
+            asyncio.run(ensure_topics(settings, topics))
+            results[name], stage_rates[name] = run_process_stage(
+                Stage(name, settings, *topics, progress_interval=every),
+                [*py, "streams.tools.faust_passthrough", "--in", topics[0], "--out", topics[1]]
+                + ["--bootstrap-servers", bootstrap, "--group", f"{run_id}-{name}"]
+                + ["--data-dir", str(config.workdir / name / run_id)]
+                + ["--batch-size", str(effective["batch_size"]), "--fetch-loop", fetch_loop],
+                config.workdir / f"{run_id}-{name}.log",
                 warmup,
                 measured,
                 rate_runs,
@@ -448,15 +453,26 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         results["faust_to_passthrough_ratio"] = ratio(
             results["passthrough"]["events_per_second"], results["faust"]["events_per_second"]
         )
+        results["faust_upstream_to_passthrough_ratio"] = ratio(
+            results["passthrough"]["events_per_second"],
+            results["faust_upstream"]["events_per_second"],
+        )
+        #: Our fetch loop against Faust's, same passthrough, same run.
+        results["fetch_loop_gain"] = ratio(
+            results["faust_upstream"]["events_per_second"], results["faust"]["events_per_second"]
+        )
         results["worker_to_faust_ratio"] = ratio(
             results["faust"]["events_per_second"], results["worker"]["events_per_second"]
         )
+    stage_rates["worker"] = worker_rates
     results["rates"] = [
-        {"rate": rate, "events": len(evs), "passthrough": p, "worker": w}
-        for (rate, evs), p, w in zip(rate_runs, pass_rates, worker_rates, strict=True)
+        {
+            "rate": rate,
+            "events": len(evs),
+            **{name: runs[i] for name, runs in stage_rates.items() if i < len(runs)},
+        }
+        for i, (rate, evs) in enumerate(rate_runs)
     ]
-    for entry, f in zip(results["rates"], faust_rates or [], strict=False):
-        entry["faust"] = f
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     path = write_results(results, config.json_path)
     log.info("figures written to %s", path)

@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
-#: The stages of a run, in the order they run and are printed.
-STAGES = ("passthrough", "faust", "worker")
+#: The stages of a run, in the order they run and are printed (``faust_upstream``: the
+#: Faust passthrough with Faust's own fetch loop, ``faust``: with ours).
+STAGES = ("passthrough", "faust_upstream", "faust", "worker")
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -67,13 +68,26 @@ def format_results(results: dict[str, Any]) -> str:
             f"faust/passthrough throughput ratio: {results['faust_to_passthrough_ratio']}; "
             f"worker/faust: {results['worker_to_faust_ratio']}"
         )
+    if "faust_upstream" in results:
+        lines.append(
+            "faust_upstream/passthrough throughput ratio: "
+            f"{results['faust_upstream_to_passthrough_ratio']}; "
+            f"our fetch loop's gain (faust/faust_upstream): {results['fetch_loop_gain']}"
+        )
     settings = results.get("worker_settings") or {}
     if settings:
         lines.append(
             "worker: "
             + ", ".join(
                 f"{k}={settings[k]}"
-                for k in ("encoder", "top_k", "batch_size", "batch_timeout_ms", "fusion_method")
+                for k in (
+                    "encoder",
+                    "top_k",
+                    "batch_size",
+                    "batch_timeout_ms",
+                    "fusion_method",
+                    "fetch_loop",
+                )
                 if k in settings
             )
             + f"; catalog {results.get('catalog_size')} tracks"

@@ -11,6 +11,8 @@ tables, no web server, no parsing.
 What it measures: the ceiling Faust's per-message path (fetch loop, conductor, stream
 iteration, acks) puts on one worker process on this machine, beside the raw aiokafka loop
 of :mod:`streams.tools.passthrough`. The worker cannot be faster than this stage.
+``--fetch-loop upstream`` runs it with Faust's own fetch loop instead of ours
+(:mod:`streams.kafka.fetch_loop`), to show what that loop costs.
 """
 
 from __future__ import annotations
@@ -79,11 +81,18 @@ def main() -> None:
     parser.add_argument("--group", default="nexttrack-faust-passthrough")
     parser.add_argument("--data-dir", default=".nexttrack/faust-passthrough")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--fetch-loop",
+        choices=("ours", "upstream"),
+        default="ours",
+        help="Faust's consumer fetch loop: ours (streams.kafka.fetch_loop) or Faust's own",
+    )
     args = parser.parse_args()
     settings = load_settings(
         kafka_bootstrap_servers=args.bootstrap_servers,
         app_id=args.group,
         batch_size=args.batch_size,
+        fetch_loop=args.fetch_loop,
     )
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_app(settings, args.source, args.target, args.data_dir)
