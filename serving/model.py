@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,8 +22,10 @@ from encoders import load_encoder
 from encoders.base import SessionEncoder
 from index.filters import CatalogFilters
 from index.fusion import RankedBatch
+from index.neighbour_sources import NeighbourSources
 from index.neighbours import NEIGHBOURS_FILE, ItemNeighbours
 from index.retriever import HybridRetriever
+from index.session_neighbours import SESSION_NEIGHBOURS_FILE, SessionNeighbours
 from schemas.recommendation import RecommendedItem
 from schemas.track import Track, TrackList
 from serving.artifacts import Artifacts, ArtifactsError, load_artifacts
@@ -33,10 +35,19 @@ log = logging.getLogger(__name__)
 
 #: How many of the most recent plays form the content-space query.
 CONTENT_WINDOW = 10
+#: How many of the most recent plays the neighbourhood source may look at (each of its parts
+#: keeps its own window within it).
+NEIGHBOUR_HISTORY = 20
 
 #: ``auto`` without validation figures in the manifest: the first of these that was trained
 #: (the order of docs/evaluation.md's results on generated and real sessions).
 ENCODER_PREFERENCE = ("transformer", "lstm", "mean")
+
+
+#: Whether tracks heard earlier in the session may be recommended again: ``exclude`` never
+#: (discovery), ``allow`` yes, ranked with the rest (only the track just heard is left out).
+RepeatMode = Literal["exclude", "allow"]
+REPEAT_MODES: tuple[RepeatMode, ...] = ("exclude", "allow")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class RetrievalParams:
     use_content: bool = True
     genre_filter: tuple[str, ...] = ()
     mood_filter: tuple[str, ...] = ()
+    repeats: RepeatMode = "exclude"
 
 
 def chosen_fusion(
@@ -68,7 +80,14 @@ def chosen_fusion(
         cf_weight=float(choice["cf_weight"]),
         cb_weight=float(choice["cb_weight"]),
         nb_weight=float(choice.get("nb_weight", 0.0)),
+        repeats=chosen_repeats(manifest, encoder),
     )
+
+
+def chosen_repeats(manifest: Mapping[str, Any], encoder: str) -> RepeatMode:
+    """The repeat rule chosen for ``encoder`` at training time (``exclude`` without one)."""
+    choice = (manifest.get("fusion") or {}).get(encoder) or {}
+    return "allow" if choice.get("repeats") == "allow" else "exclude"
 
 
 def best_encoder(manifest: Mapping[str, Any], trained: Sequence[str]) -> tuple[str, str]:
@@ -108,8 +127,8 @@ class ModelBundle:
     track_index: dict[str, int]
     cb_vectors: np.ndarray | None
     popularity: np.ndarray
-    #: Session neighbours of every item (``None``: artifacts trained before they existed).
-    neighbours: ItemNeighbours | None = None
+    #: Item and session neighbours (``None``: artifacts trained before they existed).
+    neighbours: NeighbourSources | None = None
     #: Items by popularity, descending (computed on first use, per catalog size).
     _pop_order: np.ndarray | None = field(default=None, repr=False)
 
@@ -370,13 +389,7 @@ def load_model(
         cb_vectors=cb,
         filters=CatalogFilters.from_lists(*_labels(artifacts.tracks)),
     )
-    nb_path = artifacts.directory / NEIGHBOURS_FILE
-    neighbours = ItemNeighbours.load(nb_path) if nb_path.exists() else None
-    if neighbours is not None and neighbours.n_items != len(artifacts.tracks):
-        raise ArtifactsError(
-            f"{nb_path}: neighbours of {neighbours.n_items} items, the catalog has "
-            f"{len(artifacts.tracks)} tracks"
-        )
+    neighbours = load_neighbours(artifacts)
     log.info(
         "loaded model %s (%s encoder, %d tracks, %s index, content %s, neighbours %s) in %.1fs",
         artifacts.model_version,
@@ -397,6 +410,26 @@ def load_model(
         popularity=artifacts.popularity.copy(),
         neighbours=neighbours,
     )
+
+
+def load_neighbours(artifacts: Artifacts) -> NeighbourSources | None:
+    """The artifacts' neighbourhood source: item neighbours (``neighbours.npz``) and session
+    neighbours (``session_neighbours.npz``), mixed by the manifest's
+    ``neighbours.session_weight``; ``None`` when the artifacts have neither."""
+    item_path = artifacts.directory / NEIGHBOURS_FILE
+    session_path = artifacts.directory / SESSION_NEIGHBOURS_FILE
+    items = ItemNeighbours.load(item_path) if item_path.exists() else None
+    sessions = SessionNeighbours.load(session_path) if session_path.exists() else None
+    for path, part in ((item_path, items), (session_path, sessions)):
+        if part is not None and part.n_items != len(artifacts.tracks):
+            raise ArtifactsError(
+                f"{path}: neighbours of {part.n_items} items, the catalog has "
+                f"{len(artifacts.tracks)} tracks"
+            )
+    if items is None and sessions is None:
+        return None
+    weight = float((artifacts.manifest.get("neighbours") or {}).get("session_weight", 0.5))
+    return NeighbourSources(items, sessions, weight)
 
 
 def rank_sessions(
@@ -423,10 +456,14 @@ def rank_batch(
     objects. Rows of sessions without a known play hold the most popular usable tracks
     (``cf_scores``/``cb_scores`` NaN)."""
     index = model.track_index
-    exclude = [[i for i in (index.get(t) for t in h) if i is not None] for h in heard]
-    recent = [
-        [i for i in (index.get(t) for t in p[-CONTENT_WINDOW:]) if i is not None] for p in plays
+    exclude = [
+        [i for i in (index.get(t) for t in excluded_tracks(h, params.repeats)) if i is not None]
+        for h in heard
     ]
+    history = [
+        [i for i in (index.get(t) for t in p[-NEIGHBOUR_HISTORY:]) if i is not None] for p in plays
+    ]
+    recent = [h[-CONTENT_WINDOW:] for h in history]
     # warm: a known play anywhere in the history (the content window may hold none of them)
     warm = [r for r, p in enumerate(plays) if recent[r] or any(t in index for t in reversed(p))]
     k = params.top_k
@@ -444,7 +481,7 @@ def rank_batch(
             cb_q = model.content_queries([recent[r] for r in warm])
         nb = None
         if uses_neighbours(model, params):
-            nb = model.neighbours.query([recent[r] for r in warm])  # type: ignore[union-attr]
+            nb = model.neighbours.query([history[r] for r in warm])  # type: ignore[union-attr]
         method = params.fusion_method if cb_q is not None or nb is not None else "cf_only"
         cf_weight = params.cf_weight
         if nb is None and cb_q is not None and cf_weight == params.cb_weight == 0:
@@ -474,6 +511,12 @@ def rank_batch(
             items, scores = model.popular(usable, set(exclude[r]), k)
             out.items[r, : len(items)], out.scores[r, : len(items)] = items, scores
     return out
+
+
+def excluded_tracks(heard: Sequence[str], repeats: RepeatMode) -> Sequence[str]:
+    """The heard tracks a session's answer leaves out: all of them (``exclude``), or only the
+    track just heard (``allow``)."""
+    return heard if repeats == "exclude" else heard[-1:]
 
 
 def uses_neighbours(model: ModelBundle, params: RetrievalParams) -> bool:

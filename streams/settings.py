@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     #: Weight of the session-neighbourhood source; 0 leaves it out (the manifest's choice
     #: applies unless a fusion setting is set).
     nb_weight: float = Field(0.0, ge=0.0, le=1.0)
+    #: May tracks heard earlier in the session be recommended again? ``auto``: the rule
+    #: chosen for the encoder on validation sessions at training time (else ``exclude``);
+    #: ``exclude``: never (discovery); ``allow``: yes, ranked with the rest.
+    repeats: Literal["auto", "exclude", "allow"] = "auto"
 
     # Security
     enable_auth: bool = False

@@ -86,6 +86,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "CF_WEIGHT": ("1.5", {}),
     "CB_WEIGHT": ("-0.1", {}),
     "NB_WEIGHT": ("2", {}),
+    "REPEATS": ("sometimes", {}),
     "ENABLE_AUTH": ("maybe", {}),
     "API_KEY": ("short", {}),
     "METRICS_PUBLIC": ("yes please", {}),

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from encoders import SessionEncoder, load_encoder
+from encoders.errors import EncoderError
 from encoders.lstm import LstmEncoder
 from encoders.lstm_model import GruSessionModel
 from encoders.transformer import TransformerEncoder
@@ -184,6 +185,28 @@ def test_init_vectors_of_other_width_and_validation_free_training() -> None:
     assert encoder.item_vectors().shape == (N_ITEMS, 8)
     assert report.n_val_sessions == 0 and report.best_epoch == 2 and report.best_val_loss is None
     json.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_training_goes_on_from_earlier_weights(name: TrainableEncoder, tmp_path: Path) -> None:
+    """The final fit's warm start: ``init_weights`` (an earlier fit's ``weights.pt``) are the
+    starting point, so a step with a tiny learning rate stays next to them, and a model of
+    another shape is refused."""
+    from encoders.torch_io import load_torch_weights
+
+    sessions = successor_sessions(150, seed=4)
+    first, _ = train_encoder(name, sessions, init_vectors(), small_config(epochs=2), progress=False)
+    first.save(tmp_path / name)
+    weights = load_torch_weights(tmp_path / name)
+    config = small_config(epochs=1, validation_share=0.0, lr=1e-7, dropout=0.0)
+    again, _ = train_encoder(
+        name, sessions, init_vectors(), config, progress=False, init_weights=weights
+    )
+    np.testing.assert_allclose(again.item_vectors(), first.item_vectors(), atol=1e-4)
+    fresh, _ = train_encoder(name, sessions, init_vectors(), config, progress=False)
+    assert not np.allclose(fresh.item_vectors(), first.item_vectors(), atol=1e-4)
+    with pytest.raises(EncoderError):
+        train_encoder(name, sessions, init_vectors(), small_config(emb_dim=8), init_weights=weights)
 
 
 def test_unusable_data_raises() -> None:

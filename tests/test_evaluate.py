@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from training.baselines import make_baseline
 from training.evaluate import (
     EvaluationReport,
+    ReplaySession,
     baseline_prefixes,
     evaluate,
     replay_sessions,
@@ -58,7 +60,7 @@ def report(trained: tuple[Path, list, list]) -> EvaluationReport:
 def test_learned_models_beat_popularity(report: EvaluationReport) -> None:
     models = report.models
     expected = {"pop", "itemknn", "sknn", "vsknn", "sr", "vstan", "mean", "lstm", "mean+cf_only"}
-    assert expected <= set(models)
+    assert expected | {f"{m}+repeats" for m in expected} == set(models)  # both repeat rules
     best_learned = max(models[m]["hr@20"] for m in ("mean", "lstm"))
     assert best_learned > models["pop"]["hr@20"]
 
@@ -141,6 +143,29 @@ def test_prefix_protocol(trained: tuple[Path, list, list]) -> None:
     assert len(limited[0].evaluated) <= 10 and sum(len(s.evaluated) for s in limited) == 10
 
 
+def test_repeats_rule_lets_heard_targets_hit(report: EvaluationReport) -> None:
+    """Under ``allow`` an already-heard target can be a hit; under ``exclude`` never. The
+    generator's sessions repeat tracks, so some prefixes' targets were heard."""
+    assert report.data["n_already_heard_targets"] > 0
+    assert set(report.protocol["repeat_modes"]) == {"exclude", "allow"}
+    for name in ("mean", "sknn"):
+        excluded, allowed = report.models[name], report.models[f"{name}+repeats"]
+        assert excluded != allowed
+
+
+def test_baseline_prefixes_leave_out_per_rule() -> None:
+    session = ReplaySession(
+        np.array([0, 1, 0, 2]), np.array([True, False, True, True]), ["a", "b", "a", "c"]
+    )
+    session.evaluated = [1, 2]
+    index = {"a": 0, "b": 1, "c": 2}
+    plays, left_out, already = baseline_prefixes([session], index, 200, "exclude")
+    assert plays == [[0], [0, 0]] and left_out == [[0, 1], [0, 1, 0]]
+    assert already.tolist() == [True, False]
+    _, last_only, _ = baseline_prefixes([session], index, 200, "allow")
+    assert last_only == [[1], [0]]  # only the track just heard
+
+
 def test_cli_evaluate(trained: tuple[Path, list, list], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -153,13 +178,13 @@ def test_cli_evaluate(trained: tuple[Path, list, list], tmp_path: Path) -> None:
     args = ["evaluate", "--artifacts", str(artifacts), "--train-events"]
     args += [str(tmp_path / "train.jsonl"), "--test-events", str(tmp_path / "test.jsonl")]
     args += ["--encoder", "mean", "--baseline", "pop", "--baseline", "itemknn", "--no-tune"]
-    args += ["--max-sessions", "10", "--k", "10", "--no-progress"]
+    args += ["--max-sessions", "10", "--k", "10", "--no-progress", "--repeats", "exclude"]
     args += ["--report", str(tmp_path / "r.json"), "--chart", str(tmp_path / "c.png")]
     result = CliRunner().invoke(build_app(), args)
     assert result.exit_code == 0, result.output
     assert "itemknn" in result.output and "hr@10" in result.output
     obj = orjson.loads((tmp_path / "r.json").read_bytes())
-    assert set(obj["models"]) == {"pop", "itemknn", "mean"}
+    assert set(obj["models"]) == {"pop", "itemknn", "mean"}  # --repeats exclude
     assert obj["protocol"]["ks"] == [5, 10] and obj["data"]["n_test_sessions"] == 10
     assert (tmp_path / "c.png").stat().st_size > 0
 
@@ -172,9 +197,11 @@ def test_intervals_and_paired_comparisons(report: EvaluationReport) -> None:
             lo, hi = metrics[f"{metric}@20_ci"]
             assert 0.0 <= lo <= metrics[f"{metric}@20"] <= hi <= 1.0
     baselines = {"pop", "itemknn", "sknn", "vsknn", "sr", "vstan"}
+    baselines |= {f"{b}+repeats" for b in baselines}
     assert set(report.comparisons) == set(report.models) - baselines
-    for model, against in report.comparisons.items():
-        assert set(against) == baselines
+    for model, against in report.comparisons.items():  # each with the baselines of its rule
+        mode = "+repeats" if model.endswith("+repeats") else ""
+        assert set(against) == {b for b in baselines if b.endswith("+repeats") == bool(mode)}
         for baseline, diff in against.items():
             for metric in ("hr", "mrr"):
                 gap = report.models[model][f"{metric}@20"] - report.models[baseline][f"{metric}@20"]

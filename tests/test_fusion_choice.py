@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from index.neighbours import NEIGHBOURS_FILE
+from index.session_neighbours import SESSION_NEIGHBOURS_FILE
 from serving.artifacts import ArtifactsError, load_artifacts
-from serving.model import best_encoder, load_model
+from serving.model import REPEAT_MODES, best_encoder, load_model
 from streams.settings import load_settings
 from streams.worker.app import NextTrackWorker, retrieval_params
 from tests.data_fixtures import Dataset
@@ -22,12 +23,16 @@ def test_training_records_the_best_candidate_on_validation(small_artifacts: Path
     assert manifest["data"]["n_fusion_validation_events"] > 0
     choice = manifest["fusion"]["mean"]
     assert (small_artifacts / NEIGHBOURS_FILE).exists()  # so every candidate is tried
-    labels = {candidate_label(*c) for c in FUSION_GRID}
-    assert set(choice["candidates"]) == labels
+    labels = {candidate_label(*c, repeats=m) for c in FUSION_GRID for m in REPEAT_MODES}
+    assert set(choice["candidates"]) == labels  # every candidate under both repeat rules
     assert any(c[3] > 0 for c in FUSION_GRID)  # the neighbour source is among them
     score = {label: f[f"hr@{K}"] + f[f"mrr@{K}"] for label, f in choice["candidates"].items()}
     best = candidate_label(
-        choice["fusion_method"], choice["cf_weight"], choice["cb_weight"], choice["nb_weight"]
+        choice["fusion_method"],
+        choice["cf_weight"],
+        choice["cb_weight"],
+        choice["nb_weight"],
+        repeats=choice["repeats"],
     )
     assert score[best] == max(score.values())
     assert choice["validation_prefixes"] > 0
@@ -41,11 +46,29 @@ def test_artifacts_without_a_neighbour_table_skip_its_candidates(
     old = tmp_path / "old"
     shutil.copytree(small_artifacts, old)
     (old / NEIGHBOURS_FILE).unlink()
+    (old / SESSION_NEIGHBOURS_FILE).unlink()
     section = choose_fusion(old, ["mean"], small_dataset.events[-400:], index_type="flat")
     assert section["mean"]["candidates"]
     assert all("/" not in label for label in section["mean"]["candidates"])
+    assert any("+repeats" in label for label in section["mean"]["candidates"])
     assert section["mean"]["nb_weight"] == 0.0
     assert load_model(old, "mean", index_type="flat").neighbours is None
+
+
+def test_without_content_the_neighbour_candidates_are_still_tried(
+    small_artifacts: Path, small_dataset: Dataset, tmp_path: Path
+) -> None:
+    """Catalog-less artifacts (no content space) try every candidate that gives the content
+    space no weight: the neighbour source is not dropped with it."""
+    bare = tmp_path / "bare"
+    shutil.copytree(small_artifacts, bare)
+    for path in bare.glob("cb_*"):
+        path.unlink()
+    section = choose_fusion(bare, ["mean"], small_dataset.events[-400:], index_type="flat")
+    labels = set(section["mean"]["candidates"])
+    expected = {candidate_label(*c) for c in FUSION_GRID if c[2] == 0}
+    assert expected <= labels and any(c[3] > 0 for c in FUSION_GRID if c[2] == 0)
+    assert not any(candidate_label(*c) in labels for c in FUSION_GRID if c[2] > 0)
 
 
 def test_worker_uses_the_choice_unless_settings_say_otherwise(

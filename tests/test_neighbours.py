@@ -208,10 +208,17 @@ def test_the_worker_path_uses_the_table(small_artifacts: Path) -> None:
     live addition gets an empty row."""
     model = load_model(small_artifacts, "mean", index_type="flat")
     assert model.neighbours is not None and model.neighbours.n_items == model.n_items
-    section = model.artifacts.manifest["neighbours"]
-    assert section["rebuilt_with_validation_sessions"] > 0  # refitted after the choice
+    manifest = model.artifacts.manifest
+    section = manifest["neighbours"]
+    # the final fit keeps every input session, the choice fit's sessions and the newest ones
+    assert section["sessions_kept"] == manifest["data"]["n_sessions"]
+    assert section["sessions_kept"] > manifest["final_fit"]["choice_fit"]["n_sessions"]
     assert section["entries"] > 0 and section["tuning"]["n_validation_prefixes"] > 0
-    assert model.neighbours.params() == section["query"]
+    assert model.neighbours.items is not None and model.neighbours.sessions is not None
+    assert model.neighbours.items.params() == section["query"]
+    assert model.neighbours.session_weight == section["session_weight"]
+    # the item source alone, as the assertions below read its rows
+    model.neighbours.session_weight = 0.0
     plays = [[t] for t in model.tracks.track_ids[:30]]
     states = []
     for p in plays:
@@ -222,7 +229,7 @@ def test_the_worker_path_uses_the_table(small_artifacts: Path) -> None:
     assert not uses_neighbours(model, off) and uses_neighbours(model, on)
     ranked = rank_batch(model, states, plays, plays, on)
     first = model.track_index[plays[0][0]]
-    neighbours = [i for i in model.neighbours.row(first)[0].tolist() if i != first][:10]
+    neighbours = [i for i in model.neighbours.items.row(first)[0].tolist() if i != first][:10]
     assert ranked.items[0, : len(neighbours)].tolist() == neighbours
     assert (ranked.items >= 0).sum(axis=1).min() == 10
     assert not (ranked.items == np.array([[model.track_index[p[0]]] for p in plays])).any()
@@ -234,7 +241,8 @@ def test_the_worker_path_uses_the_table(small_artifacts: Path) -> None:
     twin = next(
         i
         for i in range(model.n_items)
-        if model.neighbours.row(i)[0].size and ((cbv @ cbv[i]) >= cbv[i] @ cbv[i] - 1e-6).sum() == 1
+        if model.neighbours.items.row(i)[0].size
+        and ((cbv @ cbv[i]) >= cbv[i] @ cbv[i] - 1e-6).sum() == 1
     )
     cb = np.stack([model.cb_vectors[twin], np.zeros(model.cb_vectors.shape[1])])
     new = model.add_tracks(
@@ -244,10 +252,10 @@ def test_the_worker_path_uses_the_table(small_artifacts: Path) -> None:
     )
     assert model.neighbours.n_items == model.n_items
     np.testing.assert_array_equal(
-        model.neighbours.row(int(new[0]))[0], model.neighbours.row(twin)[0]
+        model.neighbours.items.row(int(new[0]))[0], model.neighbours.items.row(twin)[0]
     )
     np.testing.assert_allclose(
-        model.neighbours.row(int(new[0]))[1], model.neighbours.row(twin)[1], rtol=1e-5
+        model.neighbours.items.row(int(new[0]))[1], model.neighbours.items.row(twin)[1], rtol=1e-5
     )
-    assert model.neighbours.row(int(new[1]))[0].size == 0  # no content: no neighbours
+    assert model.neighbours.items.row(int(new[1]))[0].size == 0  # no content: no neighbours
     rank_batch(model, states[:2], [["live-1"], plays[1]], [["live-1"], plays[1]], on)

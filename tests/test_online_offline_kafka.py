@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from schemas import PlayEvent, Recommendation
+from serving.artifacts import load_artifacts
+from serving.model import chosen_repeats
 from streams.settings import load_settings
 from streams.worker.app import retrieval_params
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import parse_metrics, total
 from tests.worker_helpers import StreamEnv
-from training.evaluate import evaluate
+from training.evaluate import MODE_SUFFIX, evaluate
 
 pytestmark = pytest.mark.kafka
 
@@ -63,7 +65,11 @@ def test_online_hit_rate_equals_the_evaluators_hr_at_10(
         use_chosen_fusion=True,
     )
     prefixes = report.data["n_prefixes"]
-    offline_hits = round(report.models["mean"]["hr@10"] * prefixes)
+    # the model under the repeat rule the worker serves (the one chosen at training time)
+    repeats = chosen_repeats(load_artifacts(small_artifacts).manifest, "mean")
+    assert report.protocol["fusion"]["mean"]["repeats_chosen"] == repeats
+    served = "mean" + MODE_SUFFIX[repeats]
+    offline_hits = round(report.models[served]["hr@10"] * prefixes)
     print(f"online {online_hits:.0f}/{online_evaluated:.0f}, offline {offline_hits}/{prefixes}")
     assert prefixes > 100  # enough to mean something
     # the same fusion online and offline, the session-neighbourhood source included

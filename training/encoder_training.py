@@ -21,7 +21,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from encoders.base import SessionEncoder, check_item_vectors
 from encoders.lstm import GruModelConfig
 from encoders.lstm_model import GruSessionModel
 from encoders.lstm_model import encoder_from_model as lstm_encoder
+from encoders.torch_io import load_model_weights
 from encoders.transformer import TransformerModelConfig
 from encoders.transformer_model import SasRecModel
 from encoders.transformer_model import encoder_from_model as transformer_encoder
@@ -318,12 +319,16 @@ def train_encoder(
     init_item_vectors: np.ndarray,
     config: EncoderTrainingConfig,
     progress: bool = True,
+    *,
+    init_weights: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[SessionEncoder, TrainingReport]:
     """Train a next-track model on ``sessions`` and wrap it as a session encoder.
 
     ``sessions`` are lists of item indices (plays only, chronological); sessions shorter than
     two items are skipped, longer ones keep their last ``max_len + 1`` items. The item table
-    has ``len(init_item_vectors)`` rows, initialised from those vectors. Raises ``DataError``
+    has ``len(init_item_vectors)`` rows, initialised from those vectors, unless
+    ``init_weights`` (a model of the same shape, e.g. an earlier fit's ``weights.pt``) give
+    every weight's starting value: training then goes on from there. Raises ``DataError``
     when no session is usable and ``TrainingError`` when the loss diverges.
     """
     started = time.perf_counter()
@@ -354,7 +359,7 @@ def train_encoder(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        model = _fit(name, train, val, vectors, config, report, use_full, progress)
+        model = _fit(name, train, val, vectors, config, report, use_full, progress, init_weights)
     finally:
         torch.set_num_threads(previous_threads)
     report.seconds = time.perf_counter() - started
@@ -385,6 +390,7 @@ def _fit(
     report: TrainingReport,
     use_full: bool,
     progress: bool,
+    init_weights: Mapping[str, np.ndarray] | None = None,
 ) -> nn.Module:
     """The epoch loop; fills ``report`` and returns the model with the best weights loaded."""
     n_items = vectors.shape[0]
@@ -392,6 +398,8 @@ def _fit(
     rng = np.random.default_rng(config.seed)
     sampler = torch.Generator().manual_seed(config.seed)
     model = build_model(name, vectors, config)
+    if init_weights is not None:
+        load_model_weights(model, init_weights, name)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

@@ -43,7 +43,16 @@ from encoders.base import ENCODER_NAMES
 from schemas.play import PlayEvent
 from serving.artifacts import load_artifacts
 from serving.index_files import content_index_kind
-from serving.model import ModelBundle, RetrievalParams, chosen_fusion, load_model, rank_batch
+from serving.model import (
+    REPEAT_MODES,
+    ModelBundle,
+    RepeatMode,
+    RetrievalParams,
+    chosen_fusion,
+    excluded_tracks,
+    load_model,
+    rank_batch,
+)
 from training.baselines import BaselineName, make_baseline, tune_baseline
 from training.errors import DataError
 from training.evaluation_report import EvaluationReport
@@ -65,6 +74,9 @@ EventsInput = str | os.PathLike[str] | Sequence[PlayEvent]
 DEFAULT_BASELINES: tuple[BaselineName, ...] = ("pop", "itemknn", "sknn", "vsknn", "sr", "vstan")
 #: The worker's default ``session_history`` (heard/plays lists kept per session).
 HISTORY_LIMIT = 200
+#: Suffix of the models run with heard tracks allowed again.
+REPEATS_SUFFIX = "+repeats"
+MODE_SUFFIX: dict[RepeatMode, str] = {"exclude": "", "allow": REPEATS_SUFFIX}
 #: Sessions ranked per ``rank_sessions`` call.
 _RANK_BATCH = 2048
 
@@ -148,10 +160,14 @@ def _remember(heard: list[str], plays: list[str], track: str, played: bool, limi
 
 
 def baseline_prefixes(
-    sessions: Sequence[ReplaySession], track_index: dict[str, int], history_limit: int
+    sessions: Sequence[ReplaySession],
+    track_index: dict[str, int],
+    history_limit: int,
+    repeats: RepeatMode = "exclude",
 ) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
-    """Per evaluated prefix (in prefix-id order): known played items, known heard items (the
-    worker's bounded lists), and whether the target was already heard."""
+    """Per evaluated prefix (in prefix-id order): known played items, the known heard items
+    the answer leaves out under ``repeats`` (the worker's bounded lists and rule,
+    :func:`serving.model.excluded_tracks`), and whether the target was already heard."""
     plays_out: list[list[int]] = []
     heard_out: list[list[int]] = []
     already: list[bool] = []
@@ -163,10 +179,18 @@ def baseline_prefixes(
             _remember(heard, plays, s.track_ids[t], bool(s.is_play[t]), history_limit)
             if t in wanted:
                 heard_idx = [i for i in (track_index.get(x) for x in heard) if i is not None]
+                left_out = excluded_tracks(heard, repeats)
                 plays_out.append([i for i in (track_index.get(x) for x in plays) if i is not None])
-                heard_out.append(heard_idx)
+                heard_out.append(
+                    [i for i in (track_index.get(x) for x in left_out) if i is not None]
+                )
                 already.append(int(s.items[t + 1]) in set(heard_idx))
     return plays_out, heard_out, np.asarray(already, dtype=bool)
+
+
+def _known(track_index: dict[str, int], track_ids: Sequence[str]) -> list[int]:
+    """The item indices of the known ones of ``track_ids``."""
+    return [i for i in map(track_index.get, track_ids) if i is not None]
 
 
 def replay_encoder(
@@ -259,6 +283,7 @@ def evaluate(
     threads: int = 2,
     seed: int = 0,
     use_chosen_fusion: bool = False,
+    repeat_modes: Sequence[RepeatMode] = REPEAT_MODES,
 ) -> EvaluationReport:
     """Evaluate every encoder of ``artifacts_dir`` (or ``encoders``) and the ``baselines`` on
     next-track prediction over the held-out sessions (see the module docstring).
@@ -267,6 +292,10 @@ def evaluate(
     ``top_k`` is replaced by ``max(ks)``. With ``use_chosen_fusion`` each encoder uses the
     fusion chosen for it at training time (manifest ``fusion``) where there is one, as the
     worker does. ``extra_fusion`` adds ``<encoder>+<method>`` models.
+
+    Every model runs under each of ``repeat_modes``: ``exclude`` (plain names) and ``allow``
+    (names ending in ``+repeats``, heard tracks may be recommended again); intervals compare
+    each encoder with the baselines of the same mode.
     """
     started = time.perf_counter()
     ks = tuple(sorted(set(int(k) for k in ks)))
@@ -290,7 +319,7 @@ def evaluate(
     sessions, targets = replay_sessions(
         test, index, max_sessions=max_sessions, max_prefixes=max_prefixes, seed=seed
     )
-    plays_b, heard_b, already = baseline_prefixes(sessions, index, history_limit)
+    plays_b, _, already = baseline_prefixes(sessions, index, history_limit)
     seconds["load_data"] = time.perf_counter() - t0
     if not len(targets):
         raise DataError("no test prefix to evaluate (no session has a play after its first event)")
@@ -307,6 +336,7 @@ def evaluate(
         ranks_of[name] = ranks
         models[name] = next_item_metrics(ranks, lists, ks, n_items, popularity)
 
+    fitted = {}
     for name in baselines:
         t0 = time.perf_counter()
         if tune:
@@ -314,19 +344,25 @@ def evaluate(
             chosen[name], tuning[name] = result.best, result.to_dict()
         else:
             chosen[name] = {}
-        model = make_baseline(name, n_items, **chosen[name]).fit(fit_sessions)
-        lists = np.full((len(targets), top_k), PAD, dtype=np.int64)
-        step = 4096
-        bar = tqdm(total=len(targets), desc=name, unit="prefix", disable=not progress)
-        for start in range(0, len(targets), step):
-            stop = min(start + step, len(targets))
-            out = model.recommend(plays_b[start:stop], heard_b[start:stop], top_k)
-            lists[start:stop, : out.shape[1]] = out
-            bar.update(stop - start)
-        bar.close()
-        chosen[name] = model.params()
-        record(name, lists)
+        fitted[name] = make_baseline(name, n_items, **chosen[name]).fit(fit_sessions)
+        chosen[name] = fitted[name].params()
         seconds[name] = time.perf_counter() - t0
+    for mode in repeat_modes:
+        _, left_out, _ = baseline_prefixes(sessions, index, history_limit, mode)
+        for name, model in fitted.items():
+            t0 = time.perf_counter()
+            lists = np.full((len(targets), top_k), PAD, dtype=np.int64)
+            step = 4096
+            label = name + MODE_SUFFIX[mode]
+            bar = tqdm(total=len(targets), desc=label, unit="prefix", disable=not progress)
+            for start in range(0, len(targets), step):
+                stop = min(start + step, len(targets))
+                out = model.recommend(plays_b[start:stop], left_out[start:stop], top_k)
+                lists[start:stop, : out.shape[1]] = out
+                bar.update(stop - start)
+            bar.close()
+            record(label, lists)
+            seconds[name] += time.perf_counter() - t0
 
     fusion_used: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -346,11 +382,22 @@ def evaluate(
                 label: figures
                 for label, figures in (choice.get("candidates") or {}).items()
                 if label
-                == candidate_label(own.fusion_method, own.cf_weight, own.cb_weight, own.nb_weight)
+                == candidate_label(
+                    own.fusion_method,
+                    own.cf_weight,
+                    own.cb_weight,
+                    own.nb_weight,
+                    repeats=own.repeats,
+                )
             }
-        variants = {"": own}
-        for method in extra_fusion:
-            variants[f"+{method}"] = replace(own, fusion_method=method)
+        fusion_used[name]["repeats_chosen"] = own.repeats
+        variants = {}
+        for mode in repeat_modes:
+            variants[MODE_SUFFIX[mode]] = replace(own, repeats=mode)
+            for method in extra_fusion:
+                variants[f"+{method}{MODE_SUFFIX[mode]}"] = replace(
+                    own, fusion_method=method, repeats=mode
+                )
         t0 = time.perf_counter()
         out = replay_encoder(
             artifacts_dir,
@@ -367,7 +414,8 @@ def evaluate(
             record(variant, lists)
         seconds[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    comparisons = add_intervals(models, ranks_of, sessions, list(baselines), top_k, seed)
+    baseline_labels = [b + MODE_SUFFIX[m] for m in repeat_modes for b in baselines]
+    comparisons = add_intervals(models, ranks_of, sessions, baseline_labels, top_k, seed)
     seconds["intervals"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
 
@@ -377,7 +425,15 @@ def evaluate(
         "fusion": fusion_used,
         "ks": list(ks),
         "target": "the track of the next event when it is a play; prefixes followed by a "
-        "skip are not evaluated; unknown or already-heard targets are misses",
+        "skip are not evaluated; unknown targets are misses, and so are already-heard "
+        "ones under the exclude rule",
+        "repeat_modes": {
+            m: "every heard track left out"
+            if m == "exclude"
+            else f"heard tracks may come again (only the track just heard is left out); "
+            f"models named *{REPEATS_SUFFIX}"
+            for m in repeat_modes
+        },
         "prefix": "every event so far (plays and skips); encoders step on known plays only",
         "exclusion": f"every track heard so far (plays and skips, last {history_limit} events)",
         "no_play_fallback": "most popular training tracks",
@@ -445,7 +501,8 @@ def add_intervals(
         return {}
     n_prefixes = len(next(iter(ranks_of.values())))
     learned = [m for m in ranks_of if m not in baselines]
-    pairs = [(m, b) for m in learned for b in baselines if b in ranks_of]
+    same_mode = lambda m, b: m.endswith(REPEATS_SUFFIX) == b.endswith(REPEATS_SUFFIX)  # noqa: E731
+    pairs = [(m, b) for m in learned for b in baselines if b in ranks_of and same_mode(m, b)]
     boot = session_bootstrap(ranks_of, prefix_sessions(sessions, n_prefixes), k, pairs, seed=seed)
     for name, bounds in boot.intervals.items():
         models[name][f"hr@{k}_ci"] = [round(v, 6) for v in bounds["hr"]]

@@ -1,4 +1,5 @@
-"""Training the session-neighbourhood table (``index.neighbours``) from training sessions.
+"""Training the neighbourhood source (``index.neighbour_sources``): the item-neighbour table
+(``index.neighbours``), the session neighbours (``index.session_neighbours``) and their mix.
 
 Two tracks are neighbours when they are played close together in the same session. For every
 pair of plays ``d`` steps apart (``1 <= d <= window``) the later track gains ``1 / d`` as a
@@ -8,9 +9,12 @@ all sessions, ``c_ij`` is normalised like item-kNN's cosine,
 ``score_ij = c_ij / (sqrt(n_i n_j) + shrink)`` with ``n_i`` the item's play count, and each
 item keeps its ``top_n`` best neighbours.
 
-The build parameters and the query rule (``decay``) are chosen on training data only, as the
-baselines' are (:func:`training.baselines.tune_baseline`): built on the oldest 90% of the
-training sessions, scored on next-item predictions of the newest 10%.
+The session neighbours keep the training sessions themselves (SKNN); their ``k`` and
+``sample`` are tuned, then the mix (``session_weight``) of both sources.
+
+The build parameters, the query rule (``decay``) and the mix are chosen on training data
+only, as the baselines' are (:func:`training.baselines.tune_baseline`): built on the oldest
+90% of the training sessions, scored on next-item predictions of the newest 10%.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
+from index.neighbour_sources import NeighbourSources
 from index.neighbours import ItemNeighbours, NeighbourCandidates
+from index.session_neighbours import SessionNeighbours
 from training.baselines import SessionBaseline, TuningResult, tune_baseline
 from training.errors import DataError
 from training.metrics import PAD
@@ -41,6 +47,18 @@ DEFAULT_GRID: list[dict[str, Any]] = [
     for s in (0.0, 20.0)
     for d in (0.0, 0.5)
 ]
+#: Grid of the session neighbours (``index.session_neighbours``).
+SESSION_GRID: list[dict[str, Any]] = [
+    {"k": k, "sample": m} for k in (50, 100, 200) for m in (1000, 5000)
+]
+#: Mixes of the session neighbours with the item neighbours tried (0: item neighbours alone).
+SESSION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.85, 1.0)
+
+
+class NeighbourSource(Protocol):
+    """What a ranker needs of a neighbourhood source."""
+
+    def query(self, recent: list[list[int]]) -> NeighbourCandidates: ...
 
 
 @dataclass(frozen=True)
@@ -121,14 +139,15 @@ def build_neighbours(
 
 
 class NeighbourRanker(SessionBaseline):
-    """The neighbour table alone as a ranker (for tuning and diagnostics)."""
+    """A neighbourhood source alone as a ranker (for tuning and diagnostics): the item
+    neighbours of ``params`` (:class:`NeighbourConfig`); subclasses rank other sources."""
 
     name = "neighbours"
 
     def __init__(self, n_items: int, **params: Any) -> None:
         super().__init__(n_items)
         self.config = NeighbourConfig(**params)
-        self.table: ItemNeighbours | None = None
+        self.table: NeighbourSource | None = None
 
     def params(self) -> dict[str, Any]:
         c = self.config
@@ -162,6 +181,16 @@ class NeighbourRanker(SessionBaseline):
         if self.table is None:
             return super().recommend(plays, heard, k, batch_size=batch_size)
         k = min(k, self.n_items)
+        out = np.full((len(plays), k), PAD, dtype=np.int64)
+        for start in range(0, len(plays), batch_size):
+            stop = min(start + batch_size, len(plays))
+            out[start:stop] = self._recommend(plays[start:stop], heard[start:stop], k)
+        return out
+
+    def _recommend(
+        self, plays: Sequence[Sequence[int]], heard: Sequence[Sequence[int]], k: int
+    ) -> np.ndarray:
+        assert self.table is not None
         n, b = self.n_items, len(plays)
         found = self.table.query([list(map(int, p)) for p in plays])
         lengths = [len(h) for h in heard]
@@ -184,6 +213,57 @@ class NeighbourRanker(SessionBaseline):
         return out
 
 
+class SessionNeighbourRanker(NeighbourRanker):
+    """The session neighbours (``index.session_neighbours``) alone as a ranker."""
+
+    name = "session_neighbours"
+
+    def __init__(self, n_items: int, *, k: int = 100, sample: int = 5000, window: int = 20):
+        SessionBaseline.__init__(self, n_items)
+        self.session_params = {"k": int(k), "sample": int(sample), "window": int(window)}
+        self.table = None
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.session_params)
+
+    def _fit(self, sessions: Sequence[Sequence[int]]) -> None:
+        self.table = SessionNeighbours.build(
+            [list(s) for s in sessions], self.n_items, **self.session_params
+        )
+
+
+class MixedNeighbourRanker(NeighbourRanker):
+    """Item and session neighbours mixed as the worker mixes them
+    (``index.neighbour_sources``); ``session_weight`` 0 is item neighbours alone."""
+
+    name = "mixed_neighbours"
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        item: NeighbourConfig,
+        session: dict[str, int],
+        session_weight: float,
+    ) -> None:
+        SessionBaseline.__init__(self, n_items)
+        self.item_config, self.session_params = item, dict(session)
+        self.session_weight = float(session_weight)
+        self.table = None
+
+    def params(self) -> dict[str, Any]:
+        return {"session_weight": self.session_weight}
+
+    def _fit(self, sessions: Sequence[Sequence[int]]) -> None:
+        self.table = NeighbourSources(
+            build_neighbours(sessions, self.n_items, self.item_config),
+            SessionNeighbours.build(
+                [list(s) for s in sessions], self.n_items, **self.session_params
+            ),
+            self.session_weight,
+        )
+
+
 def tune_neighbours(
     sessions: Sequence[Sequence[int]],
     n_items: int,
@@ -191,7 +271,8 @@ def tune_neighbours(
     *,
     progress: bool = False,
 ) -> TuningResult:
-    """Choose the build parameters and ``decay`` on training data only (see module doc)."""
+    """Choose the item table's build parameters and ``decay`` on training data only (see
+    module doc)."""
     return tune_baseline(
         "neighbours",  # type: ignore[arg-type]
         sessions,
@@ -202,39 +283,76 @@ def tune_neighbours(
     )
 
 
+@dataclass(frozen=True)
+class NeighbourModel:
+    """What :func:`train_neighbours` chose: both sources' parameters and their mix."""
+
+    item: NeighbourConfig
+    session: dict[str, int]
+    session_weight: float
+
+    def build(
+        self, sessions: Sequence[Sequence[int]], n_items: int
+    ) -> tuple[ItemNeighbours, SessionNeighbours]:
+        """Both tables of ``sessions`` (played item indices, chronological, oldest first)."""
+        return (
+            build_neighbours(sessions, n_items, self.item),
+            SessionNeighbours.build([list(s) for s in sessions], n_items, **self.session),
+        )
+
+
 def train_neighbours(
     sessions: Sequence[Sequence[int]],
     n_items: int,
     *,
     top_n: int = 50,
     progress: bool = False,
-) -> tuple[ItemNeighbours, NeighbourConfig, dict[str, Any]]:
-    """Tune, then build the table on every session; returns it with the chosen
-    configuration and its manifest section."""
+) -> tuple[NeighbourModel, dict[str, Any]]:
+    """Tune the item table, then the session neighbours, then their mix, each on the newest
+    training sessions (:func:`training.baselines.tune_baseline`); returns the choice and its
+    manifest section. The tables themselves are built by :meth:`NeighbourModel.build`."""
     started = time.perf_counter()
-    tuning = tune_neighbours(sessions, n_items, progress=progress)
-    config = NeighbourConfig(**{**NeighbourRanker(n_items).params(), **tuning.best}, top_n=top_n)
-    table = build_neighbours(sessions, n_items, config)
-    lengths = np.diff(table.indptr)
+    item_tuning = tune_neighbours(sessions, n_items, progress=progress)
+    item = NeighbourConfig(**{**NeighbourRanker(n_items).params(), **item_tuning.best}, top_n=top_n)
+    session_tuning = tune_baseline(
+        "session_neighbours",  # type: ignore[arg-type]
+        sessions,
+        n_items,
+        SESSION_GRID,
+        factory=SessionNeighbourRanker,
+        progress=progress,
+    )
+    session = {**SessionNeighbourRanker(n_items).params(), **session_tuning.best}
+    mix_tuning = tune_baseline(
+        "mixed_neighbours",  # type: ignore[arg-type]
+        sessions,
+        n_items,
+        [{"session_weight": w} for w in SESSION_WEIGHTS],
+        factory=lambda n, **p: MixedNeighbourRanker(n, item=item, session=session, **p),
+        progress=progress,
+    )
+    weight = float(mix_tuning.best.get("session_weight", 0.5))
+    model = NeighbourModel(item, session, weight)
     section = {
         "build": {
-            "window": config.window,
-            "backward": config.backward,
-            "shrink": config.shrink,
-            "top_n": config.top_n,
+            "window": item.window,
+            "backward": item.backward,
+            "shrink": item.shrink,
+            "top_n": item.top_n,
         },
-        "query": table.params(),
-        "items_with_neighbours": int((lengths > 0).sum()),
-        "entries": int(lengths.sum()),
-        "tuning": tuning.to_dict(),
+        "query": {"window": QUERY_WINDOW if item.decay > 0 else 1, "decay": item.decay},
+        "sessions": session,
+        "session_weight": weight,
+        "tuning": item_tuning.to_dict(),
+        "session_tuning": session_tuning.to_dict(),
+        "mix_tuning": mix_tuning.to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info(
-        "session neighbours: %d of %d items have some (%d entries), %s, in %.1fs",
-        section["items_with_neighbours"],
-        n_items,
-        section["entries"],
-        tuning.best,
+        "neighbours: items %s, sessions %s, session weight %.2f, in %.1fs",
+        item_tuning.best,
+        session,
+        weight,
         section["seconds"],
     )
-    return table, config, section
+    return model, section

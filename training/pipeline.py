@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from index.neighbours import NEIGHBOURS_FILE
+from index.session_neighbours import SESSION_NEIGHBOURS_FILE
 from schemas.play import PlayEvent
 from schemas.track import Track, read_catalog
-from serving.artifacts import new_model_version, write_artifacts
+from serving.artifacts import load_artifacts, new_model_version, write_artifacts
 from serving.index_files import cb_index_path, cf_index_path, content_index_kind, save_index
 from training.content import ContentFeaturizer
 from training.errors import DataError
@@ -49,9 +51,15 @@ class PipelineConfig:
     #: Share of the newest sessions kept out of training to choose each encoder's fusion on
     #: (``training.fusion_choice``); 0 trains on everything and keeps the default fusion.
     fusion_validation: float = 0.1
-    #: Train the session-neighbourhood table (``training.neighbours``), a third candidate
-    #: source the fusion choice may weigh in.
+    #: Train the neighbourhood source (item and session neighbours, ``training.neighbours``),
+    #: a third candidate source the fusion choice may weigh in.
     neighbours: bool = True
+    #: After the choices made on the newest sessions, fit everything again on all sessions
+    #: (False: serve the choice fit, trained without the newest sessions).
+    final_fit: bool = True
+    #: Epochs the final fit trains each learned encoder for, starting from the choice fit's
+    #: weights (its early stopping already chose how far to train from scratch).
+    final_epochs: int = 2
 
 
 @dataclass
@@ -115,37 +123,134 @@ def train_artifacts(
     out_dir: Path,
     config: PipelineConfig,
 ) -> Path:
-    """Train everything and write the artifacts directory; returns its path."""
+    """Train everything and write the artifacts directory; returns its path.
+
+    With ``fusion_validation > 0`` training runs twice: a *choice* fit on the older sessions,
+    whose artifacts choose each encoder's fusion and the repeat rule on the newest ones
+    (``training.fusion_choice``), then with ``final_fit`` the *final* fit on every input
+    session with those choices, the neighbourhood parameters and each encoder's best epoch
+    count carried over. The catalog always holds every track of the input, so the newest
+    tracks are served too.
+    """
     started = time.perf_counter()
     unknown = [e for e in config.encoders if e not in ALL_ENCODERS]
     if unknown:
         raise DataError(f"unknown encoder(s) {unknown}; choose from {list(ALL_ENCODERS)}")
     events = read_events(events_path)
-    validation: list[PlayEvent] = []
-    if config.fusion_validation > 0:
-        events, validation = split_events(events, "time", config.fusion_validation)
-        log.info(
-            "keeping the newest %d events (%d sessions) apart to choose the fusion on",
-            len(validation),
-            len({e.session_id for e in validation}),
-        )
     tracks = read_catalog(str(catalog_path)) if catalog_path else None
     if tracks is None:
         log.warning("no --catalog given: content features are off (pure collaborative filtering)")
-    data = prepare(events, tracks)
-    for event in validation:  # popularity (the cold-start fallback) counts every input play
-        item = data.track_index.get(event.track_id)
-        if item is not None and event.event_type == "play":
-            data.popularity[item] += 1.0
+    everything = prepare(events, tracks)  # the catalog: every track of the input
+    source = {"events_file": str(events_path), "events_sha1": _sha1(events_path)}
+    source["catalog_file"] = str(catalog_path) if catalog_path else None
+    if config.fusion_validation <= 0:
+        out = _fit(everything, catalog_path is not None, out_dir, config, source)
+        log.info("training finished in %.1fs", time.perf_counter() - started)
+        return out
+
+    fit_events, validation = split_events(events, "time", config.fusion_validation)
+    log.info(
+        "choice fit: keeping the newest %d events (%d sessions) apart to choose the fusion on",
+        len(validation),
+        len({e.session_id for e in validation}),
+    )
+    older = prepare(fit_events, everything.tracks)
+    older.popularity = everything.popularity  # the cold-start fallback counts every play
+    choice_dir = out_dir if not config.final_fit else out_dir.parent / f".{out_dir.name}.choice"
+    out = _fit(older, catalog_path is not None, choice_dir, config, source, validation=validation)
+    if config.final_fit:
+        carried = Carried.from_artifacts(choice_dir)
+        log.info(
+            "final fit on all %d events with the choices of the choice fit (%s)",
+            len(events),
+            carried.describe(),
+        )
+        out = _fit(everything, catalog_path is not None, out_dir, config, source, carried=carried)
+        shutil.rmtree(choice_dir, ignore_errors=True)
+    log.info("training finished in %.1fs", time.perf_counter() - started)
+    return out
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What the final fit takes over from the choice fit."""
+
+    fusion: dict[str, Any]
+    neighbours: Any  # training.neighbours.NeighbourModel | None
+    neighbour_section: dict[str, Any] | None
+    choice: dict[str, Any]
+    validation_events: int
+    #: The choice fit's learned encoders (torch ``state_dict`` as arrays): the final fit
+    #: goes on training them on every session.
+    weights: dict[str, dict[str, np.ndarray]]
+
+    @classmethod
+    def from_artifacts(cls, directory: Path) -> Carried:
+        """What the choice fit in ``directory`` chose and learned."""
+        from encoders.torch_io import load_torch_weights
+        from training.neighbours import NeighbourConfig, NeighbourModel
+
+        artifacts = load_artifacts(directory)
+        manifest = artifacts.manifest
+        weights = {
+            name: load_torch_weights(artifacts.encoder_dir(name))
+            for name in artifacts.encoder_names
+            if name != "mean"
+        }
+
+        section = manifest.get("neighbours")
+        model = None
+        if section:
+            build, query = section["build"], section["query"]
+            model = NeighbourModel(
+                NeighbourConfig(**build, decay=float(query["decay"])),
+                dict(section["sessions"]),
+                float(section["session_weight"]),
+            )
+        return cls(
+            weights=weights,
+            fusion=manifest.get("fusion") or {},
+            neighbours=model,
+            neighbour_section=section,
+            validation_events=int(
+                (manifest.get("data") or {}).get("n_fusion_validation_events", 0)
+            ),
+            choice={
+                "model_version": manifest.get("model_version"),
+                "n_events": (manifest.get("data") or {}).get("n_events"),
+                "n_sessions": (manifest.get("data") or {}).get("n_sessions"),
+                "encoders": {
+                    n: (e.get("validation") or None) for n, e in manifest["encoders"].items()
+                },
+            },
+        )
+
+    def describe(self) -> str:
+        learned = f", {' and '.join(sorted(self.weights))} go on training" if self.weights else ""
+        return f"fusion for {', '.join(sorted(self.fusion))}{learned}"
+
+
+def _fit(
+    data: PreparedData,
+    has_catalog: bool,
+    out_dir: Path,
+    config: PipelineConfig,
+    source: dict[str, Any],
+    *,
+    validation: Sequence[PlayEvent] = (),
+    carried: Carried | None = None,
+) -> Path:
+    """One fit of every part on ``data`` into ``out_dir``: with ``validation``, each
+    encoder's fusion is chosen on it; with ``carried``, the choices of an earlier fit are
+    reused instead of made again."""
     log.info(
         "training on %d events, %d sessions, %d tracks",
         data.n_events,
         len(data.sessions),
         len(data.tracks),
     )
-
     featurizer = cb_vectors = metadata = None
-    if catalog_path is not None:
+    if has_catalog:
         featurizer = ContentFeaturizer.fit(data.tracks)
         cb_vectors = featurizer.content_vectors(data.tracks)
         metadata = featurizer.metadata_features(data.tracks)
@@ -162,14 +267,16 @@ def train_artifacts(
         config.index_type,  # type: ignore[arg-type]
         decay=config.mean_decay,
     )
-    reports: dict[str, Any] = {}
-    neighbours = nb_config = nb_section = None
+    nb_model = nb_section = None
     if config.neighbours:
         from training.neighbours import train_neighbours
 
-        neighbours, nb_config, nb_section = train_neighbours(
-            [s.tolist() for s in data.sessions], len(data.tracks), progress=config.progress
-        )
+        if carried is not None and carried.neighbours is not None:
+            nb_model, nb_section = carried.neighbours, carried.neighbour_section
+        else:
+            nb_model, nb_section = train_neighbours(
+                [s.tolist() for s in data.sessions], len(data.tracks), progress=config.progress
+            )
 
     def write_encoders(encoders_dir: Path) -> dict[str, Any]:
         from encoders.mean import MeanEncoder
@@ -183,27 +290,41 @@ def train_artifacts(
                 from training.encoder_training import EncoderTrainingConfig, train_encoder
 
                 enc_config = config.encoder_training or EncoderTrainingConfig()
+                init = carried.weights.get(name) if carried is not None else None
+                if init is not None:  # go on from the choice fit, on every session
+                    enc_config = replace(
+                        enc_config, epochs=config.final_epochs, validation_share=0.0
+                    )
                 encoder, report = train_encoder(
                     name,  # type: ignore[arg-type]
                     [s.tolist() for s in data.sessions],
                     cf.item_vectors,
                     enc_config,
                     progress=config.progress,
+                    init_weights=init,
                 )
                 section[name] = {
                     "name": name,
                     "settings": _jsonable(enc_config),
                     "validation": _jsonable(report),
                 }
-                reports[name] = section[name]["validation"]
             encoder.save(encoders_dir / name)
             section[name]["index"] = save_index(
                 cf_index_path(encoders_dir / name, config.index_type),
                 encoder.item_vectors(),
                 config.index_type,  # type: ignore[arg-type]
             )
-        if neighbours is not None:  # so is the neighbour table
-            neighbours.save(encoders_dir.parent / NEIGHBOURS_FILE)
+        if nb_model is not None:  # so are the neighbourhood sources
+            items, sessions = nb_model.build([s.tolist() for s in data.sessions], len(data.tracks))
+            items.save(encoders_dir.parent / NEIGHBOURS_FILE)
+            sessions.save(encoders_dir.parent / SESSION_NEIGHBOURS_FILE)
+            lengths = np.diff(items.indptr)
+            manifest["neighbours"] = {
+                **(nb_section or {}),
+                "items_with_neighbours": int((lengths > 0).sum()),
+                "entries": int(lengths.sum()),
+                "sessions_kept": sessions.n_sessions,
+            }
         if cb_vectors is not None:  # the content space is shared by every encoder
             cb_kind = content_index_kind(config.index_type)
             index_report["cb"] = save_index(
@@ -211,7 +332,7 @@ def train_artifacts(
             )
         return section
 
-    manifest = {
+    manifest: dict[str, Any] = {
         "model_version": new_model_version(),
         "training": {
             "lightfm": config.lightfm.to_dict(),
@@ -221,25 +342,30 @@ def train_artifacts(
             "cold_items": cf.n_cold,
         },
         "data": {
-            "events_file": str(events_path),
-            "events_sha1": _sha1(events_path),
-            "catalog_file": str(catalog_path) if catalog_path else None,
+            **source,
             "n_events": data.n_events,
             "n_sessions": len(data.sessions),
             "n_unknown_track_events": data.n_unknown,
-            "n_fusion_validation_events": len(validation),
+            "n_fusion_validation_events": len(validation)
+            or (carried.validation_events if carried is not None else 0),
         },
         "index": index_report,
     }
     if nb_section is not None:
         manifest["neighbours"] = nb_section
+    if carried is not None:
+        manifest["fusion"] = carried.fusion
+        manifest["final_fit"] = {
+            "what": "every part refit on all input sessions after the choices were made on "
+            "a choice fit that kept the newest sessions apart",
+            "choice_fit": carried.choice,
+        }
 
     def finish(directory: Path) -> dict[str, Any]:
-        """Choose each encoder's fusion on the validation sessions, then rebuild the
-        neighbour table with them too (the baselines also see every training session)."""
+        """Choose each encoder's fusion on the validation sessions."""
         if not validation:
-            return {"fusion": {}}
-        section: dict[str, Any] = {
+            return {}
+        return {
             "fusion": choose_fusion(
                 directory,
                 config.encoders,
@@ -248,19 +374,8 @@ def train_artifacts(
                 progress=config.progress,
             )
         }
-        if nb_config is not None and nb_section is not None:
-            from training.neighbours import build_neighbours
 
-            extra, _ = play_sessions(validation, data.track_index)
-            sessions = [s.tolist() for s in [*data.sessions, *extra]]
-            build_neighbours(sessions, len(data.tracks), nb_config).save(
-                directory / NEIGHBOURS_FILE
-            )
-            section["neighbours"] = {**nb_section, "rebuilt_with_validation_sessions": len(extra)}
-            log.info("session neighbours rebuilt with the %d validation sessions", len(extra))
-        return section
-
-    out = write_artifacts(
+    return write_artifacts(
         out_dir,
         tracks=data.tracks,
         cf_vectors=cf.item_vectors,
@@ -272,8 +387,6 @@ def train_artifacts(
         write_encoders=write_encoders,
         finish=finish,
     )
-    log.info("training finished in %.1fs", time.perf_counter() - started)
-    return out
 
 
 def _sha1(path: Path) -> str:

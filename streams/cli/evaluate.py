@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -40,6 +41,12 @@ def register(app: typer.Typer) -> None:
             [],
             "--fusion",
             help="Also evaluate each encoder with this fusion method (e.g. cf_only); repeatable.",
+        ),
+        repeats: Literal["both", "exclude", "allow"] = typer.Option(
+            "both",
+            "--repeats",
+            help="Repeat rules to evaluate every model under: exclude (heard tracks never "
+            "again), allow (they may come again; models named *+repeats) or both.",
         ),
         report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
         chart: Path | None = typer.Option(None, "--chart", help="Write a PNG bar chart here."),
@@ -100,6 +107,7 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             seed=seed,
             use_chosen_fusion=not fusion_overridden(settings),
+            repeat_modes=("exclude", "allow") if repeats == "both" else (repeats,),  # type: ignore[arg-type]
         )
         typer.echo(result.table())
         for name, used in (result.protocol.get("fusion") or {}).items():
@@ -109,13 +117,15 @@ def register(app: typer.Typer) -> None:
                 why += f" over {used.get('validation_prefixes')} prefixes, {used['criterion']})"
             typer.echo(
                 f"{name}: {used['fusion_method']} cf {used['cf_weight']:g} cb "
-                f"{used['cb_weight']:g} neighbours {used.get('nb_weight', 0):g}, {why}"
+                f"{used['cb_weight']:g} neighbours {used.get('nb_weight', 0):g}, repeats "
+                f"{used.get('repeats_chosen', 'exclude')} served by the worker, {why}"
             )
         data = result.data
         typer.echo(
             f"{data['n_prefixes']} prefixes of {data['n_test_sessions']} test sessions "
-            f"({data['n_unknown_targets']} unknown and {data['n_already_heard_targets']} "
-            f"already-heard targets count as misses); {time.perf_counter() - started:.1f}s"
+            f"({data['n_unknown_targets']} unknown targets count as misses, and so do the "
+            f"{data['n_already_heard_targets']} already-heard ones under the exclude rule); "
+            f"{time.perf_counter() - started:.1f}s"
         )
         if report is not None:
             typer.echo(f"report -> {result.write_json(report)}")

@@ -54,9 +54,17 @@ def register(app: typer.Typer) -> None:
         neighbours: bool = typer.Option(
             True,
             "--neighbours/--no-neighbours",
-            help="Train the session-neighbourhood table (tracks played close together in "
-            "sessions), a third candidate source beside the encoder's and the content space; "
-            "the fusion choice decides how much it weighs.",
+            help="Train the neighbourhood source (tracks played close together in sessions, "
+            "and the training sessions most like the current one), a third candidate source "
+            "beside the encoder's and the content space; the fusion choice decides how much "
+            "it weighs.",
+        ),
+        final_fit: bool = typer.Option(
+            True,
+            "--final-fit/--no-final-fit",
+            help="After the choices made on the newest sessions, fit everything again on all "
+            "of --events so the newest sessions and tracks are served (about twice the "
+            "training time); --no-final-fit serves the fit without them.",
         ),
         threads: int = typer.Option(2, help="Threads for LightFM and torch."),
         seed: int = typer.Option(42, help="Random seed."),
@@ -99,6 +107,7 @@ def register(app: typer.Typer) -> None:
             progress=progress,
             fusion_validation=fusion_validation,
             neighbours=neighbours,
+            final_fit=final_fit,
         )
         started = time.perf_counter()
         path = train_artifacts(events, catalog, out, config)

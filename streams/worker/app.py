@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from schemas.errors import SchemaError
 from schemas.play import PlayEvent
 from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
-from serving.model import ModelBundle, RetrievalParams, chosen_fusion
+from serving.model import ModelBundle, RetrievalParams, chosen_fusion, chosen_repeats
 from serving.state import SessionState
 from streams.kafka.clients import committed_offsets
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
@@ -69,7 +70,8 @@ def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
 def retrieval_params(settings: Settings, model: ModelBundle | None = None) -> RetrievalParams:
     """Default retrieval parameters from settings. With ``model``, the fusion chosen for its
     encoder at training time (manifest ``fusion``) applies unless ``FUSION_METHOD``,
-    ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` is set."""
+    ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` is set, and so does its repeat rule unless
+    ``REPEATS`` is set to ``exclude`` or ``allow``."""
     params = RetrievalParams(
         top_k=settings.top_k,
         fusion_method=settings.fusion_method,
@@ -78,9 +80,13 @@ def retrieval_params(settings: Settings, model: ModelBundle | None = None) -> Re
         nb_weight=settings.nb_weight,
         use_content=settings.use_content_based,
     )
-    if model is None or fusion_overridden(settings):
-        return params
-    return chosen_fusion(model.artifacts.manifest, model.encoder.name, params)
+    if model is not None and not fusion_overridden(settings):
+        params = chosen_fusion(model.artifacts.manifest, model.encoder.name, params)
+    repeats = settings.repeats
+    if repeats == "auto":
+        manifest = model.artifacts.manifest if model is not None else {}
+        repeats = chosen_repeats(manifest, model.encoder.name if model is not None else "")
+    return replace(params, repeats=repeats)
 
 
 class NextTrackWorker:

@@ -1,0 +1,105 @@
+"""The retriever's neighbourhood source: item neighbours and session neighbours, mixed.
+
+Two ways of asking "what do listeners play around here", each strong where the other is weak:
+
+- :class:`index.neighbours.ItemNeighbours`: tracks played close to the session's last plays
+  (what comes next after *these* tracks);
+- :class:`index.session_neighbours.SessionNeighbours`: tracks of the training sessions most
+  like this one (what listeners with *this* taste played).
+
+:class:`NeighbourSources` queries both and mixes them into one candidate list: each source's
+scores are divided by the best score of their row (so each is in ``(0, 1]``), then
+``score = (1 - session_weight) * item + session_weight * session``. ``session_weight`` is
+chosen at training time on held-out sessions (``training.neighbours``). Either source may be
+missing (older artifacts have only item neighbours); the other then counts alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from index.errors import InvalidInputError
+from index.neighbours import ItemNeighbours, NeighbourCandidates
+from index.session_neighbours import SessionNeighbours
+
+logger = logging.getLogger(__name__)
+
+
+def mix_candidates(parts: list[tuple[NeighbourCandidates, float]]) -> NeighbourCandidates:
+    """Weighted sum of row-max-normalised candidate lists of the same rows and catalog."""
+    if not parts:
+        raise InvalidInputError("nothing to mix")
+    n_items, n_rows = parts[0][0].n_items, parts[0][0].n_rows
+    codes_l: list[np.ndarray] = []
+    values_l: list[np.ndarray] = []
+    for found, weight in parts:
+        if found.n_items != n_items or found.n_rows != n_rows:
+            raise InvalidInputError("candidate lists of different shapes")
+        if weight <= 0 or found.codes.size == 0:
+            continue
+        rows = found.rows
+        best = np.zeros(n_rows, dtype=np.float64)
+        np.maximum.at(best, rows, found.scores)
+        codes_l.append(found.codes)
+        values_l.append(weight * found.scores / best[rows])
+    if not codes_l:
+        return NeighbourCandidates(np.zeros(0, np.int64), np.zeros(0, np.float32), n_items, n_rows)
+    unique, inverse = np.unique(np.concatenate(codes_l), return_inverse=True)
+    sums = np.bincount(inverse, weights=np.concatenate(values_l), minlength=unique.size)
+    return NeighbourCandidates(unique, sums.astype(np.float32), n_items, n_rows)
+
+
+class NeighbourSources:
+    """Item and session neighbours behind one ``query`` (see the module doc)."""
+
+    def __init__(
+        self,
+        items: ItemNeighbours | None,
+        sessions: SessionNeighbours | None = None,
+        session_weight: float = 0.5,
+    ) -> None:
+        if items is None and sessions is None:
+            raise InvalidInputError("NeighbourSources needs item or session neighbours")
+        if items is not None and sessions is not None and items.n_items != sessions.n_items:
+            raise InvalidInputError(
+                f"item neighbours of {items.n_items} items, session neighbours of "
+                f"{sessions.n_items}"
+            )
+        if not 0.0 <= session_weight <= 1.0:
+            raise InvalidInputError(f"session_weight must be in [0, 1], got {session_weight}")
+        self.items, self.sessions = items, sessions
+        self.session_weight = float(session_weight)
+
+    @property
+    def n_items(self) -> int:
+        return self.items.n_items if self.items is not None else self.sessions.n_items  # type: ignore[union-attr]
+
+    def params(self) -> dict[str, object]:
+        """How the sources are queried and mixed (for logs and reports)."""
+        return {
+            "items": self.items.params() if self.items is not None else None,
+            "sessions": self.sessions.params() if self.sessions is not None else None,
+            "session_weight": self.session_weight if self.sessions is not None else 0.0,
+        }
+
+    def query(self, recent: list[list[int]]) -> NeighbourCandidates:
+        """The mixed candidates of each session's recent known plays (chronological)."""
+        parts: list[tuple[NeighbourCandidates, float]] = []
+        w = self.session_weight if self.items is not None else 1.0
+        if self.sessions is not None:
+            parts.append((self.sessions.query(recent), w))
+        if self.items is not None:
+            parts.append((self.items.query(recent), 1.0 - w if self.sessions is not None else 1.0))
+        return mix_candidates(parts)
+
+    def add_items(
+        self, m: int, like: np.ndarray | None = None, weight: np.ndarray | None = None
+    ) -> None:
+        """Live-catalog additions: item neighbours borrow rows (``ItemNeighbours.add_items``);
+        session neighbours only grow."""
+        if self.items is not None:
+            self.items.add_items(m, like, weight)
+        if self.sessions is not None:
+            self.sessions.add_items(m)
