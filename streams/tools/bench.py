@@ -358,6 +358,11 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         t = {
             "pass_in": f"{run_id}-pass-in",
             "pass_out": f"{run_id}-pass-out",
+            **{
+                f"{name}_{end}": f"{run_id}-{name}-{end}"
+                for name, _ in FAUST_STAGES
+                for end in ("in", "out")
+            },
             "plays": f"{run_id}-plays",
             "recs": f"{run_id}-recommendations",
             "dlq": f"{run_id}-plays-dlq",
@@ -399,11 +404,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 n_stages,
                 fetch_loop,
             )
-            topics = (f"{run_id}-{name}-in", f"{run_id}-{name}-out")
-            asyncio.run(ensure_topics(settings, topics))
+            source, target = t[f"{name}_in"], t[f"{name}_out"]
             results[name], stage_rates[name] = run_process_stage(
-                Stage(name, settings, *topics, progress_interval=every),
-                [*py, "streams.tools.faust_passthrough", "--in", topics[0], "--out", topics[1]]
+                Stage(name, settings, source, target, progress_interval=every),
+                [*py, "streams.tools.faust_passthrough", "--in", source, "--out", target]
                 + ["--bootstrap-servers", bootstrap, "--group", f"{run_id}-{name}"]
                 + ["--data-dir", str(config.workdir / name / run_id)]
                 + ["--batch-size", str(effective["batch_size"]), "--fetch-loop", fetch_loop],
