@@ -61,10 +61,14 @@ class Rig:
         #: ``offset -> hook`` awaited when that record is handed out (before it is recorded).
         self.hooks: dict[int, Callable[[], Awaitable[None]]] = {}
         self.commits = 0
+        #: Set when the loop waits for a suspended flow to resume.
+        self.parked = asyncio.Event()
         self._batches = iter(batches)
+        self._wait = self.consumer.wait
         self.consumer.getmany = self._getmany
         self.consumer.callback = self._callback
         self.consumer.commit = self._commit
+        self.consumer.wait = self._parking_wait
 
     async def _getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         batch = next(self._batches, None)
@@ -86,12 +90,26 @@ class Rig:
         self.commits += 1
         return True
 
+    async def _parking_wait(self, *what: Any, **kwargs: Any) -> Any:
+        self.parked.set()
+        return await self._wait(*what, **kwargs)
+
     @property
     def read_offset(self) -> int | None:
         return self.consumer._read_offset.get(PARTITION)
 
+    def start(self) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self.consumer._drain_messages(self.fetcher))
+
     async def drain(self) -> None:
-        await asyncio.wait_for(self.consumer._drain_messages(self.fetcher), timeout=30)
+        """Run the loop until all batches are fetched, or until it waits for a suspended
+        flow: then the consumer stops (as at shutdown), which ends that wait."""
+        loop = self.start()
+        parked = asyncio.ensure_future(self.parked.wait())
+        await asyncio.wait([loop, parked], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        parked.cancel()
+        self.consumer._stopped.set()
+        await asyncio.wait_for(loop, timeout=30)
 
 
 async def test_hands_out_every_record_and_marks_each_read() -> None:
@@ -131,9 +149,29 @@ async def test_a_hand_out_cancelled_by_the_suspension_is_not_marked_read(
     drain = asyncio.ensure_future(rig.drain())
     await asyncio.wait_for(blocked.wait(), timeout=30)
     rig.consumer.stop_flow()
-    await drain
+    await asyncio.wait_for(drain, timeout=30)
     assert rig.handed_out == [0]
     assert rig.read_offset == marked_read
+
+
+async def test_a_suspended_flow_is_waited_for_before_fetching() -> None:
+    rig = Rig(fetch_loop.SCHEME, [[0, 1], [2]])
+    fetches = []
+    getmany = rig.consumer.getmany
+
+    def counting_getmany(timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        fetches.append(timeout)
+        return getmany(timeout)
+
+    rig.consumer.getmany = counting_getmany
+    rig.consumer.stop_flow()  # a rebalance in progress when the loop starts
+    loop = rig.start()
+    await asyncio.wait_for(rig.parked.wait(), timeout=30)
+    assert fetches == [] and rig.handed_out == []
+    rig.consumer.resume_flow()
+    await asyncio.wait_for(loop, timeout=30)
+    assert rig.handed_out == [0, 1, 2]
+    assert len(fetches) == 3  # two batches, then the call that stops the rig
 
 
 async def test_a_seek_while_a_record_is_handed_out_makes_the_rest_be_read_again() -> None:

@@ -145,6 +145,12 @@ class Consumer(faust_aiokafka.Consumer):
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                if suspend_flow.is_set():
+                    # What getmany would wait for first; waited for here, outside the race
+                    # with suspend_flow below, which would otherwise end at once, again and
+                    # again, for as long as the flow stays suspended.
+                    await self.wait(self.can_resume_flow)
+                    continue
                 set_flag(CONSUMER_FETCHING)
                 records = getmany(timeout=1.0)
                 # Sleeping because sometimes getmany is called in a loop never releasing to
