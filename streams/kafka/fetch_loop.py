@@ -17,22 +17,27 @@ What differs from upstream (faust-streaming 0.15.3, ``faust/transport/consumer.p
    self.suspend_flow.wait())`` for every record, which creates four futures per record (the
    callback, the suspend wait, and mode's stopped and crashed waits); that wait is what caps a
    Faust agent that does nothing at about a third of a raw aiokafka loop on this project's
-   machine (issue #23). The per-record wait came with faust-streaming PR #223 (a consumer
-   stuck in a callback during a rebalance) and was kept by PR #240. Here the records of one
+   machine (issue #23). The per-record wait came with faust-streaming PR #223 ("Discard
+   message after rebalance": cancel the conductor's callback when ``stop_flow`` is called,
+   so that records fetched before a rebalance are not processed after it); issue #229
+   reported a conductor deadlocked on that very wait, and PR #240 is the follow-up on this
+   code that issue #23 cites (not re-read for this module). Here the records of one
    ``getmany`` call are handed out by one coroutine, raced once against ``suspend_flow`` the
    same way: one ``wait_first`` per fetched batch instead of per record. A callback that
-   blocks (the flow control is suspended, a queue is full) is still cancelled when the flow
-   is suspended, which is what PR #223 needed.
+   blocks (a full queue, say) is still cancelled when the flow is suspended, which is what
+   PR #223 needed. While the flow is suspended the loop waits for it to resume before it
+   fetches (as upstream's ``getmany`` does), outside that race.
 2. **The flow is honoured per record with a flag check.** Before each record is handed out,
    ``suspend_flow.is_set()`` is read: once the flow is suspended (a rebalance or a table
    recovery in progress) the rest of the fetched batch is neither handed out nor marked read.
    Upstream breaks out of the batch too (in ``getmany``), but only after the record in hand
    went through its ``wait_first``.
 3. **The read offset moves only for records handed out.** Upstream sets ``_read_offset`` after
-   the ``wait_first`` whether the callback completed or was cancelled by the suspension. When
-   that happens after ``perform_seek`` reset the read offset to the committed offset, the
-   records re-fetched below it are discarded as already read ("DROPPED MESSAGE ROFF") and the
-   stream resumes past a hole: faust-streaming/faust#596, which stopped our worker with
+   the ``wait_first`` whether the callback completed or was cancelled by the suspension, and
+   a turn of the event loop after the callback finished. When that happens after
+   ``perform_seek`` reset the read offset to the committed offset, the records re-fetched
+   below it are discarded as already read ("DROPPED MESSAGE ROFF") and the stream resumes
+   past a hole: faust-streaming/faust#596, which stopped our worker with
    ``GapError`` (``streams.worker.gaps``). Here a cancelled hand-out leaves the read offset
    alone, and a hand-out that completed across a seek (the read offset changed while the
    callback ran, as when the flow control held the record until recovery had sought back)
