@@ -9,9 +9,15 @@ Two ways of asking "what do listeners play around here", each strong where the o
 
 :class:`NeighbourSources` queries both and mixes them into one candidate list: each source's
 scores are divided by the best score of their row (so each is in ``(0, 1]``), then
-``score = (1 - session_weight) * item + session_weight * session``. ``session_weight`` is
-chosen at training time on held-out sessions (``training.neighbours``). Either source may be
+``score = (1 - session_weight) * item + session_weight * session``. Either source may be
 missing (older artifacts have only item neighbours); the other then counts alone.
+
+A third, small part scores the session's own earlier plays, for when heard tracks may be
+recommended again (``REPEATS=allow``): the play ``a`` steps before the last one adds
+``repeat_weight * repeat_decay ** (a - 1)`` (its latest play counts; the last play itself gets
+nothing). Under ``REPEATS=exclude`` every heard track is left out anyway. ``session_weight``,
+``repeat_weight`` and ``repeat_decay`` are chosen at training time on held-out sessions
+(``training.neighbours``).
 """
 
 from __future__ import annotations
@@ -51,6 +57,30 @@ def mix_candidates(parts: list[tuple[NeighbourCandidates, float]]) -> NeighbourC
     return NeighbourCandidates(unique, sums.astype(np.float32), n_items, n_rows)
 
 
+def with_repeats(
+    found: NeighbourCandidates, recent: list[list[int]], weight: float, decay: float
+) -> NeighbourCandidates:
+    """``found`` plus the repeat part of the module doc for each row's recent plays."""
+    if weight <= 0:
+        return found
+    codes_l: list[int] = []
+    values_l: list[float] = []
+    for r, plays in enumerate(recent):
+        seen = {plays[-1]} if plays else set()
+        for age, item in enumerate(reversed(plays[:-1]), start=1):
+            if item not in seen and 0 <= item < found.n_items:
+                seen.add(item)
+                codes_l.append(r * found.n_items + item)
+                values_l.append(weight * decay ** (age - 1))
+    if not codes_l:
+        return found
+    codes = np.concatenate([found.codes, np.asarray(codes_l, dtype=np.int64)])
+    values = np.concatenate([found.scores.astype(np.float64), np.asarray(values_l)])
+    unique, inverse = np.unique(codes, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=unique.size)
+    return NeighbourCandidates(unique, sums.astype(np.float32), found.n_items, found.n_rows)
+
+
 class NeighbourSources:
     """Item and session neighbours behind one ``query`` (see the module doc)."""
 
@@ -59,6 +89,9 @@ class NeighbourSources:
         items: ItemNeighbours | None,
         sessions: SessionNeighbours | None = None,
         session_weight: float = 0.5,
+        *,
+        repeat_weight: float = 0.0,
+        repeat_decay: float = 0.7,
     ) -> None:
         if items is None and sessions is None:
             raise InvalidInputError("NeighbourSources needs item or session neighbours")
@@ -69,8 +102,11 @@ class NeighbourSources:
             )
         if not 0.0 <= session_weight <= 1.0:
             raise InvalidInputError(f"session_weight must be in [0, 1], got {session_weight}")
+        if repeat_weight < 0 or not 0.0 <= repeat_decay <= 1.0:
+            raise InvalidInputError("repeat_weight must be >= 0 and repeat_decay in [0, 1]")
         self.items, self.sessions = items, sessions
         self.session_weight = float(session_weight)
+        self.repeat_weight, self.repeat_decay = float(repeat_weight), float(repeat_decay)
 
     @property
     def n_items(self) -> int:
@@ -82,10 +118,18 @@ class NeighbourSources:
             "items": self.items.params() if self.items is not None else None,
             "sessions": self.sessions.params() if self.sessions is not None else None,
             "session_weight": self.session_weight if self.sessions is not None else 0.0,
+            "repeat_weight": self.repeat_weight,
+            "repeat_decay": self.repeat_decay,
         }
 
     def query(self, recent: list[list[int]]) -> NeighbourCandidates:
-        """The mixed candidates of each session's recent known plays (chronological)."""
+        """The candidates of each session's recent known plays (chronological): both
+        sources mixed, plus the repeat part."""
+        found = self.mixed(recent)
+        return with_repeats(found, recent, self.repeat_weight, self.repeat_decay)
+
+    def mixed(self, recent: list[list[int]]) -> NeighbourCandidates:
+        """Both sources mixed, without the repeat part."""
         parts: list[tuple[NeighbourCandidates, float]] = []
         w = self.session_weight if self.items is not None else 1.0
         if self.sessions is not None:

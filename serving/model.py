@@ -415,7 +415,8 @@ def load_model(
 def load_neighbours(artifacts: Artifacts) -> NeighbourSources | None:
     """The artifacts' neighbourhood source: item neighbours (``neighbours.npz``) and session
     neighbours (``session_neighbours.npz``), mixed by the manifest's
-    ``neighbours.session_weight``; ``None`` when the artifacts have neither."""
+    ``neighbours.session_weight``, with its repeat part (``neighbours.repeats``); ``None``
+    when the artifacts have neither."""
     item_path = artifacts.directory / NEIGHBOURS_FILE
     session_path = artifacts.directory / SESSION_NEIGHBOURS_FILE
     items = ItemNeighbours.load(item_path) if item_path.exists() else None
@@ -428,8 +429,15 @@ def load_neighbours(artifacts: Artifacts) -> NeighbourSources | None:
             )
     if items is None and sessions is None:
         return None
-    weight = float((artifacts.manifest.get("neighbours") or {}).get("session_weight", 0.5))
-    return NeighbourSources(items, sessions, weight)
+    section = artifacts.manifest.get("neighbours") or {}
+    repeats = section.get("repeats") or {}
+    return NeighbourSources(
+        items,
+        sessions,
+        float(section.get("session_weight", 0.5)),
+        repeat_weight=float(repeats.get("weight", 0.0)),
+        repeat_decay=float(repeats.get("decay", 0.7)),
+    )
 
 
 def rank_sessions(

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from index.errors import InvalidInputError
-from index.neighbour_sources import NeighbourSources, mix_candidates
+from index.neighbour_sources import NeighbourSources, mix_candidates, with_repeats
 from index.neighbours import ItemNeighbours, NeighbourCandidates
 from index.session_neighbours import SessionNeighbours
 from schemas.play import PlayEvent
 from serving.model import RetrievalParams, load_model, rank_batch
 from training.baselines import SessionKnnBaseline
 from training.io import write_events
-from training.neighbours import build_neighbours
+from training.neighbours import NeighbourConfig, NeighbourModel, build_neighbours, tune_repeats
 
 
 def random_sessions(rng: np.random.Generator, n: int, n_items: int) -> list[list[int]]:
@@ -175,3 +175,33 @@ def test_a_track_first_heard_in_the_newest_sessions_is_served(tmp_path: Path) ->
     params = RetrievalParams(top_k=5, fusion_method="weighted_sum", cf_weight=0.1, nb_weight=0.9)
     ranked = rank_batch(model, [state], [["t0", "t1"]], [["t0", "t1"]], params)
     assert ranked.items[0, 0] == model.track_index["fresh"]
+
+
+def test_the_repeat_part_scores_earlier_plays_by_age() -> None:
+    """Under REPEATS=allow earlier plays come back by age: the play ``a`` steps before the
+    last adds ``weight * decay ** (a - 1)``, its latest play only; the last play gets nothing."""
+    empty = NeighbourCandidates(np.zeros(0, np.int64), np.zeros(0, np.float32), 10, 2)
+    found = with_repeats(empty, [[3, 1, 2, 1, 4], []], 0.5, 0.5)
+    got = dict(zip(found.codes.tolist(), found.scores.tolist(), strict=True))
+    assert got == pytest.approx({1: 0.5, 2: 0.25, 3: 0.0625})
+    base = NeighbourCandidates(np.array([2, 5]), np.array([1.0, 1.0], np.float32), 10, 2)
+    summed = with_repeats(base, [[2, 7], [1]], 0.3, 0.7)
+    assert dict(zip(summed.codes.tolist(), summed.scores.tolist(), strict=True)) == (
+        pytest.approx({2: 1.3, 5: 1.0})
+    )
+    assert with_repeats(base, [[2, 7], [1]], 0.0, 0.7) is base
+
+
+def test_repeat_tuning_finds_a_repeating_pattern() -> None:
+    """Sessions that come back to the track before last (A B A) with tracks of their own
+    (no neighbour knows them): the tuner turns the repeat part on, and the worker's source
+    then ranks that track first."""
+    sessions = [[2 * i, 2 * i + 1, 2 * i] for i in range(400)]
+    model = NeighbourModel(NeighbourConfig(), {"k": 20, "sample": 100, "window": 20}, 1.0)
+    result = tune_repeats(model, sessions, 800)
+    assert result.best["repeat_weight"] > 0 and result.n_validation_prefixes > 0
+    off = next(g for g in result.grid if g["repeat_weight"] == 0)
+    assert off["hr@20"] < max(g["hr@20"] for g in result.grid)
+    tuned = NeighbourModel(model.item, model.session, 1.0, **result.best)
+    found = tuned.sources(sessions, 800).query([[7, 9]])
+    assert found.items[np.argmax(found.scores)] == 7

@@ -28,12 +28,12 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from index.neighbour_sources import NeighbourSources
+from index.neighbour_sources import NeighbourSources, with_repeats
 from index.neighbours import ItemNeighbours, NeighbourCandidates
 from index.session_neighbours import SessionNeighbours
-from training.baselines import SessionBaseline, TuningResult, tune_baseline
+from training.baselines import SessionBaseline, TuningResult, tune_baseline, validation_prefixes
 from training.errors import DataError
-from training.metrics import PAD
+from training.metrics import PAD, hit_rate_at_k, mrr_at_k, ranks_in_lists
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ SESSION_GRID: list[dict[str, Any]] = [
 ]
 #: Mixes of the session neighbours with the item neighbours tried (0: item neighbours alone).
 SESSION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.85, 1.0)
+#: Grid of the repeat part (``index.neighbour_sources``); weight 0 turns it off.
+REPEAT_GRID: list[dict[str, float]] = [{"repeat_weight": 0.0, "repeat_decay": 0.7}] + [
+    {"repeat_weight": w, "repeat_decay": d} for w in (0.1, 0.2, 0.3, 0.5) for d in (0.5, 0.7, 0.9)
+]
 
 
 class NeighbourSource(Protocol):
@@ -285,11 +289,23 @@ def tune_neighbours(
 
 @dataclass(frozen=True)
 class NeighbourModel:
-    """What :func:`train_neighbours` chose: both sources' parameters and their mix."""
+    """What :func:`train_neighbours` chose: both sources' parameters, their mix and the
+    repeat part (``index.neighbour_sources``)."""
 
     item: NeighbourConfig
     session: dict[str, int]
     session_weight: float
+    repeat_weight: float = 0.0
+    repeat_decay: float = 0.7
+
+    def sources(self, sessions: Sequence[Sequence[int]], n_items: int) -> NeighbourSources:
+        """The worker's neighbourhood source trained on ``sessions``."""
+        return NeighbourSources(
+            *self.build(sessions, n_items),
+            self.session_weight,
+            repeat_weight=self.repeat_weight,
+            repeat_decay=self.repeat_decay,
+        )
 
     def build(
         self, sessions: Sequence[Sequence[int]], n_items: int
@@ -299,6 +315,47 @@ class NeighbourModel:
             build_neighbours(sessions, n_items, self.item),
             SessionNeighbours.build([list(s) for s in sessions], n_items, **self.session),
         )
+
+
+def tune_repeats(
+    model: NeighbourModel,
+    sessions: Sequence[Sequence[int]],
+    n_items: int,
+    grid: Sequence[dict[str, float]] | None = None,
+    *,
+    validation_share: float = 0.1,
+    max_prefixes: int = 5000,
+    k: int = 20,
+    seed: int = 0,
+) -> TuningResult:
+    """Choose the repeat part (``repeat_weight``, ``repeat_decay``) as the worker uses it,
+    with heard tracks allowed again (only the last play left out): sources built on the oldest
+    ``1 - validation_share`` of ``sessions``, HR@k (ties: MRR@k) on next-item predictions of
+    the newest. The sources are queried once; each grid point only adds its repeat part."""
+    started = time.perf_counter()
+    grid = list(grid if grid is not None else REPEAT_GRID)
+    n_val = max(1, int(round(len(sessions) * validation_share)))
+    result = TuningResult("repeats", dict(grid[0]), k=k)
+    if len(sessions) < 10 or len(grid) <= 1:
+        return result
+    prefixes, targets = validation_prefixes(sessions[-n_val:], max_prefixes, seed)
+    sources = model.sources(sessions[:-n_val], n_items)
+    found = sources.mixed(prefixes)
+    last = np.asarray([p[-1] for p in prefixes], dtype=np.int64)
+    last_codes = np.arange(len(prefixes), dtype=np.int64) * n_items + last
+    result.n_fit_sessions, result.n_validation_prefixes = len(sessions) - n_val, len(prefixes)
+    best_key: tuple[float, float] | None = None
+    for params in grid:
+        scored = with_repeats(found, prefixes, params["repeat_weight"], params["repeat_decay"])
+        lists = scored.top(~np.isin(scored.codes, last_codes), k)
+        ranks = ranks_in_lists(np.where(lists >= 0, lists, PAD), targets)
+        hr, mrr = hit_rate_at_k(ranks, k), mrr_at_k(ranks, k)
+        result.grid.append({**params, f"hr@{k}": round(hr, 6), f"mrr@{k}": round(mrr, 6)})
+        if best_key is None or (hr, mrr) > best_key:
+            best_key, result.best = (hr, mrr), dict(params)
+    result.seconds = time.perf_counter() - started
+    log.info("tuned repeats on %d prefixes: best %s", len(prefixes), result.best)
+    return result
 
 
 def train_neighbours(
@@ -332,7 +389,8 @@ def train_neighbours(
         progress=progress,
     )
     weight = float(mix_tuning.best.get("session_weight", 0.5))
-    model = NeighbourModel(item, session, weight)
+    repeat_tuning = tune_repeats(NeighbourModel(item, session, weight), sessions, n_items)
+    model = NeighbourModel(item, session, weight, **repeat_tuning.best)
     section = {
         "build": {
             "window": item.window,
@@ -343,16 +401,19 @@ def train_neighbours(
         "query": {"window": QUERY_WINDOW if item.decay > 0 else 1, "decay": item.decay},
         "sessions": session,
         "session_weight": weight,
+        "repeats": {"weight": model.repeat_weight, "decay": model.repeat_decay},
         "tuning": item_tuning.to_dict(),
         "session_tuning": session_tuning.to_dict(),
         "mix_tuning": mix_tuning.to_dict(),
+        "repeat_tuning": repeat_tuning.to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info(
-        "neighbours: items %s, sessions %s, session weight %.2f, in %.1fs",
+        "neighbours: items %s, sessions %s, session weight %.2f, repeats %s, in %.1fs",
         item_tuning.best,
         session,
         weight,
+        repeat_tuning.best,
         section["seconds"],
     )
     return model, section

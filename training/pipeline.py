@@ -202,10 +202,13 @@ class Carried:
         model = None
         if section:
             build, query = section["build"], section["query"]
+            repeats = section.get("repeats") or {}
             model = NeighbourModel(
                 NeighbourConfig(**build, decay=float(query["decay"])),
                 dict(section["sessions"]),
                 float(section["session_weight"]),
+                repeat_weight=float(repeats.get("weight", 0.0)),
+                repeat_decay=float(repeats.get("decay", 0.7)),
             )
         return cls(
             weights=weights,
