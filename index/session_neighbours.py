@@ -14,7 +14,7 @@ set of a session's last ``window`` known plays; for each query
 3. a track scores the sum of the similarities of the neighbours that hold it.
 
 Numpy only (the worker does not load scipy): each query counts its overlaps with one
-``bincount`` over the sessions its tracks appear in, then its neighbours' tracks are gathered
+``unique`` over the sessions its tracks appear in, then its neighbours' tracks are gathered
 and summed; the batch loops over its rows. Tracks added to the catalog later have no
 sessions and are never candidates here until the next training.
 
@@ -121,9 +121,9 @@ class SessionNeighbours:
         gathered = np.concatenate([self._sessions_of[a:b] for a, b in spans])
         if not gathered.size:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        counts = np.bincount(gathered, minlength=self.n_sessions)
-        idx = np.flatnonzero(counts)[-self.sample :]  # the most recent sharing sessions
-        sim = counts[idx] / np.sqrt(query.size * self._lengths[idx])
+        idx, counts = np.unique(gathered, return_counts=True)
+        idx, counts = idx[-self.sample :], counts[-self.sample :]  # the most recent ones
+        sim = counts / np.sqrt(query.size * self._lengths[idx])
         best = np.lexsort((-idx, -sim))[: self.k]
         return idx[best], sim[best]
 

@@ -112,6 +112,7 @@ class RequestHandler:
             use_content=base.use_content,
             genre_filter=tuple(request.genre_filter),
             mood_filter=tuple(request.mood_filter),
+            repeats=base.repeats,
         )
         if params.fusion_method == "cb_only" and not has_content:
             raise SchemaError(
