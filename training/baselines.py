@@ -66,10 +66,10 @@ DEFAULT_GRIDS: dict[BaselineName, list[dict[str, Any]]] = {
     # training.baselines_sequential (see its module doc)
     "sr": [{"steps": s, "weighting": w} for s in (5, 10, 15) for w in ("div", "linear", "same")],
     "vstan": [
-        {"k": k, "lambda_spw": spw, "lambda_inh": inh}
-        for k in (100, 500)
-        for spw in (1.02, 4.0, 10.0)
-        for inh in (2.05, 6.0)
+        {"k": k, "sample": m, "lambda_spw": spw, "lambda_inh": inh}
+        for k, m in ((100, 1000), (500, 5000))
+        for spw in (4.0, 10.0, 25.0)
+        for inh in (6.0, 20.0)
     ],
 }
 

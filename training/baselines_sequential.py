@@ -17,7 +17,9 @@ excluded, popularity tie-break and fill) and are tuned like the others, on train
 
     Summed over all sessions the rules form a CSR ``(n_items, n_items)``; with ``pruning = N >
     0`` each item keeps its ``N`` heaviest rules (ties by item index). The score of candidate
-    ``b`` for a prefix is the weight of the rule ``last played item -> b``.
+    ``b`` for a prefix is the weight of the rule ``last played item -> b``. Default grid (9
+    points): ``steps`` in ``5, 10, 15`` x ``weighting`` in ``div, linear, same``, ``pruning =
+    20`` (session-rec's default).
 
 ``vstan`` (Ludewig et al. 2021, "Empirical analysis of session-based recommendation
 algorithms"; STAN: Garg et al., SIGIR 2019; as session-rec's ``VSKNN_STAN``)
@@ -44,6 +46,13 @@ algorithms"; STAN: Garg et al., SIGIR 2019; as session-rec's ``VSKNN_STAN``)
     - (d) ``idf(j) = log(N / df_j)`` with ``df_j`` the number of training sessions holding
       ``j`` (session-rec counts plays; document frequency keeps it non-negative). Like
       session-rec it multiplies the candidate's score (``lambda_idf = 0``: off).
+
+    Default grid (12 points): ``(k, sample)`` in ``(100, 1000), (500, 5000)`` x ``lambda_spw``
+    in ``4, 10, 25`` x ``lambda_inh`` in ``6, 20``, with ``lambda_ipw = lambda_spw``,
+    ``lambda_idf = 1`` and no recency decay. On the newest training sessions of
+    ``lastfm1k-lessr`` (11 plays per session on average), a grid from session-rec's defaults
+    (``lambda_spw = 1.02``, ``lambda_inh = 2.05``) up to ``10`` and ``6`` picked its largest
+    values, hence these flatter ones.
 
     All of it runs per batch of prefixes as arrays (the neighbour search of
     :class:`training.baselines.SessionKnnBaseline`, then one pass over the neighbours' items).
