@@ -23,6 +23,8 @@ nothing). Under ``REPEATS=exclude`` every heard track is left out anyway. ``sess
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -105,6 +107,7 @@ class NeighbourSources:
         if repeat_weight < 0 or not 0.0 <= repeat_decay <= 1.0:
             raise InvalidInputError("repeat_weight must be >= 0 and repeat_decay in [0, 1]")
         self.items, self.sessions = items, sessions
+        self._memo: dict[tuple[tuple[int, ...], ...], NeighbourCandidates] | None = None
         self.session_weight = float(session_weight)
         self.repeat_weight, self.repeat_decay = float(repeat_weight), float(repeat_decay)
 
@@ -125,8 +128,25 @@ class NeighbourSources:
     def query(self, recent: list[list[int]]) -> NeighbourCandidates:
         """The candidates of each session's recent known plays (chronological): both
         sources mixed, plus the repeat part."""
+        key = tuple(tuple(plays) for plays in recent) if self._memo is not None else None
+        if key is not None and key in self._memo:  # type: ignore[operator]
+            return self._memo[key]  # type: ignore[index]
         found = self.mixed(recent)
-        return with_repeats(found, recent, self.repeat_weight, self.repeat_decay)
+        found = with_repeats(found, recent, self.repeat_weight, self.repeat_decay)
+        if key is not None:
+            self._memo = {key: found}  # the last query only: variants follow each other
+        return found
+
+    @contextmanager
+    def memoized(self) -> Iterator[None]:
+        """Within the block a query repeated at once with the same plays returns the first
+        one's candidates: the offline replay ranks each batch under several fusion variants
+        in a row (``training.evaluate``)."""
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
 
     def mixed(self, recent: list[list[int]]) -> NeighbourCandidates:
         """Both sources mixed, without the repeat part."""

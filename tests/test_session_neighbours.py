@@ -205,3 +205,20 @@ def test_repeat_tuning_finds_a_repeating_pattern() -> None:
     tuned = NeighbourModel(model.item, model.session, 1.0, **result.best)
     found = tuned.sources(sessions, 800).query([[7, 9]])
     assert found.items[np.argmax(found.scores)] == 7
+
+
+def test_memoized_queries_return_the_same_candidates() -> None:
+    rng = np.random.default_rng(4)
+    sessions = random_sessions(rng, 100, 30)
+    sources = NeighbourSources(
+        build_neighbours(sessions, 30), SessionNeighbours.build(sessions, 30), 0.6
+    )
+    plain = sources.query([[1, 2], [3]])
+    with sources.memoized():
+        first = sources.query([[1, 2], [3]])
+        assert sources.query([[1, 2], [3]]) is first  # the variants of one batch
+        other = sources.query([[4]])
+        assert other is not first and sources.query([[4]]) is other
+    np.testing.assert_array_equal(first.codes, plain.codes)
+    np.testing.assert_array_equal(first.scores, plain.scores)
+    assert sources.query([[4]]) is not other  # no memo outside the block

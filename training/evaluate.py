@@ -32,6 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,9 @@ def replay_encoder(
     k = max(p.top_k for p in variants.values())
     lists = {name: np.full((n_prefixes, k), PAD, dtype=np.int64) for name in variants}
     length = max((len(s.track_ids) for s in sessions), default=0)
-    with model.retriever.memoized_search():  # the variants' searches of a batch are the same
+    memo = model.neighbours.memoized() if model.neighbours is not None else nullcontext()
+    # the variants' index searches and neighbour queries of a batch are the same
+    with model.retriever.memoized_search(), memo:
         _replay_waves(model, sessions, variants, lists, k, length, history_limit, progress)
     return lists
 
