@@ -11,8 +11,9 @@ committed offset. Those events were never answered nor applied, and since they w
 acked, Faust could not commit past them either. (Seen with `nexttrack chaos`, 6-8 self-stops
 per full run, and on every restart into an empty ``DATA_DIR`` in issue #23's experiment.)
 
-That cause is fixed in our own fetch loop, :mod:`streams.kafka.fetch_loop`, which the worker
-uses by default: the read offset moves only for records actually handed out, and never over a
+That cause is fixed in our own fetch loop, :mod:`streams.kafka.fetch_loop` (``FETCH_LOOP=ours``;
+opt-in, see docs/benchmarks.md): the read offset moves only for records actually handed out,
+and never over a
 seek (``tests/test_fetch_loop.py``; ``tests/test_fetch_loop_kafka.py`` restarts a worker into
 an empty data directory three times without one, where Faust's loop stopped itself in 2 of 9
 restarts). It is not the only cause: a full `nexttrack chaos` run with our loop (3 workers,
