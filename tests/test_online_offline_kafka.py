@@ -36,6 +36,7 @@ def test_online_hit_rate_equals_the_evaluators_hr_at_10(
 ) -> None:
     events = held_out(small_dataset)
     env = StreamEnv(kafka_bootstrap, tmp_path)
+    del env.env["REPEATS"]  # the worker serves the rule chosen at training time
     with env.worker(small_artifacts, extra_env={"ENCODER": "mean", "TOP_K": "10"}) as worker:
         env.produce([e.to_bytes() for e in events])
         wanted = {e.event_id for e in events}

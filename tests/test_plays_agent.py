@@ -22,7 +22,12 @@ from tests.ops_helpers import changelog_acks, no_commits, wait_until_async
 @pytest.fixture
 def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
     settings = load_settings(
-        app_id="unit-test", data_dir=tmp_path, batch_size=4, batch_timeout_ms=10, web_port=16999
+        app_id="unit-test",
+        data_dir=tmp_path,
+        batch_size=4,
+        batch_timeout_ms=10,
+        web_port=16999,
+        repeats="exclude",  # these tests check that heard tracks never come back
     )
     model = load_model(small_artifacts, "mean", index_type="flat")
     worker = NextTrackWorker(settings, model, table_store="memory://")

@@ -39,6 +39,7 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
         batch_size=8,
         batch_timeout_ms=10,
         web_port=16998,
+        repeats="exclude",  # these tests check that heard tracks never come back
     )
     model = load_model(small_artifacts, "mean", index_type="flat")
     worker = NextTrackWorker(settings, model, table_store="memory://")
