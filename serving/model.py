@@ -464,13 +464,8 @@ def rank_batch(
     objects. Rows of sessions without a known play hold the most popular usable tracks
     (``cf_scores``/``cb_scores`` NaN)."""
     index = model.track_index
-    exclude = [
-        [i for i in (index.get(t) for t in excluded_tracks(h, params.repeats)) if i is not None]
-        for h in heard
-    ]
-    history = [
-        [i for i in (index.get(t) for t in p[-NEIGHBOUR_HISTORY:]) if i is not None] for p in plays
-    ]
+    exclude = [model.indices(excluded_tracks(h, params.repeats)) for h in heard]
+    history = [model.indices(p[-NEIGHBOUR_HISTORY:]) for p in plays]
     recent = [h[-CONTENT_WINDOW:] for h in history]
     # warm: a known play anywhere in the history (the content window may hold none of them)
     warm = [r for r, p in enumerate(plays) if recent[r] or any(t in index for t in reversed(p))]
