@@ -44,8 +44,8 @@ def test_broker_urls_select_the_loop_through_faust_transport_registry() -> None:
     assert by_url(upstream[0]) is faust_aiokafka.Transport
 
 
-def message(offset: int) -> Message:
-    return Message(TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=PARTITION)
+def message(offset: int, tp: TP = PARTITION) -> Message:
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
 
 
 class Rig:
@@ -53,11 +53,16 @@ class Rig:
     (one list of offsets per fetch, cut short like Faust's once the flow stops), and a
     callback that records what is handed out."""
 
-    def __init__(self, scheme: str, batches: list[list[int]]) -> None:
+    def __init__(
+        self, scheme: str, batches: list[list[int]] | list[list[tuple[TP, int]]], tp: TP = PARTITION
+    ) -> None:
         app = faust.App(f"fetch-loop-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://127.0.0.1:1")
+        self.app = app
+        self.tp = tp
         self.consumer: Any = app.consumer
         self.fetcher = Service()
         self.handed_out: list[int] = []
+        self.handed_out_tps: list[tuple[int, int]] = []  # (partition, offset)
         #: ``offset -> hook`` awaited when that record is handed out (before it is recorded).
         self.hooks: dict[int, Callable[[], Awaitable[None]]] = {}
         self.commits = 0
@@ -75,16 +80,18 @@ class Rig:
         if batch is None:  # all fetched: stop the loop
             await self.fetcher.stop()
             return
-        for offset in batch:
+        for item in batch:
             if not self.consumer.flow_active:  # as Faust's getmany does
                 break
-            yield PARTITION, message(offset)
+            tp, offset = item if isinstance(item, tuple) else (self.tp, item)
+            yield tp, message(offset, tp)
 
     async def _callback(self, msg: Message) -> None:
         hook = self.hooks.get(msg.offset)
         if hook is not None:
             await hook()
         self.handed_out.append(msg.offset)
+        self.handed_out_tps.append((msg.partition, msg.offset))
 
     async def _commit(self) -> bool:
         self.commits += 1
@@ -96,7 +103,11 @@ class Rig:
 
     @property
     def read_offset(self) -> int | None:
-        return self.consumer._read_offset.get(PARTITION)
+        return self.consumer._read_offset.get(self.tp)
+
+    def seek(self, offset: int) -> None:
+        """What ``perform_seek`` does to the read offset (a plain int)."""
+        self.consumer._read_offset[self.tp] = int(str(offset))  # a new int object
 
     def start(self) -> asyncio.Future[None]:
         return asyncio.ensure_future(self.consumer._drain_messages(self.fetcher))
@@ -188,6 +199,137 @@ async def test_a_seek_while_a_record_is_handed_out_makes_the_rest_be_read_again(
     await rig.drain()
     assert rig.handed_out == [0, 1, 2, 0, 1, 2, 3]
     assert rig.read_offset == 3
+
+
+async def test_a_seek_to_the_offset_already_read_is_noticed_too() -> None:
+    """Recovery seeks back to offset 1 (record 1 handed out but not committed) while record 2
+    is handed out: the read offset keeps its value, yet the rest of the batch is stale and
+    record 1 must come again (an equality check would go on and drop it as read)."""
+    rig = Rig(fetch_loop.SCHEME, [[0, 1, 2, 3], [1, 2, 3]])
+
+    async def recovery_seeks_to_1() -> None:
+        rig.seek(1)
+        del rig.hooks[2]
+
+    rig.hooks[2] = recovery_seeks_to_1
+    await rig.drain()
+    assert rig.handed_out == [0, 1, 2, 1, 2, 3]
+    assert rig.read_offset == 3
+
+
+async def test_a_seek_while_committing_stops_the_batch_before_the_next_record() -> None:
+    """A seek back to 0 lands while the loop awaits a commit before record 2: record 2 is
+    stale and is not handed out (it would reach the agent before the re-read 0 and 1)."""
+    rig = Rig(fetch_loop.SCHEME, [[0, 1, 2, 3], [0, 1, 2, 3]])
+    rig.consumer._commit_every = 1
+    commits = 0
+
+    async def ack() -> None:
+        rig.consumer._n_acked += 1
+
+    async def commit_then_seek() -> bool:
+        nonlocal commits
+        commits += 1
+        if commits == 2:  # the commit before record 2
+            rig.seek(0)
+        return True
+
+    for offset in range(4):
+        rig.hooks[offset] = ack
+    rig.consumer.commit = commit_then_seek
+    await rig.drain()
+    assert rig.handed_out == [0, 1, 0, 1, 2, 3]
+
+
+async def test_a_seek_of_one_partition_leaves_the_others_records_in_the_batch() -> None:
+    """Partition 0 is sought back to 0 while record (0, 1) is handed out: its record 2 is
+    stale, but partition 1's records of the same batch are handed out (nothing would fetch
+    them again)."""
+    other = TP(TOPIC, 1)
+    rig = Rig(
+        fetch_loop.SCHEME,
+        [[(PARTITION, 0), (other, 0), (PARTITION, 1), (other, 1), (PARTITION, 2), (other, 2)]],
+    )
+
+    async def seek_partition_0() -> None:
+        rig.seek(0)
+        del rig.hooks[1]
+
+    rig.hooks[1] = seek_partition_0
+    await rig.drain()
+    assert rig.handed_out_tps == [(0, 0), (1, 0), (0, 1), (1, 1), (1, 2)]
+    assert rig.consumer._read_offset[other] == 2
+
+
+class HeldUntilRebalanced:
+    """Stands in for :func:`fetch_loop.rebalance_ended`: tells the test when the loop waits
+    for the rebalance to end, and lets it go when the test says so."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, app: Any) -> None:
+        self.waiting.set()
+        await self.release.wait()
+        app.rebalancing = False
+
+
+async def test_stream_records_fetched_during_a_rebalance_wait_for_its_end_then_a_seek_rereads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust resumes the stream partitions, seeks them and clears the stream queues while
+    rebalancing: a record fetched then is not handed out until the rebalance ends, and the
+    seek that came meanwhile makes that batch stale, so it is fetched again from the seek."""
+    rig = Rig(fetch_loop.SCHEME, [[5, 6, 7], [5, 6, 7]])
+    held = HeldUntilRebalanced(rig.app)
+    monkeypatch.setattr(fetch_loop, "rebalance_ended", held)
+    rig.app.rebalancing = True
+    drain = asyncio.ensure_future(rig.drain())
+    await asyncio.wait_for(held.waiting.wait(), timeout=30)
+    assert rig.handed_out == []
+    rig.seek(5)  # perform_seek: the committed offset
+    held.release.set()
+    await asyncio.wait_for(drain, timeout=30)
+    assert rig.handed_out == [5, 6, 7]
+    assert rig.read_offset == 7
+
+
+async def test_without_a_seek_the_held_batch_is_handed_out_once_the_rebalance_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig(fetch_loop.SCHEME, [[5, 6, 7]])
+    held = HeldUntilRebalanced(rig.app)
+    monkeypatch.setattr(fetch_loop, "rebalance_ended", held)
+    rig.app.rebalancing = True
+    drain = asyncio.ensure_future(rig.drain())
+    await asyncio.wait_for(held.waiting.wait(), timeout=30)
+    assert rig.handed_out == []
+    held.release.set()
+    await asyncio.wait_for(drain, timeout=30)
+    assert rig.handed_out == [5, 6, 7]
+
+
+async def test_changelog_records_are_handed_out_during_a_rebalance() -> None:
+    """Recovery waits for them: they are never held."""
+    rig = Rig(fetch_loop.SCHEME, [[0, 1]])
+    table = rig.app.Table("sessions", partitions=1)
+    rig.tp = TP(table.changelog_topic.get_topic_name(), 0)
+    assert rig.tp.topic in rig.app.tables.changelog_topics
+    rig.app.rebalancing = True
+    await rig.drain()
+    assert rig.handed_out == [0, 1]
+
+
+async def test_rebalance_ended_returns_once_faust_ends_the_rebalance() -> None:
+    app = faust.App(f"fetch-loop-{uuid.uuid4().hex[:8]}", broker="nexttrack://127.0.0.1:1")
+    app.rebalancing = True
+    waiter = asyncio.ensure_future(fetch_loop.rebalance_ended(app))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    app.rebalancing = False
+    await asyncio.wait_for(waiter, timeout=30)
 
 
 async def test_records_below_the_read_offset_are_dropped_as_already_read() -> None:

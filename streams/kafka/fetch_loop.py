@@ -32,17 +32,32 @@ What differs from upstream (faust-streaming 0.15.3, ``faust/transport/consumer.p
    recovery in progress) the rest of the fetched batch is neither handed out nor marked read.
    Upstream breaks out of the batch too (in ``getmany``), but only after the record in hand
    went through its ``wait_first``.
-3. **The read offset moves only for records handed out.** Upstream sets ``_read_offset`` after
-   the ``wait_first`` whether the callback completed or was cancelled by the suspension, and
-   a turn of the event loop after the callback finished. When that happens after
-   ``perform_seek`` reset the read offset to the committed offset, the records re-fetched
-   below it are discarded as already read ("DROPPED MESSAGE ROFF") and the stream resumes
-   past a hole: faust-streaming/faust#596, which stopped our worker with
-   ``GapError`` (``streams.worker.gaps``). Here a cancelled hand-out leaves the read offset
-   alone, and a hand-out that completed across a seek (the read offset changed while the
-   callback ran, as when the flow control held the record until recovery had sought back)
-   keeps the seek's offset and ends the stale batch: the seek re-reads instead of dropping.
-   (A seek to the very offset already read is not noticed; it drops nothing either.)
+3. **The read offset moves only for records handed out, never over a seek.** Upstream sets
+   ``_read_offset`` after the ``wait_first`` whether the callback completed or was cancelled
+   by the suspension, and a turn of the event loop after the callback finished. When that
+   happens after ``perform_seek`` reset the read offset to the committed offset, the records
+   re-fetched below it are discarded as already read ("DROPPED MESSAGE ROFF") and the stream
+   resumes past a hole: faust-streaming/faust#596, which stopped our worker with
+   ``GapError`` (``streams.worker.gaps``). Here the read offsets this loop sets are
+   :class:`_Handed` ints, and a batch remembers, per partition, the very object it expects
+   there (what was there when the batch was fetched, then what it set). Any other object,
+   even an equal offset, means a seek or a revocation since the fetch: that partition's
+   remaining records in the batch are stale and are left unread, so the seek's offset stays
+   and the records from there are fetched again; the other partitions' records go on, each
+   checked the same way (dropping them too would lose them: nothing fetches them again). It
+   is checked before each record, before the callback (after the awaited gap bookkeeping and
+   commit) and after it.
+4. **No stream record is handed out while a rebalance is in progress.** At the end of a
+   recovery Faust resumes the stream partitions, then awaits ``perform_seek`` (a round trip
+   through the consumer thread), then resumes ``app.flow_control``, which *clears* every
+   stream queue. A record fetched and handed out in that window was cleared away unprocessed,
+   and when its hand-out also moved the read offset past the seek's, never fetched again
+   (seen: a worker restarted into an empty data directory stopped with ``GapError``, 119
+   records skipped from the committed offset). Here a stream record (a topic that is not a
+   table's changelog) fetched while ``app.rebalancing`` is set waits until Faust ends the
+   rebalance (after that clear), polling every :data:`REBALANCE_POLL_SECONDS`, and then
+   goes through the checks of 3. Changelog records, which recovery itself waits for, are
+   handed out as before.
 
 Everything else is upstream's: gap bookkeeping (``_add_gap``) for acks, ``commit_every``,
 yielding to the event loop every 100 records, stopping when the consumer or the fetcher
@@ -62,7 +77,7 @@ from typing import ClassVar, cast
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message
+from faust.types import TP, AppT, Message
 from mode import Service, ServiceT
 
 log = logging.getLogger(__name__)
@@ -77,6 +92,34 @@ UPSTREAM_SOURCE_SHA256 = "fc0f1b9abdb1dd3c221b4da25cd04c578a29b178e4895d5398b2e1
 
 #: Records handed out between two yields to the event loop (upstream's ``yield_every``).
 YIELD_EVERY = 100
+
+#: How often a stream record fetched during a rebalance checks whether it has ended.
+REBALANCE_POLL_SECONDS = 0.05
+
+
+class _Handed(int):
+    """A read offset set by this loop: equal to the offset, but a distinct object, so that
+    an offset a seek set (even an equal one) is told apart by identity."""
+
+    __slots__ = ()
+
+
+async def rebalance_ended(app: AppT) -> None:
+    """Return once Faust has ended the app's rebalance (``app.rebalancing`` off), polled
+    every :data:`REBALANCE_POLL_SECONDS`."""
+    while app.rebalancing:
+        await asyncio.sleep(REBALANCE_POLL_SECONDS)
+
+
+def own_read_offsets(read_offset: dict[TP, int | None]) -> dict[TP, int | None]:
+    """A copy of the consumer's read offsets, each int replaced in both by a
+    :class:`_Handed` of the same value (so a later seek to the same offset is noticed)."""
+    own: dict[TP, int | None] = {}
+    for tp, value in list(read_offset.items()):
+        if value is not None and not isinstance(value, _Handed):
+            value = read_offset[tp] = _Handed(value)
+        own[tp] = value
+    return own
 
 
 def upstream_source_sha256() -> str:
@@ -110,10 +153,21 @@ class Consumer(faust_aiokafka.Consumer):
 
         async def hand_out(records: AsyncIterator[tuple[TP, Message]]) -> None:
             """Hand one fetched batch to the conductor, record by record, until the flow is
-            suspended; raced against ``suspend_flow`` by the caller."""
+            suspended or a seek makes the rest of it stale; raced against ``suspend_flow`` by
+            the caller."""
             nonlocal since_yield
+            #: Per partition, the read offset object this batch expects: what it was when
+            #: the batch was fetched, then what this loop set. Any other object there means
+            #: a seek (or a revocation) since the fetch.
+            expected: dict[TP, int | None] | None = None
+            #: Partitions sought since the fetch: their remaining records are left unread.
+            stale: set[TP] = set()
+            changelogs: set[str] = set()
             try:
                 async for tp, message in records:
+                    if expected is None:  # the fetch has just completed: no await since
+                        expected = own_read_offsets(read_offset)
+                        changelogs = self.app.tables.changelog_topics
                     since_yield += 1
                     if since_yield > YIELD_EVERY:
                         await sleep(0)
@@ -122,8 +176,34 @@ class Consumer(faust_aiokafka.Consumer):
                         # Neither handed out nor marked read: the seek that comes before the
                         # flow resumes fetches it again.
                         return
-                    offset = message.offset
+                    if tp in stale:
+                        continue
+                    if self.app.rebalancing and tp.topic not in changelogs:
+                        # Stream partitions are resumed before recovery seeks them to the
+                        # committed offsets and clears the streams' queues: a record handed
+                        # out in between would be cleared away (see the module doc, 4).
+                        log.info(
+                            "fetch loop: %s[%d] from offset %d held until the rebalance ends",
+                            tp.topic,
+                            tp.partition,
+                            message.offset,
+                        )
+                        await rebalance_ended(self.app)
                     r_offset = get_read_offset(tp)
+                    if r_offset is not expected.get(tp):
+                        # A seek of this partition since the fetch: the rest of its records
+                        # in this batch are stale (the seek fetches them again); the other
+                        # partitions' records go on, each checked the same way.
+                        stale.add(tp)
+                        log.info(
+                            "fetch loop: %s[%d] was sought since this batch was fetched: its "
+                            "records from offset %d are left for the fetch from the new offset",
+                            tp.topic,
+                            tp.partition,
+                            message.offset,
+                        )
+                        continue
+                    offset = message.offset
                     if r_offset is not None and offset < r_offset:
                         self.log.dev(
                             "DROPPED MESSAGE ROFF %r: k=%r v=%r",
@@ -138,13 +218,19 @@ class Consumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    if get_read_offset(tp) is not r_offset:
+                        stale.add(tp)  # sought while the gap or the commit was awaited
+                        continue
                     await callback(message)
-                    if read_offset.get(tp) != r_offset:
-                        # A seek while the callback ran (recovery resuming the streams): the
-                        # rest of this batch is stale, and the seek's offset stays so that
-                        # the records from there are fetched again, not dropped as read.
-                        return
-                    read_offset[tp] = offset
+                    if get_read_offset(tp) is not r_offset:
+                        # Sought while the callback ran (recovery resuming the streams): the
+                        # seek's offset stays so that the records from there are fetched
+                        # again, not dropped as read.
+                        stale.add(tp)
+                        continue
+                    handed = _Handed(offset)
+                    read_offset[tp] = handed
+                    expected[tp] = handed
             finally:
                 await records.aclose()  # type: ignore[attr-defined]
 
