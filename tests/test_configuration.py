@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ import pytest
 
 from streams.errors import ConfigError
 from streams.logs import JsonFormatter, logging_config
-from streams.settings import Settings, load_settings
+from streams.settings import FUSION_SETTINGS, Settings, fusion_overridden, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key-0123456789-abcdef"
@@ -40,14 +41,155 @@ def test_every_variable_is_in_the_readme_table() -> None:
     assert not documented - set(env_names()), "README documents variables that do not exist"
 
 
-def test_every_variable_is_in_env_example_and_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    values = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
-    assert set(values) == set(env_names())
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings()  # the example as it stands is valid: all defaults
-    assert settings == Settings()
+#: ``NAME=value`` in .env.example: set, to the default.
+EXAMPLE_SET = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
+#: ``# NAME=value`` in .env.example: not set by default (and that means something).
+EXAMPLE_UNSET = re.compile(r"^# ([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def env_example(text: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """The set and the commented assignments of .env.example; a name may appear once."""
+    lines = (text if text is not None else (ROOT / ".env.example").read_text()).splitlines()
+    active: dict[str, str] = {}
+    commented: dict[str, str] = {}
+    for line in lines:
+        for pattern, into in ((EXAMPLE_SET, active), (EXAMPLE_UNSET, commented)):
+            match = pattern.match(line)
+            if match:
+                name, value = match.groups()
+                assert name not in active and name not in commented, f"{name} given twice"
+                into[name] = value
+        if line.strip() and not line.startswith("#"):
+            assert EXAMPLE_SET.match(line), f"not NAME=value: {line!r}"
+    return active, commented
+
+
+def unset_means_something(name: str) -> bool:
+    """Variables whose absence is a choice of its own: optional ones (default: not set) and the
+    fusion settings (any one set overrides the fusion chosen at training time)."""
+    field = name.lower()
+    return Settings.model_fields[field].default is None or field in FUSION_SETTINGS
+
+
+def example_problems(text: str) -> list[str]:
+    """Where an .env.example text disagrees with the settings object: a variable missing or
+    given twice, a set value that is not the default, a set variable that is not set by
+    default, a commented one that has a default. Empty when copying it to .env changes
+    nothing."""
+    try:
+        active, commented = env_example(text)
+    except AssertionError as exc:
+        return [str(exc)]
+    problems = []
+    if set(active) | set(commented) != set(env_names()):
+        problems.append(f"names differ: {set(active) ^ set(commented) ^ set(env_names())}")
+    for name, value in active.items():
+        field = name.lower()
+        if field not in Settings.model_fields:
+            continue
+        if unset_means_something(name):
+            problems.append(f"{name} is not set by default: comment it out")
+            continue
+        try:
+            loaded = getattr(load_settings(**{field: value}), field)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if loaded != Settings.model_fields[field].default:
+            problems.append(f"{name}={value} is not the default")
+    for name, value in commented.items():
+        field = name.lower()
+        if field not in Settings.model_fields:
+            continue
+        default = Settings.model_fields[field].default
+        if not unset_means_something(name):
+            problems.append(f"{name} has a default ({default}): set it, uncommented")
+        elif default is None and value != "":
+            problems.append(f"{name} is not set by default: show no value")
+        elif default is not None and getattr(load_settings(**{field: value}), field) != default:
+            problems.append(f"# {name}={value}: the value taken when unset is {default}")
+    if not problems:
+        settings = load_settings(**{name.lower(): value for name, value in active.items()})
+        if settings != Settings() or fusion_overridden(settings):
+            problems.append("loading the example changes the settings")
+    return problems
+
+
+def test_env_example_agrees_with_the_settings() -> None:
+    """Every variable once; copying .env.example to .env changes nothing: it sets only
+    defaults, and leaves unset what is unset by default (the fusion settings above all:
+    setting any of them overrides the fusion chosen at training time)."""
+    assert example_problems((ROOT / ".env.example").read_text()) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ENCODER=mean",  # the weakest encoder instead of the one chosen on validation
+        "FUSION_METHOD=weighted_sum",  # the default value, but set: overrides the manifest's
+        "NB_WEIGHT=0.0",
+        "TOP_K=20",
+        "# TOP_K=10",
+        "# API_KEY=0123456789abcdef0123",
+        "API_KEY=",
+    ],
+)
+def test_env_example_check_catches_a_wrong_line(line: str) -> None:
+    text = (ROOT / ".env.example").read_text()
+    name = re.match(r"^(?:# )?([A-Z_]+)=", line).group(1)  # type: ignore[union-attr]
+    changed, n = re.subn(rf"^(?:# )?{name}=.*$", line, text, flags=re.MULTILINE)
+    assert n == 1
+    assert example_problems(changed), line
+    removed, n = re.subn(rf"^(?:# )?{name}=.*\n", "", text, flags=re.MULTILINE)
+    assert n == 1
+    assert any("names differ" in problem for problem in example_problems(removed))
+
+
+def test_env_example_as_dotenv_serves_the_trained_choices(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """.env.example copied to .env: the worker serves ENCODER=auto's encoder with the fusion
+    and repeat rule its manifest chose, not the settings' fallback values."""
+    from serving.model import best_encoder
+    from streams.worker.app import retrieval_params
+
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.encoder == "auto" and not fusion_overridden(settings)
+    manifest = {
+        "fusion": {
+            "mean": {
+                "fusion_method": "weighted_sum",
+                "cf_weight": 0.7,
+                "cb_weight": 0.3,
+                "candidates": {"weighted_sum": {"hr@20": 0.2, "mrr@20": 0.1}},
+            },
+            "lstm": {
+                "fusion_method": "rrf",
+                "cf_weight": 0.4,
+                "cb_weight": 0.1,
+                "nb_weight": 0.5,
+                "repeats": "allow",
+                "candidates": {"rrf": {"hr@20": 0.3, "mrr@20": 0.1}},
+            },
+        }
+    }
+    served, _ = best_encoder(manifest, ["mean", "lstm"])
+    assert served == "lstm"
+    model = SimpleNamespace(
+        artifacts=SimpleNamespace(manifest=manifest), encoder=SimpleNamespace(name=served)
+    )
+    params = retrieval_params(settings, model)  # type: ignore[arg-type]
+    assert (params.fusion_method, params.cf_weight, params.cb_weight, params.nb_weight) == (
+        "rrf",
+        0.4,
+        0.1,
+        0.5,
+    )
+    assert params.repeats == "allow"
 
 
 # -- invalid values ---------------------------------------------------------------------------
