@@ -179,6 +179,7 @@ def test_dockerfile_copies_existing_paths_and_every_package(dockerfile: list[Ins
     # Everything `pip install .` needs: pyproject, its readme, each package it includes.
     copied = {s.rstrip("/") for s in sources}
     assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= copied
+    assert set(PYPROJECT["project"].get("license-files", [])) <= copied  # else the build fails
     include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     top_level = {p.rstrip("*") for p in include}
     for package in top_level:
