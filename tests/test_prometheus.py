@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.settings import Settings
 from streams.tools.worker_process import WorkerProcess, free_port
 from streams.web.metrics import WorkerMetrics
+from streams.web.ops import metrics_text
 from tests.data_fixtures import Dataset
 from tests.worker_helpers import StreamEnv
 
@@ -171,12 +173,41 @@ def test_every_alert_has_a_runbook_section_in_operations_doc() -> None:
         if line.startswith("#")
     }
     for rule in alert_rules():
-        runbook = rule["annotations"]["runbook"]
+        assert "runbook" not in rule["annotations"], "the annotation is runbook_url"
+        runbook = rule["annotations"]["runbook_url"]
         path, _, anchor = runbook.partition("#")
         assert (ROOT / path) == OPERATIONS, rule["alert"]
         assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in {path}"
         assert rule["labels"]["severity"] in {"page", "ticket"}
         assert {"summary", "description"} <= set(rule["annotations"])
+
+
+def test_lag_alert_threshold_is_max_lag_healthy() -> None:
+    """NextTrackConsumerLagHigh fires past the lag at which /health fails (MAX_LAG_HEALTHY's
+    default): the rule, its description and its unit tests say the same number."""
+    default = Settings.model_fields["max_lag_healthy"].default
+    rule = next(r for r in alert_rules() if r["alert"] == "NextTrackConsumerLagHigh")
+    match = re.fullmatch(r"job_instance:nexttrack_consumer_lag:sum > (\d+)", rule["expr"].strip())
+    assert match, rule["expr"]
+    assert int(match.group(1)) == default, "change the alert with MAX_LAG_HEALTHY's default"
+    assert f"more than {default} messages" in " ".join(rule["annotations"]["description"].split())
+    tests = yaml.safe_load(UNIT_TESTS.read_text())
+    names = [case["name"] for case in tests["tests"]]
+    assert any(f"lag over {default} " in name for name in names), names
+
+
+def test_metrics_include_the_process_collector() -> None:
+    """Memory, CPU and file descriptors of the worker process, as prometheus-client's default
+    registry exports them (the worker's registry is its own)."""
+    registry = WorkerMetrics().registry
+    rss = registry.get_sample_value("process_resident_memory_bytes")
+    assert rss is not None and rss > 10 * 1024 * 1024
+    assert (registry.get_sample_value("process_cpu_seconds_total") or 0) > 0
+    assert (registry.get_sample_value("process_open_fds") or 0) > 0
+    assert registry.get_sample_value("process_start_time_seconds") is not None
+    text = metrics_text(registry).decode()
+    assert "# TYPE process_resident_memory_bytes gauge" in text
+    assert "python_info{" in text
 
 
 # -- a real Prometheus scraping a real worker --------------------------------------------
