@@ -6,8 +6,34 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as distribution_version
 
 import typer
+
+log = logging.getLogger(__name__)
+
+#: The distribution whose version ``nexttrack --version`` prints.
+DISTRIBUTION = "nexttrack-streams"
+EPILOG = (
+    "Exit status: 0 done; 1 an unexpected error (with a traceback); 2 an invalid setting, "
+    "option or input (one line naming it); 69 no Kafka broker answered at the bootstrap "
+    "address (one line naming it); 70 the worker stopped on a batch it could not complete."
+)
+
+
+def package_version() -> str:
+    """The installed version of the project (``unknown`` when run from an uninstalled tree)."""
+    try:
+        return distribution_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"nexttrack {package_version()}")
+        raise typer.Exit()
 
 
 def build_app() -> typer.Typer:
@@ -16,10 +42,24 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="nexttrack",
         help="NextTrack Streams: a streaming next-track music recommender on Kafka and Faust.",
+        epilog=EPILOG,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False,
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ) -> None:
+        """NextTrack Streams: a streaming next-track music recommender on Kafka and Faust."""
+
     for module in (broker, data, kafka_io, train, evaluate, run, bench_index, chaos):
         module.register(app)
     return app
@@ -49,5 +89,7 @@ def main() -> None:
     try:
         build_app()()
     except NextTrackError as exc:
+        # One line, no traceback: these errors say what is wrong and what to check.
+        log.debug("command failed", exc_info=True)
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(exc, "exit_status", 2)) from None

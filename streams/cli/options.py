@@ -8,10 +8,14 @@ import typer
 
 from streams.settings import Settings, load_settings
 
+#: ``--bootstrap-server`` as Kafka's own tools spell it; ``--bootstrap-servers`` (the setting's
+#: name) works too.
 BootstrapOption = Annotated[
     str | None,
     typer.Option(
+        "--bootstrap-server",
         "--bootstrap-servers",
+        metavar="HOST:PORT[,HOST:PORT]",
         help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092).",
     ),
 ]

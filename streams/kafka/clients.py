@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from streams.errors import StreamsError
+from streams.errors import BrokerUnreachableError, StreamsError
 from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
@@ -44,6 +44,56 @@ def session_key(line: bytes) -> bytes | None:
     return None
 
 
+#: A client of aiokafka: started with ``start()``, closed with ``stop()`` or ``close()``.
+Client = AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient
+
+
+class _BootstrapFailures(logging.Filter):
+    """Holds back aiokafka's ``Unable connect to "host:port": reason`` errors while a client
+    bootstraps, so that an unreachable broker is reported once, by
+    :class:`BrokerUnreachableError`, with the reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Unable connect to"):
+            self.records.append(record)
+            return False
+        return True
+
+    def reasons(self) -> str:
+        """The distinct reasons, e.g. ``[Errno 111] Connect call failed ('127.0.0.1', 1)``."""
+        found = [r.getMessage().split('": ', 1)[-1] for r in self.records]
+        return "; ".join(dict.fromkeys(found))
+
+
+async def start_client(
+    client: Client, settings: Settings, bootstrap_servers: str | None = None
+) -> None:
+    """``await client.start()``, or :class:`BrokerUnreachableError` naming the address (and
+    why) when no broker answers there; the client is closed first, so nothing is left to warn
+    about it. Hosts of the address that failed while another answered are logged as
+    warnings."""
+    aiokafka_log = logging.getLogger("aiokafka")
+    failures = _BootstrapFailures()
+    aiokafka_log.addFilter(failures)
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        try:
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        except Exception:  # closing what never opened: its error is not the one to report
+            log.debug("closing an unstarted %s failed", type(client).__name__, exc_info=True)
+        address = bootstrap_servers or settings.kafka_bootstrap_servers
+        raise BrokerUnreachableError(address, failures.reasons()) from exc
+    finally:
+        aiokafka_log.removeFilter(failures)
+    for record in failures.records:
+        log.warning("%s", record.getMessage())
+
+
 async def ensure_topics(
     settings: Settings,
     names: Iterable[str],
@@ -53,7 +103,7 @@ async def ensure_topics(
 ) -> None:
     """Create topics that do not exist yet (replication factor 1)."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
-    await admin.start()
+    await start_client(admin, settings, bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -90,7 +140,7 @@ async def produce_lines(
         linger_ms=5,
         max_request_size=16 * 1024 * 1024,
     )
-    await producer.start()
+    await start_client(producer, settings, bootstrap_servers)
     sent = 0
     started = time.perf_counter()
     pending: list[asyncio.Future[Any]] = []
@@ -134,7 +184,7 @@ async def consume_records(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=group_id is not None,
     )
-    await consumer.start()
+    await start_client(consumer, settings, bootstrap_servers)
     count = 0
     try:
         while max_records is None or count < max_records:
@@ -156,7 +206,7 @@ async def consume_records(
 async def cluster_id(settings: Settings, *, bootstrap_servers: str | None = None) -> str:
     """The Kafka cluster id (KRaft: fixed when the broker's storage was formatted)."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
-    await admin.start()
+    await start_client(admin, settings, bootstrap_servers)
     try:
         found = (await admin.describe_cluster()).get("cluster_id")
     finally:
@@ -175,7 +225,7 @@ async def end_offsets(
     if not partitions:
         return {}
     consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings, bootstrap_servers))
-    await consumer.start()
+    await start_client(consumer, settings, bootstrap_servers)
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: int(off) for tp, off in ends.items()}
@@ -188,7 +238,7 @@ async def topic_partitions(
 ) -> dict[str, list[int]]:
     """Partition numbers of those ``topics`` that exist (never creates a topic)."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
-    await admin.start()
+    await start_client(admin, settings, bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
         wanted = [t for t in dict.fromkeys(topics) if t in existing]
@@ -208,7 +258,7 @@ async def committed_offsets(
     """Partition -> committed offset of consumer group ``group`` on ``topic`` (partitions
     without a commit are left out)."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
-    await admin.start()
+    await start_client(admin, settings, bootstrap_servers)
     try:
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
@@ -232,7 +282,7 @@ async def read_until(
     consumer = AIOKafkaConsumer(
         **aiokafka_kwargs(settings, bootstrap_servers), enable_auto_commit=False
     )
-    await consumer.start()
+    await start_client(consumer, settings, bootstrap_servers)
     records: list[Record] = []
     deadline = time.monotonic() + timeout
     try:
@@ -288,7 +338,7 @@ async def count_records(
     consumer = AIOKafkaConsumer(
         **aiokafka_kwargs(settings, bootstrap_servers), enable_auto_commit=False
     )
-    await consumer.start()
+    await start_client(consumer, settings, bootstrap_servers)
     tp = TopicPartition(topic, partition)
     found = 0
     deadline = time.monotonic() + timeout
