@@ -15,8 +15,8 @@ A catalog batch is applied under the worker's model lock, so a play or request b
 catalog either before or after it, never half of it. A worker starts answering (and reports
 ready) only after the follower has applied the records the changelog held at start-up. A
 record that validates but cannot be applied (an internal error) is logged and counted in
-``nexttrack_events_total{outcome="apply_failed"}`` by every worker that reads it; it cannot be
-dead-lettered there, since every worker would do so.
+``nexttrack_events_consumed_total{event_type="track", outcome="apply_failed"}`` by every
+worker that reads it; it cannot be dead-lettered there, since every worker would do so.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ publish (``recommendation/v1``, ``similar-tracks/v1``), computed by the same
 
 Status codes: ``200`` answer; ``400`` invalid input, body
 ``{"error": message, "reason": code, "field": name}`` naming the failing field; ``404`` unknown
-track (similar-tracks); ``413`` body larger than ``MAX_EVENT_BYTES``; ``503`` the worker has
+track (similar-tracks); ``413`` body larger than ``MAX_EVENT_BYTES`` (a declared
+``Content-Length`` over ``MAX_HTTP_BODY_BYTES`` is refused earlier, by the middleware of
+:mod:`streams.web.auth`, with its own body); ``503`` the worker has
 not finished its first table recovery yet (retry); ``500`` unexpected failure.
 
 A session id is looked up in this worker's ``sessions`` table outside any stream event, where

@@ -15,8 +15,11 @@ revealed to a caller without the key).
   ``X-Forwarded-For`` is not trusted): 429 with ``Retry-After``. ``/health``, ``/ready``,
   ``/metrics`` and the status page are not limited (scrapers and the page poll them). In
   memory, per process.
-* Bodies over ``MAX_HTTP_BODY_BYTES``: 413 (a declared ``Content-Length`` is refused before
-  reading; aiohttp's ``client_max_size``, set in :mod:`streams.worker.app`, stops the rest).
+* Bodies over ``MAX_HTTP_BODY_BYTES``: 413 ``{"error": "too_large"}`` (a declared
+  ``Content-Length`` is refused before reading; aiohttp's ``client_max_size``, set in
+  :mod:`streams.worker.app`, stops views that read the whole body with ``request.read()``).
+  The ``POST`` endpoints of :mod:`streams.web.api` read the body themselves and also stop at
+  ``MAX_EVENT_BYTES`` (64 KiB by default; 413, reason ``oversized``).
 """
 
 from __future__ import annotations
