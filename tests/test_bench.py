@@ -376,7 +376,7 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
     # the Faust passthroughs answered every event and their ratios are in the figures
     assert results["faust_to_passthrough_ratio"] and results["worker_to_faust_ratio"]
     assert results["faust_upstream_to_passthrough_ratio"] and results["fetch_loop_gain"]
-    assert results["worker_settings"]["fetch_loop"] == "upstream"  # the worker's default
+    assert results["worker_settings"]["fetch_loop"] == "ours"  # the worker's default
     assert results["worker_settings"]["batch_timeout_ms"] == 20
     assert results["artifacts_source"] == "train"
 

@@ -135,3 +135,33 @@ def test_exit_statuses_are_documented() -> None:
     assert f"{EXIT_BROKER_UNREACHABLE} no Kafka broker answered" in EPILOG
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"{EXIT_BROKER_UNREACHABLE} when no Kafka broker answers" in readme
+
+
+async def test_while_unreachable_waits_out_a_broker_outage_and_raises_other_errors() -> None:
+    """The worker's committed-offset lookups (the gap guard) wait for a broker that is down
+    for a while instead of failing the batch (which stopped the worker, exit 70, during the
+    broker restart of `nexttrack chaos`)."""
+    from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError
+
+    from streams.errors import BrokerUnreachableError
+    from streams.kafka.clients import while_unreachable
+
+    failures = [BrokerUnreachableError("127.0.0.1:1"), KafkaConnectionError("down")]
+    calls = 0
+
+    async def lookup() -> dict[int, int]:
+        nonlocal calls
+        calls += 1
+        if failures:
+            raise failures.pop(0)
+        return {0: 42}
+
+    assert await while_unreachable(lookup, "offsets", first_wait=0.001) == {0: 42}
+    assert calls == 3
+
+    async def broken() -> None:
+        raise GroupAuthorizationFailedError()  # not retriable: raised at once
+
+    assert not GroupAuthorizationFailedError.retriable
+    with pytest.raises(GroupAuthorizationFailedError):
+        await while_unreachable(broken, "offsets", first_wait=0.001)

@@ -409,8 +409,8 @@ def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Pat
     creds = worker.app.conf.broker_credentials
     assert creds.username == "nexttrack" and creds.password == SASL_PASSWORD
     assert [str(u) for u in worker.app.conf.broker] == [
-        "kafka://broker-1:9093",  # Faust's own fetch loop, the default (FETCH_LOOP=upstream)
-        "kafka://broker-2:9093",
+        "nexttrack://broker-1:9093",  # our fetch loop, the default (FETCH_LOOP=ours)
+        "nexttrack://broker-2:9093",
     ]
 
 

@@ -35,11 +35,11 @@ def test_installed_faust_drain_messages_is_the_one_our_loop_replaces() -> None:
 
 
 def test_broker_urls_select_the_loop_through_faust_transport_registry() -> None:
-    ours = faust_broker_url(load_settings(kafka_bootstrap_servers="a:1, b:2", fetch_loop="ours"))
+    ours = faust_broker_url(load_settings(kafka_bootstrap_servers="a:1, b:2"))  # the default
     assert ours == ["nexttrack://a:1", "nexttrack://b:2"]
     assert by_url(ours[0]) is fetch_loop.Transport
     assert fetch_loop.Transport.Consumer is fetch_loop.Consumer
-    upstream = faust_broker_url(load_settings(kafka_bootstrap_servers="a:1"))  # the default
+    upstream = faust_broker_url(load_settings(kafka_bootstrap_servers="a:1", fetch_loop="upstream"))
     assert upstream == ["kafka://a:1"]
     assert by_url(upstream[0]) is faust_aiokafka.Transport
 

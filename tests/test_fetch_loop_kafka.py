@@ -51,7 +51,7 @@ def test_restarts_into_an_empty_data_dir_after_sigkill_answer_every_event_unsupe
     (``FETCH_LOOP=upstream`` in the environment) 2 of the 9 restarts tried stopped themselves
     with ``GapError`` (35 and 150 offsets skipped); with ours none of 9 did."""
     env = StreamEnv(kafka_bootstrap, tmp_path)
-    env.env["FETCH_LOOP"] = "ours"  # opt-in (the default is Faust's own loop)
+    env.env["FETCH_LOOP"] = "ours"  # the default, pinned: this is the loop under test
     events = backlog(small_dataset, BACKLOG)
     wanted = {event.event_id for event in events}
     env.produce([event.to_bytes() for event in events])

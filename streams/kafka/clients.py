@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from streams.errors import BrokerUnreachableError, StreamsError
 from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,30 @@ async def committed_offsets(
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def while_unreachable(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    first_wait: float = 0.5,
+    max_wait: float = 5.0,
+) -> T:
+    """``await call()``, called again for as long as no broker answers (a broker restart,
+    a network cut): waits ``first_wait`` seconds, then twice as long each time up to
+    ``max_wait``, logging each failure as a warning that names ``what``. Only a broker that
+    cannot be reached, or an error aiokafka marks retriable, is waited out; any other error
+    is raised at once. Cancellation (a worker shutting down) ends the wait."""
+    wait = first_wait
+    while True:
+        try:
+            return await call()
+        except (BrokerUnreachableError, KafkaError) as exc:
+            if isinstance(exc, KafkaError) and not exc.retriable:
+                raise
+            log.warning("%s: no broker answers (%s); trying again in %.1fs", what, exc, wait)
+        await asyncio.sleep(wait)
+        wait = min(max_wait, wait * 2)
 
 
 async def read_until(

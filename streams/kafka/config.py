@@ -54,9 +54,9 @@ def faust_broker_credentials(settings: Settings) -> Any:
 
 
 def faust_broker_url(settings: Settings) -> list[str]:
-    """Broker URLs for Faust from ``KAFKA_BOOTSTRAP_SERVERS``: ``kafka://host:port`` (Faust's
-    own aiokafka transport, the default) or, with ``FETCH_LOOP=ours``, ``nexttrack://host:port``
-    (our fetch loop, :mod:`streams.kafka.fetch_loop`)."""
+    """Broker URLs for Faust from ``KAFKA_BOOTSTRAP_SERVERS``: ``nexttrack://host:port``
+    (our fetch loop, :mod:`streams.kafka.fetch_loop`, the default) or, with
+    ``FETCH_LOOP=upstream``, ``kafka://host:port`` (Faust's own aiokafka transport)."""
     from streams.kafka.fetch_loop import SCHEME
 
     scheme = SCHEME if settings.fetch_loop == "ours" else "kafka"

@@ -6,8 +6,8 @@ agents' streams. This module subclasses faust-streaming's aiokafka ``Consumer`` 
 ``Transport`` and overrides that one method, nothing else. The app selects it through Faust's
 public transport registry: the ``faust.transports`` entry point ``nexttrack`` in
 ``pyproject.toml``, so a broker URL ``nexttrack://host:port`` uses it
-(:func:`streams.kafka.config.faust_broker_url`; ``FETCH_LOOP=upstream`` gives ``kafka://``,
-Faust's own loop). It is the one module of the project allowed to use Faust's private
+(:func:`streams.kafka.config.faust_broker_url`, the default; ``FETCH_LOOP=upstream`` gives
+``kafka://``, Faust's own loop). It is the one module of the project allowed to use Faust's private
 attributes; :data:`UPSTREAM_SOURCE_SHA256` pins the upstream function it was written against
 (``tests/test_fetch_loop.py`` fails when the installed faust-streaming's differs).
 

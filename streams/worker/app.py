@@ -27,7 +27,7 @@ from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
 from serving.model import ModelBundle, RetrievalParams, chosen_fusion, chosen_repeats
 from serving.state import SessionState
-from streams.kafka.clients import committed_offsets
+from streams.kafka.clients import committed_offsets, while_unreachable
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
 from streams.settings import Settings, fusion_overridden
 from streams.web.live_stats import LiveStats
@@ -151,7 +151,13 @@ class NextTrackWorker:
         #: Commits after every batch and knows the committed floor (``streams.worker.commits``).
         self.committer = BatchCommitter(lambda: self.app.consumer.commit())
         #: Checks that no input offsets were skipped after a rebalance (``streams.worker.gaps``).
-        self.gap_guard = GapGuard(lambda topic: committed_offsets(settings, settings.app_id, topic))
+        # (a broker outage is waited out: the lookup is retried until the broker answers)
+        self.gap_guard = GapGuard(
+            lambda topic: while_unreachable(
+                lambda: committed_offsets(settings, settings.app_id, topic),
+                f"committed offsets of {topic}",
+            )
+        )
         self.app = faust.App(
             settings.app_id,
             broker=faust_broker_url(settings),

@@ -11,19 +11,18 @@ committed offset. Those events were never answered nor applied, and since they w
 acked, Faust could not commit past them either. (Seen with `nexttrack chaos`, 6-8 self-stops
 per full run, and on every restart into an empty ``DATA_DIR`` in issue #23's experiment.)
 
-That cause is fixed in our own fetch loop, :mod:`streams.kafka.fetch_loop` (``FETCH_LOOP=ours``;
-opt-in, see docs/benchmarks.md): the read offset moves only for records actually handed out,
-and never over a
-seek (``tests/test_fetch_loop.py``; ``tests/test_fetch_loop_kafka.py`` restarts a worker into
-an empty data directory three times without one, where Faust's loop stopped itself in 2 of 9
-restarts). It is not the only cause: a full `nexttrack chaos` run with our loop (3 workers,
-6 kills, a broker restart; 2026-12-05) still had 4 self-stops for gaps of 23-690 events
-during rebalances of several workers, a cause not found yet. :class:`GapGuard` stays, as an
-assertion and as the safety net for those: it checks the first event of every partition
-after an assignment or a seek back against the group's committed offset, and every jump of
-offsets inside a run against the records Kafka holds there, and reports a gap before anything
-of the batch is processed or acked (offsets without records, from compaction or transaction
-markers, are no gap). The worker then stops (exit status 70) without committing, and its
+Those causes are fixed in our own fetch loop, :mod:`streams.kafka.fetch_loop` (the default,
+``FETCH_LOOP=ours``): the read offset moves only for records actually handed out, never over
+a seek, and no stream record is handed out while Faust seeks and clears the stream queues at
+the end of a recovery (``tests/test_fetch_loop.py``; ``tests/test_fetch_loop_kafka.py``
+restarts a worker into an empty data directory three times without one, where Faust's loop
+stopped itself in 2 of 9 restarts). A full `nexttrack chaos` run on it (3 workers, 6 kills, a
+broker restart; 2026-12-05, docs/operations.md) had no gap. :class:`GapGuard` stays, as an
+assertion and as the safety net for a cause not known yet: it checks the first event of every
+partition after an assignment or a seek back against the group's committed offset, and every
+jump of offsets inside a run against the records Kafka holds there, and reports a gap before
+anything of the batch is processed or acked (offsets without records, from compaction or
+transaction markers, are no gap). The worker then stops (exit status 70) without committing, and its
 restart reads the partition again from the committed offset: a duplicate answer or two
 instead of a lost event.
 """
