@@ -283,6 +283,7 @@ def fuse_pool(
     *,
     nb: np.ndarray | None = None,
     nb_weight: float = 0.0,
+    nb_only: np.ndarray | None = None,
 ) -> RankedBatch:
     """:func:`fuse` for a whole batch whose two lists cover the same pooled items.
 
@@ -297,6 +298,11 @@ def fuse_pool(
     that is no neighbour gets 0) and ranked over the items that are neighbours; a space that
     is missing then weighs 0 and the others keep their weights. ``cf_only``/``cb_only``
     ignore it.
+
+    ``nb_only`` bool ``(B, P)``: pooled items ranked by their neighbour score alone (heard
+    tracks under ``REPEATS=allow``, :mod:`index.neighbour_sources`): their cf and cb scores
+    add nothing (``weighted_sum``) and they are no members of those lists (``rrf``). Used
+    with the neighbour list only.
     """
     wcf, wcb = _check_args(method, k, rrf_k, cf_weight, cb_weight)
     wnb = _check_weight("nb_weight", nb_weight)
@@ -312,6 +318,7 @@ def fuse_pool(
         cf = None if cf is None else np.pad(np.asarray(cf, np.float32), pad)
         cb = None if cb is None else np.pad(np.asarray(cb, np.float32), pad)
         nb = None if nb is None else np.pad(np.asarray(nb, np.float32), pad)
+        nb_only = None if nb_only is None else np.pad(np.asarray(nb_only, bool), pad)
     valid = ids >= 0
     b, p = ids.shape
     nan = np.full((b, p), np.nan, dtype=np.float32)
@@ -331,13 +338,14 @@ def fuse_pool(
         score = raw_cb.astype(np.float64)
     else:
         score = np.zeros((b, p))
+        vector = valid if nb_only is None or not use_nb else valid & ~np.asarray(nb_only, bool)
         for raw, w in ((cf, wcf), (cb, wcb)):
             if raw is None or w == 0:
                 continue
             if method == "weighted_sum":
-                score += w * _minmax_rows(raw, valid)
+                score += np.where(vector, w * _minmax_rows(raw, vector), 0.0)
             else:
-                score += w / (rrf_k + _ranks_rows(ids, raw, valid))
+                score += np.where(vector, w / (rrf_k + _ranks_rows(ids, raw, vector)), 0.0)
         if use_nb:
             s_nb = np.where(valid, np.asarray(nb, dtype=np.float64), 0.0)
             if method == "weighted_sum":

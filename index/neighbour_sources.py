@@ -12,12 +12,22 @@ scores are divided by the best score of their row (so each is in ``(0, 1]``), th
 ``score = (1 - session_weight) * item + session_weight * session``. Either source may be
 missing (older artifacts have only item neighbours); the other then counts alone.
 
-A third, small part scores the session's own earlier plays, for when heard tracks may be
-recommended again (``REPEATS=allow``): the play ``a`` steps before the last one adds
-``repeat_weight * repeat_decay ** (a - 1)`` (its latest play counts; the last play itself gets
-nothing). Under ``REPEATS=exclude`` every heard track is left out anyway. ``session_weight``,
-``repeat_weight`` and ``repeat_decay`` are chosen at training time on held-out sessions
-(``training.neighbours``).
+A third part scores the session's own earlier plays, for when heard tracks may be
+recommended again (``REPEATS=allow``). A heard track is not ranked by how close it is to the
+session (every heard track is close to its own session, so that would put heard tracks first
+whatever comes next): the neighbour scores of the session's recent plays are dropped, and a
+heard track scores only by the repeat part:
+
+- *recency*: the play ``a`` steps before the last one adds ``repeat_weight * repeat_decay **
+  (a - 1)`` (its latest play counts; the last play itself gets nothing);
+- *follow*: the track that came right after the last play's previous play in this session
+  adds ``repeat_follow`` (a listener going round an album or a playlist again plays the
+  same successor; on 30Music 6.7% of next tracks are that one).
+
+Under ``REPEATS=exclude`` every heard track is left out anyway. ``session_weight`` and the
+repeat part are chosen at training time on held-out sessions (``training.neighbours``); the
+retriever gives heard tracks no collaborative or content score either
+(:meth:`index.retriever.HybridRetriever.rank`, ``nb_only``).
 """
 
 from __future__ import annotations
@@ -60,27 +70,46 @@ def mix_candidates(parts: list[tuple[NeighbourCandidates, float]]) -> NeighbourC
 
 
 def with_repeats(
-    found: NeighbourCandidates, recent: list[list[int]], weight: float, decay: float
+    found: NeighbourCandidates,
+    recent: list[list[int]],
+    weight: float,
+    decay: float,
+    follow: float = 0.0,
 ) -> NeighbourCandidates:
-    """``found`` plus the repeat part of the module doc for each row's recent plays."""
-    if weight <= 0:
-        return found
+    """``found`` without each row's recent plays, plus the repeat part of the module doc
+    (recency and follow) for them."""
+    n = found.n_items
+    heard_l = [r * n + np.asarray(plays, dtype=np.int64) for r, plays in enumerate(recent) if plays]
+    if heard_l:
+        heard = np.concatenate(heard_l)
+        keep = ~np.isin(found.codes, heard[(heard >= 0)])
+        codes, scores = found.codes[keep], found.scores[keep].astype(np.float64)
+    else:
+        codes, scores = found.codes, found.scores.astype(np.float64)
     codes_l: list[int] = []
     values_l: list[float] = []
     for r, plays in enumerate(recent):
-        seen = {plays[-1]} if plays else set()
-        for age, item in enumerate(reversed(plays[:-1]), start=1):
-            if item not in seen and 0 <= item < found.n_items:
-                seen.add(item)
-                codes_l.append(r * found.n_items + item)
-                values_l.append(weight * decay ** (age - 1))
-    if not codes_l:
-        return found
-    codes = np.concatenate([found.codes, np.asarray(codes_l, dtype=np.int64)])
-    values = np.concatenate([found.scores.astype(np.float64), np.asarray(values_l)])
+        if not plays:
+            continue
+        last = plays[-1]
+        if weight > 0:
+            seen = {last}
+            for age, item in enumerate(reversed(plays[:-1]), start=1):
+                if item not in seen and 0 <= item < n:
+                    seen.add(item)
+                    codes_l.append(r * n + item)
+                    values_l.append(weight * decay ** (age - 1))
+        if follow > 0:
+            for i in range(len(plays) - 2, 0, -1):
+                if plays[i - 1] == last and plays[i] != last and 0 <= plays[i] < n:
+                    codes_l.append(r * n + plays[i])
+                    values_l.append(follow)
+                    break
+    codes = np.concatenate([codes, np.asarray(codes_l, dtype=np.int64)])
+    values = np.concatenate([scores, np.asarray(values_l, dtype=np.float64)])
     unique, inverse = np.unique(codes, return_inverse=True)
     sums = np.bincount(inverse, weights=values, minlength=unique.size)
-    return NeighbourCandidates(unique, sums.astype(np.float32), found.n_items, found.n_rows)
+    return NeighbourCandidates(unique, sums.astype(np.float32), n, found.n_rows)
 
 
 class NeighbourSources:
@@ -94,6 +123,7 @@ class NeighbourSources:
         *,
         repeat_weight: float = 0.0,
         repeat_decay: float = 0.7,
+        repeat_follow: float = 0.0,
     ) -> None:
         if items is None and sessions is None:
             raise InvalidInputError("NeighbourSources needs item or session neighbours")
@@ -104,12 +134,15 @@ class NeighbourSources:
             )
         if not 0.0 <= session_weight <= 1.0:
             raise InvalidInputError(f"session_weight must be in [0, 1], got {session_weight}")
-        if repeat_weight < 0 or not 0.0 <= repeat_decay <= 1.0:
-            raise InvalidInputError("repeat_weight must be >= 0 and repeat_decay in [0, 1]")
+        if repeat_weight < 0 or repeat_follow < 0 or not 0.0 <= repeat_decay <= 1.0:
+            raise InvalidInputError(
+                "repeat_weight and repeat_follow must be >= 0 and repeat_decay in [0, 1]"
+            )
         self.items, self.sessions = items, sessions
         self._memo: dict[tuple[tuple[int, ...], ...], NeighbourCandidates] | None = None
         self.session_weight = float(session_weight)
         self.repeat_weight, self.repeat_decay = float(repeat_weight), float(repeat_decay)
+        self.repeat_follow = float(repeat_follow)
 
     @property
     def n_items(self) -> int:
@@ -123,6 +156,7 @@ class NeighbourSources:
             "session_weight": self.session_weight if self.sessions is not None else 0.0,
             "repeat_weight": self.repeat_weight,
             "repeat_decay": self.repeat_decay,
+            "repeat_follow": self.repeat_follow,
         }
 
     def query(self, recent: list[list[int]]) -> NeighbourCandidates:
@@ -132,7 +166,9 @@ class NeighbourSources:
         if key is not None and key in self._memo:  # type: ignore[operator]
             return self._memo[key]  # type: ignore[index]
         found = self.mixed(recent)
-        found = with_repeats(found, recent, self.repeat_weight, self.repeat_decay)
+        found = with_repeats(
+            found, recent, self.repeat_weight, self.repeat_decay, self.repeat_follow
+        )
         if key is not None:
             self._memo = {key: found}  # the last query only: variants follow each other
         return found

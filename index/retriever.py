@@ -221,6 +221,7 @@ class HybridRetriever:
         *,
         neighbours: NeighbourCandidates | None = None,
         nb_weight: float = 0.0,
+        nb_only: Sequence[Collection[int]] | None = None,
     ) -> RankedBatch:
         """Top-``k`` fused items per query row (see module doc), never an excluded, retired
         or filtered-out item; ``min(k, usable items not excluded)`` items per query.
@@ -232,6 +233,10 @@ class HybridRetriever:
         ``neighbours`` (one row per query, ``index.neighbours``) with ``nb_weight > 0`` adds
         the best ``pool`` usable, non-excluded session neighbours of each query to its pool
         and their neighbour score to the fusion (``weighted_sum``/``rrf`` only).
+
+        ``nb_only`` (one collection per query): items only the neighbour source may propose,
+        ranked by their neighbour score alone (the heard tracks under ``REPEATS=allow``):
+        the cf/cb searches skip them and their cf/cb scores do not count in the fusion.
         """
         if method not in FUSION_METHODS:
             raise InvalidInputError(f"unknown fusion method {method!r}; expected {FUSION_METHODS}")
@@ -250,6 +255,15 @@ class HybridRetriever:
         if method == "cb_only" and "cb" not in queries:
             raise InvalidInputError("cb_only needs cb_queries and a cb space")
         excl = _Exclusions.build(exclude, b, self.n_items)
+        use_nb = neighbours is not None and nb_weight > 0 and method in ("weighted_sum", "rrf")
+        only = _Exclusions.build(nb_only, b, self.n_items) if nb_only is not None else None
+        search_excl = excl
+        if only is not None and only.codes.size:
+            skipped = [
+                [*(exclude[r] if exclude is not None else ()), *nb_only[r]]  # type: ignore[index]
+                for r in range(b)
+            ]
+            search_excl = _Exclusions.build(skipped, b, self.n_items)
         searched: list[Space] = list(queries)
         if method in ("cf_only", "cb_only"):
             searched = ["cf"] if method == "cf_only" else ["cb"]
@@ -260,12 +274,12 @@ class HybridRetriever:
             ~self.filters.retired_mask if allowed is None else allowed & ~self.filters.retired_mask
         )
         n_usable = int(usable.sum())
-        want = np.minimum(k, n_usable - excl.count_in(usable))
+        want = np.minimum(k, n_usable - search_excl.count_in(usable))
         pool = max(k, self.pool_factor * k)
         found = [
-            self._candidates(s, queries[s], usable, excl, want, pool, filtered) for s in searched
+            self._candidates(s, queries[s], usable, search_excl, want, pool, filtered)
+            for s in searched
         ]
-        use_nb = neighbours is not None and nb_weight > 0 and method in ("weighted_sum", "rrf")
         if use_nb:
             assert neighbours is not None
             if neighbours.n_rows != b or neighbours.n_items != self.n_items:
@@ -292,6 +306,7 @@ class HybridRetriever:
             rrf_k,
             nb=neighbours.lookup(ids) if use_nb else None,  # type: ignore[union-attr]
             nb_weight=nb_weight if use_nb else 0.0,
+            nb_only=only.contains(np.arange(b), ids) if use_nb and only is not None else None,
         )
 
     def similar(

@@ -437,6 +437,7 @@ def load_neighbours(artifacts: Artifacts) -> NeighbourSources | None:
         float(section.get("session_weight", 0.5)),
         repeat_weight=float(repeats.get("weight", 0.0)),
         repeat_decay=float(repeats.get("decay", 0.7)),
+        repeat_follow=float(repeats.get("follow", 0.0)),
     )
 
 
@@ -465,6 +466,9 @@ def rank_batch(
     (``cf_scores``/``cb_scores`` NaN)."""
     index = model.track_index
     exclude = [model.indices(excluded_tracks(h, params.repeats)) for h in heard]
+    # REPEATS=allow: a heard track comes back only by the repeat part of the neighbour source
+    # (index.neighbour_sources), never for being close to its own session
+    repeat_only = [model.indices(h) for h in heard] if params.repeats == "allow" else None
     history = [model.indices(p[-NEIGHBOUR_HISTORY:]) for p in plays]
     recent = [h[-CONTENT_WINDOW:] for h in history]
     # warm: a known play anywhere in the history (the content window may hold none of them)
@@ -501,6 +505,7 @@ def rank_batch(
             mood_filter=list(params.mood_filter) or None,
             neighbours=nb,
             nb_weight=params.nb_weight if nb is not None else 0.0,
+            nb_only=[repeat_only[r] for r in warm] if repeat_only is not None else None,
         )
         rows = np.asarray(warm)
         out.items[rows], out.scores[rows] = ranked.items, ranked.scores

@@ -229,3 +229,35 @@ def test_memoized_search_repeats_no_search_and_changes_no_result(data, monkeypat
         memoized = ranked()
     assert memoized == plain
     assert searched > 0 and len(calls) * len(variants) == searched
+
+
+@pytest.mark.parametrize("method", ["weighted_sum", "rrf"])
+def test_nb_only_items_come_only_from_the_neighbours_and_by_their_score(
+    retriever, data, method
+) -> None:
+    """Under REPEATS=allow a heard track is ranked by its neighbour (repeat) score alone: the
+    best cf/cb items, marked ``nb_only``, leave the answer when no neighbour score carries
+    them, and one with a neighbour score comes back at the neighbours' rank."""
+    from index.neighbours import NeighbourCandidates
+
+    q_cf, q_cb = data["cf_q"][:1], data["cb_q"][:1]
+    first = retriever.recommend(q_cf, q_cb, k=K, method=method)[0]
+    heard = [x.item for x in first[:3]]
+    none = NeighbourCandidates(np.zeros(0, np.int64), np.zeros(0, np.float32), N, 1)
+    gone = retriever.rank(
+        q_cf, q_cb, k=K, method=method, neighbours=none, nb_weight=0.5, nb_only=[heard]
+    ).lists()[0]
+    assert len(gone) == K and not {x.item for x in gone} & set(heard)
+    # heard[2] carries the only neighbour score; the others stay out
+    nb = NeighbourCandidates(np.array([heard[2]]), np.array([1.0], np.float32), N, 1)
+    weights = {"cf_weight": 0.1, "cb_weight": 0.1, "nb_weight": 0.9}
+    back = retriever.rank(
+        q_cf, q_cb, k=K, method=method, neighbours=nb, nb_only=[heard], **weights
+    ).lists()[0]
+    items = [x.item for x in back]
+    assert items[0] == heard[2] and heard[0] not in items and heard[1] not in items
+    # its fused score is the neighbour part alone (its cf/cb scores add nothing)
+    alone = 0.9 if method == "weighted_sum" else 0.9 / (60 + 1)
+    assert back[0].score == pytest.approx(alone)
+    counted = retriever.rank(q_cf, q_cb, k=K, method=method, neighbours=nb, **weights)
+    assert counted.lists()[0][0].score > alone + 1e-6

@@ -123,11 +123,11 @@ def test_sources_mix_by_the_session_weight() -> None:
     items = build_neighbours(sessions, 40)
     by_sessions = SessionNeighbours.build(sessions, 40)
     queries = [[1, 2], [5]]
-    only_items = NeighbourSources(items, by_sessions, 0.0).query(queries)
-    only_sessions = NeighbourSources(items, by_sessions, 1.0).query(queries)
+    only_items = NeighbourSources(items, by_sessions, 0.0).mixed(queries)
+    only_sessions = NeighbourSources(items, by_sessions, 1.0).mixed(queries)
     assert only_items.codes.tolist() == items.query(queries).codes.tolist()
     assert only_sessions.codes.tolist() == by_sessions.query(queries).codes.tolist()
-    alone = NeighbourSources(None, by_sessions, 0.3).query(queries)  # the other counts alone
+    alone = NeighbourSources(None, by_sessions, 0.3).mixed(queries)  # the other counts alone
     assert alone.codes.tolist() == only_sessions.codes.tolist()
     with pytest.raises(InvalidInputError):
         NeighbourSources(None, None)
@@ -184,12 +184,37 @@ def test_the_repeat_part_scores_earlier_plays_by_age() -> None:
     found = with_repeats(empty, [[3, 1, 2, 1, 4], []], 0.5, 0.5)
     got = dict(zip(found.codes.tolist(), found.scores.tolist(), strict=True))
     assert got == pytest.approx({1: 0.5, 2: 0.25, 3: 0.0625})
-    base = NeighbourCandidates(np.array([2, 5]), np.array([1.0, 1.0], np.float32), 10, 2)
+
+
+def test_a_heard_track_keeps_no_neighbour_score_only_its_repeat_part() -> None:
+    """Row 0 heard 2 and 7: 2's neighbour score (1.0) is dropped, its repeat part stays;
+    5, never heard, keeps its score. With the repeat part off, heard tracks are gone."""
+    base = NeighbourCandidates(np.array([2, 5, 12]), np.array([1.0, 1.0, 0.4], np.float32), 10, 2)
     summed = with_repeats(base, [[2, 7], [1]], 0.3, 0.7)
     assert dict(zip(summed.codes.tolist(), summed.scores.tolist(), strict=True)) == (
-        pytest.approx({2: 1.3, 5: 1.0})
+        pytest.approx({2: 0.3, 5: 1.0, 12: 0.4})
     )
-    assert with_repeats(base, [[2, 7], [1]], 0.0, 0.7) is base
+    off = with_repeats(base, [[2, 7], [2]], 0.0, 0.7)
+    assert off.codes.tolist() == [5]
+
+
+@pytest.mark.parametrize(
+    ("plays", "expected"),
+    [
+        ([5, 6, 9, 5], {6: 1.5}),  # after 5 came 6: 6 again
+        ([5, 6, 5, 8, 5], {8: 1.5}),  # the latest previous play of 5 counts
+        ([3, 5, 5], {}),  # 5 followed by itself: nothing to follow
+        ([4, 6, 9], {}),  # the last play was not heard before
+    ],
+)
+def test_the_follow_part_scores_what_came_after_the_last_play_before(
+    plays: list[int], expected: dict[int, float]
+) -> None:
+    empty = NeighbourCandidates(np.zeros(0, np.int64), np.zeros(0, np.float32), 10, 1)
+    found = with_repeats(empty, [plays], 0.0, 0.5, follow=1.5)
+    assert dict(zip(found.codes.tolist(), found.scores.tolist(), strict=True)) == (
+        pytest.approx(expected)
+    )
 
 
 def test_repeat_tuning_finds_a_repeating_pattern() -> None:
@@ -203,8 +228,8 @@ def test_repeat_tuning_finds_a_repeating_pattern() -> None:
     off = next(g for g in result.grid if g["repeat_weight"] == 0)
     assert off["hr@20"] < max(g["hr@20"] for g in result.grid)
     tuned = NeighbourModel(model.item, model.session, 1.0, **result.best)
-    found = tuned.sources(sessions, 800).query([[7, 9]])
-    assert found.items[np.argmax(found.scores)] == 7
+    found = tuned.sources(sessions[:300], 800).query([[700, 701]])  # tracks new to them
+    assert found.items[np.argmax(found.scores)] == 700
 
 
 def test_memoized_queries_return_the_same_candidates() -> None:

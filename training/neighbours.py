@@ -53,9 +53,12 @@ SESSION_GRID: list[dict[str, Any]] = [
 ]
 #: Mixes of the session neighbours with the item neighbours tried (0: item neighbours alone).
 SESSION_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.85, 1.0)
-#: Grid of the repeat part (``index.neighbour_sources``); weight 0 turns it off.
-REPEAT_GRID: list[dict[str, float]] = [{"repeat_weight": 0.0, "repeat_decay": 0.7}] + [
-    {"repeat_weight": w, "repeat_decay": d} for w in (0.1, 0.2, 0.3, 0.5) for d in (0.5, 0.7, 0.9)
+#: Grid of the repeat part (``index.neighbour_sources``): recency (weight 0 turns it off)
+#: and follow (0: off). The first point, all off, is what ``REPEATS=exclude`` amounts to.
+REPEAT_GRID: list[dict[str, float]] = [
+    {"repeat_weight": w, "repeat_decay": d, "repeat_follow": f}
+    for f in (0.0, 0.5, 1.0, 2.0)
+    for w, d in ((0.0, 0.7), (0.05, 0.5), (0.1, 0.7), (0.2, 0.7), (0.3, 0.9), (0.5, 0.9))
 ]
 
 
@@ -297,6 +300,7 @@ class NeighbourModel:
     session_weight: float
     repeat_weight: float = 0.0
     repeat_decay: float = 0.7
+    repeat_follow: float = 0.0
 
     def sources(self, sessions: Sequence[Sequence[int]], n_items: int) -> NeighbourSources:
         """The worker's neighbourhood source trained on ``sessions``."""
@@ -305,6 +309,7 @@ class NeighbourModel:
             self.session_weight,
             repeat_weight=self.repeat_weight,
             repeat_decay=self.repeat_decay,
+            repeat_follow=self.repeat_follow,
         )
 
     def build(
@@ -328,10 +333,11 @@ def tune_repeats(
     k: int = 20,
     seed: int = 0,
 ) -> TuningResult:
-    """Choose the repeat part (``repeat_weight``, ``repeat_decay``) as the worker uses it,
-    with heard tracks allowed again (only the last play left out): sources built on the oldest
-    ``1 - validation_share`` of ``sessions``, HR@k (ties: MRR@k) on next-item predictions of
-    the newest. The sources are queried once; each grid point only adds its repeat part."""
+    """Choose the repeat part (``repeat_weight``, ``repeat_decay``, ``repeat_follow``) as the
+    worker uses it, with heard tracks allowed again (only the last play left out): sources
+    built on the oldest ``1 - validation_share`` of ``sessions``, the highest HR@k + MRR@k
+    (the fusion choice's criterion) on next-item predictions of the newest. The sources are
+    queried once; each grid point only adds its repeat part."""
     started = time.perf_counter()
     grid = list(grid if grid is not None else REPEAT_GRID)
     n_val = max(1, int(round(len(sessions) * validation_share)))
@@ -346,13 +352,19 @@ def tune_repeats(
     result.n_fit_sessions, result.n_validation_prefixes = len(sessions) - n_val, len(prefixes)
     best_key: tuple[float, float] | None = None
     for params in grid:
-        scored = with_repeats(found, prefixes, params["repeat_weight"], params["repeat_decay"])
+        scored = with_repeats(
+            found,
+            prefixes,
+            params["repeat_weight"],
+            params["repeat_decay"],
+            params.get("repeat_follow", 0.0),
+        )
         lists = scored.top(~np.isin(scored.codes, last_codes), k)
         ranks = ranks_in_lists(np.where(lists >= 0, lists, PAD), targets)
         hr, mrr = hit_rate_at_k(ranks, k), mrr_at_k(ranks, k)
         result.grid.append({**params, f"hr@{k}": round(hr, 6), f"mrr@{k}": round(mrr, 6)})
-        if best_key is None or (hr, mrr) > best_key:
-            best_key, result.best = (hr, mrr), dict(params)
+        if best_key is None or (hr + mrr, hr) > best_key:
+            best_key, result.best = (hr + mrr, hr), dict(params)
     result.seconds = time.perf_counter() - started
     log.info("tuned repeats on %d prefixes: best %s", len(prefixes), result.best)
     return result
@@ -401,7 +413,11 @@ def train_neighbours(
         "query": {"window": QUERY_WINDOW if item.decay > 0 else 1, "decay": item.decay},
         "sessions": session,
         "session_weight": weight,
-        "repeats": {"weight": model.repeat_weight, "decay": model.repeat_decay},
+        "repeats": {
+            "weight": model.repeat_weight,
+            "decay": model.repeat_decay,
+            "follow": model.repeat_follow,
+        },
         "tuning": item_tuning.to_dict(),
         "session_tuning": session_tuning.to_dict(),
         "mix_tuning": mix_tuning.to_dict(),

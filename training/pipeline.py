@@ -209,6 +209,7 @@ class Carried:
                 float(section["session_weight"]),
                 repeat_weight=float(repeats.get("weight", 0.0)),
                 repeat_decay=float(repeats.get("decay", 0.7)),
+                repeat_follow=float(repeats.get("follow", 0.0)),
             )
         return cls(
             weights=weights,
