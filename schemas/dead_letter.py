@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 
+from schemas.spec import Spec
 from schemas.validation import check_schema, decode_object, opt_int, req_int, req_str
 
 DEAD_LETTER_SCHEMA = "dead-letter/v1"
@@ -28,17 +29,34 @@ MAX_ERROR_CHARS = 4000
 class DeadLetter:
     """A rejected record. ``payload`` is the original bytes, exactly."""
 
-    reason: str
-    error: str
-    source_topic: str
-    partition: int | None
-    offset: int | None
-    payload: bytes
-    failed_at: int
-    key: bytes | None = None
+    reason: Annotated[str, Spec("Why it was rejected: a code such as not_json, missing_field.")]
+    error: Annotated[str, Spec("What was wrong, naming the field.", max_length=100_000)]
+    source_topic: Annotated[str, Spec("The topic the record was read from.")]
+    partition: Annotated[int | None, Spec("Its partition there.")]
+    offset: Annotated[int | None, Spec("Its offset there.")]
+    payload: Annotated[
+        bytes,
+        Spec(
+            "The record's bytes (its first MAX_PAYLOAD_BYTES), as payload_encoding says.",
+            json={"type": "string"},
+        ),
+    ]
+    failed_at: Annotated[int, Spec("When it was rejected: milliseconds since the Unix epoch.")]
+    key: Annotated[
+        bytes | None,
+        Spec("The record's Kafka key, as key_encoding says.", json={"type": "string"}),
+    ] = None
     #: Size and SHA-256 (hex) of the ORIGINAL payload; ``payload`` may be a prefix of it.
-    payload_size: int | None = None
-    payload_sha256: str | None = None
+    payload_size: Annotated[
+        int | None, Spec("Size in bytes of the original payload.", minimum=0)
+    ] = None
+    payload_sha256: Annotated[
+        str | None,
+        Spec(
+            "SHA-256 of the original payload, hex.",
+            json={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        ),
+    ] = None
 
     @property
     def truncated(self) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 
+from schemas.spec import Spec
 from schemas.validation import (
     DEFAULT_MAX_BYTES,
     check_schema,
@@ -26,12 +27,14 @@ class FeedbackEvent:
     """``{"schema": "feedback/v1", "event_id", "session_id", "user_id", "track_id",
     "feedback": "like"|"dislike"|"skip", "ts"}`` (``ts`` in epoch milliseconds)."""
 
-    event_id: str
-    session_id: str
-    user_id: str
-    track_id: str
-    feedback: FeedbackKind
-    ts: int
+    event_id: Annotated[str, Spec("Unique id of this feedback event (the producer's).")]
+    session_id: Annotated[
+        str, Spec("The listening session; also the Kafka key (co-partitioned with plays).")
+    ]
+    user_id: Annotated[str, Spec("The listener.")]
+    track_id: Annotated[str, Spec("The track the listener reacted to.")]
+    feedback: Annotated[FeedbackKind, Spec("The reaction: like, dislike or skip.")]
+    ts: Annotated[int, Spec("When it happened: milliseconds since the Unix epoch, UTC.", minimum=0)]
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 
 from schemas.errors import SchemaError
+from schemas.spec import Spec
 from schemas.validation import (
     DEFAULT_MAX_BYTES,
     check_schema,
@@ -40,14 +41,30 @@ _KNOWN = frozenset(
 class PlayEvent:
     """One play or skip. Unknown extra fields are kept in ``extra`` and written back out."""
 
-    event_id: str
-    user_id: str
-    session_id: str
-    track_id: str
-    event_type: EventType
-    ts: int
-    ms_played: int | None = None
-    context: str | None = None
+    event_id: Annotated[
+        str, Spec("Unique id of this event (the producer's); the answer carries it.")
+    ]
+    user_id: Annotated[str, Spec("The listener (rate limits and A/B figures count per user).")]
+    session_id: Annotated[
+        str, Spec("The listening session; also the Kafka key, so a session stays on a partition.")
+    ]
+    track_id: Annotated[str, Spec("The track played or skipped: a track_id of the catalog.")]
+    event_type: Annotated[
+        EventType,
+        Spec(
+            "play: the track was listened to (it advances the session encoder); skip: it was "
+            "skipped (it counts as heard, but does not advance the encoder)."
+        ),
+    ]
+    ts: Annotated[
+        int, Spec("When the event happened: milliseconds since the Unix epoch, UTC.", minimum=0)
+    ]
+    ms_played: Annotated[
+        int | None, Spec("Milliseconds of the track that were played (informational).", minimum=0)
+    ] = None
+    context: Annotated[
+        str | None, Spec("Where the play came from (free text, e.g. radio; informational).")
+    ] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

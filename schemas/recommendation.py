@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 
+from schemas.spec import Spec
 from schemas.validation import check_schema, decode_object, opt_str, req_int, req_str
 
 RECOMMENDATION_SCHEMA = "recommendation/v1"
@@ -21,10 +22,15 @@ class RecommendedItem(NamedTuple):
     batch.
     """
 
-    track_id: str
-    score: float
-    cf_score: float | None = None
-    cb_score: float | None = None
+    track_id: Annotated[str, Spec("The recommended track.")]
+    score: Annotated[float, Spec("Its fused score (higher first; comparable within one list).")]
+    cf_score: Annotated[
+        float | None,
+        Spec("Its score in the encoder's (collaborative) space; null if not found there."),
+    ] = None
+    cb_score: Annotated[
+        float | None, Spec("Its score in the content space; null if not found there.")
+    ] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,21 +45,25 @@ class RecommendedItem(NamedTuple):
 class Recommendation:
     """The answer to one play event (``event_id``) or one request (``request_id``)."""
 
-    session_id: str | None
-    user_id: str | None
-    event_id: str | None
-    model_version: str
-    generated_at: int
-    fusion_method: str
-    cf_weight: float
-    cb_weight: float
-    session_length: int
-    items: list[RecommendedItem]
-    request_id: str | None = None
-    variant: str | None = None
-    encoder: str | None = None
+    session_id: Annotated[str | None, Spec("The session (null for a sequence-only request).")]
+    user_id: Annotated[str | None, Spec("The session's user, when known.")]
+    event_id: Annotated[str | None, Spec("The play answered (null for a request).")]
+    model_version: Annotated[str, Spec("Version of the model that computed it.")]
+    generated_at: Annotated[int, Spec("When it was computed: milliseconds since the Unix epoch.")]
+    fusion_method: Annotated[str, Spec("How the sources were fused (weighted_sum, rrf, ...).")]
+    cf_weight: Annotated[float, Spec("Weight of the encoder's space in the fusion.")]
+    cb_weight: Annotated[float, Spec("Weight of the content space in the fusion.")]
+    session_length: Annotated[
+        int, Spec("Events in the session so far (a request: of its session or track_sequence).")
+    ]
+    items: Annotated[list[RecommendedItem], Spec("The recommended tracks, best first.")]
+    request_id: Annotated[str | None, Spec("The request answered (absent for a play).")] = None
+    variant: Annotated[str | None, Spec("The session's A/B variant (absent without one).")] = None
+    encoder: Annotated[str | None, Spec("The session encoder that served it.")] = None
     #: Weight of the session-neighbourhood source when it took part (else absent).
-    nb_weight: float | None = None
+    nb_weight: Annotated[
+        float | None, Spec("Weight of the neighbourhood source, when it took part.")
+    ] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

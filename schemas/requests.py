@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 
 from schemas.errors import SchemaError
 from schemas.recommendation import RecommendedItem
+from schemas.spec import Spec
 from schemas.validation import (
     DEFAULT_MAX_BYTES,
     check_schema,
@@ -42,14 +43,37 @@ RECOMMENDATION_REQUEST_SCHEMA = "recommendation-request/v1"
 SIMILAR_TRACKS_REQUEST_SCHEMA = "similar-tracks-request/v1"
 SIMILAR_TRACKS_SCHEMA = "similar-tracks/v1"
 
+FusionMethod = Literal["weighted_sum", "rrf", "cf_only", "cb_only"]
 #: Fusion methods a request may name (the same as ``index.fusion.FUSION_METHODS``).
-REQUEST_FUSION_METHODS: tuple[str, ...] = ("weighted_sum", "rrf", "cf_only", "cb_only")
+REQUEST_FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
 #: Largest ``top_k`` a request may ask for.
 MAX_TOP_K = 1000
 #: Most track ids in a ``track_sequence`` (longer histories: send the most recent ones).
 MAX_SEQUENCE = 1000
 #: Most labels in a ``genre_filter`` / ``mood_filter``.
 MAX_FILTER_LABELS = 100
+
+RequestId = Annotated[str, Spec("The request's id; its answer carries it.")]
+TopK = Annotated[
+    int | None, Spec("Tracks to return (default: TOP_K).", minimum=1, maximum=MAX_TOP_K)
+]
+GenreFilter = Annotated[
+    list[str],
+    Spec("Only tracks with one of these genres (empty: all).", max_items=MAX_FILTER_LABELS),
+]
+MoodFilter = Annotated[
+    list[str],
+    Spec("Only tracks with one of these moods (empty: all).", max_items=MAX_FILTER_LABELS),
+]
+Fusion = Annotated[FusionMethod | None, Spec("How to fuse the sources (default: the worker's).")]
+CfWeight = Annotated[
+    float | None,
+    Spec("Weight of the encoder's space (default: the worker's).", minimum=0.0, maximum=1.0),
+]
+CbWeight = Annotated[
+    float | None,
+    Spec("Weight of the content space (default: the worker's).", minimum=0.0, maximum=1.0),
+]
 
 _REC_KNOWN = frozenset(
     {
@@ -137,17 +161,32 @@ class RecommendationRequest:
     unknown it falls back to ``track_sequence`` and then to the most popular tracks.
     """
 
-    request_id: str
-    session_id: str | None = None
-    track_sequence: list[str] = field(default_factory=list)
-    top_k: int | None = None
-    genre_filter: list[str] = field(default_factory=list)
-    mood_filter: list[str] = field(default_factory=list)
-    fusion_method: str | None = None
-    cf_weight: float | None = None
-    cb_weight: float | None = None
+    request_id: RequestId
+    session_id: Annotated[
+        str | None, Spec("A live session: its state is used (and it is the Kafka key).")
+    ] = None
+    track_sequence: Annotated[
+        list[str],
+        Spec(
+            "Track ids heard so far, oldest first; used when the session is unknown.",
+            max_items=MAX_SEQUENCE,
+        ),
+    ] = field(default_factory=list)
+    top_k: TopK = None
+    genre_filter: GenreFilter = field(default_factory=list)
+    mood_filter: MoodFilter = field(default_factory=list)
+    fusion_method: Fusion = None
+    cf_weight: CfWeight = None
+    cb_weight: CbWeight = None
     #: Weight of the session-neighbourhood source (``None``: the worker's).
-    nb_weight: float | None = None
+    nb_weight: Annotated[
+        float | None,
+        Spec(
+            "Weight of the neighbourhood source (default: the worker's).",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+    ] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,16 +268,16 @@ class SimilarTracksRequest:
     are fused with ``fusion_method`` (default: the worker's).
     """
 
-    request_id: str
-    track_id: str
-    top_k: int | None = None
-    use_cf: bool = True
-    use_cb: bool = True
-    genre_filter: list[str] = field(default_factory=list)
-    mood_filter: list[str] = field(default_factory=list)
-    fusion_method: str | None = None
-    cf_weight: float | None = None
-    cb_weight: float | None = None
+    request_id: RequestId
+    track_id: Annotated[str, Spec("The track to find neighbours of (the Kafka key).")]
+    top_k: TopK = None
+    use_cf: Annotated[bool, Spec("Search the encoder's (collaborative) space.")] = True
+    use_cb: Annotated[bool, Spec("Search the content space.")] = True
+    genre_filter: GenreFilter = field(default_factory=list)
+    mood_filter: MoodFilter = field(default_factory=list)
+    fusion_method: Fusion = None
+    cf_weight: CfWeight = None
+    cb_weight: CbWeight = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,11 +348,13 @@ class SimilarTracksRequest:
 class SimilarTracks:
     """The answer to a :class:`SimilarTracksRequest`: ranked tracks with their scores."""
 
-    request_id: str
-    track_id: str
-    model_version: str
-    generated_at: int
-    items: list[RecommendedItem]
+    request_id: Annotated[str, Spec("The request answered.")]
+    track_id: Annotated[str, Spec("The queried track (the Kafka key).")]
+    model_version: Annotated[str, Spec("Version of the model that computed it.")]
+    generated_at: Annotated[
+        int, Spec("When it was computed: milliseconds since the Unix epoch.", minimum=0)
+    ]
+    items: Annotated[list[RecommendedItem], Spec("The similar tracks, best first.")]
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Annotated, Any, overload
 
 import orjson
 
+from schemas.spec import Spec
 from schemas.validation import (
     DEFAULT_MAX_BYTES,
+    MAX_LIST_ITEMS,
     check_schema,
     decode_object,
     opt_bool,
@@ -39,17 +41,32 @@ AUDIO_FEATURES: tuple[str, ...] = (
 class Track:
     """One catalog entry. ``retired=True`` is a tombstone: never recommend it again."""
 
-    track_id: str
-    title: str
-    artist: str
-    genres: list[str] = field(default_factory=list)
-    moods: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    duration_ms: int | None = None
-    album: str | None = None
-    year: int | None = None
-    audio: dict[str, float] = field(default_factory=dict)
-    retired: bool = False
+    track_id: Annotated[str, Spec("The track's id (the key of topic tracks).")]
+    title: Annotated[str, Spec("Title (not checked on a tombstone).")]
+    artist: Annotated[str, Spec("Artist (not checked on a tombstone).")]
+    genres: Annotated[
+        list[str], Spec("Genre labels (content vectors, genre filters).", max_items=MAX_LIST_ITEMS)
+    ] = field(default_factory=list)
+    moods: Annotated[
+        list[str], Spec("Mood labels (content vectors, mood filters).", max_items=MAX_LIST_ITEMS)
+    ] = field(default_factory=list)
+    tags: Annotated[list[str], Spec("Free tags (content vectors).", max_items=MAX_LIST_ITEMS)] = (
+        field(default_factory=list)
+    )
+    duration_ms: Annotated[int | None, Spec("Length in milliseconds.", minimum=0)] = None
+    album: Annotated[str | None, Spec("Album title.")] = None
+    year: Annotated[int | None, Spec("Release year.")] = None
+    audio: Annotated[
+        dict[str, float],
+        Spec(
+            "An audio feature (content vectors); any number, absent if unknown.",
+            spread=AUDIO_FEATURES,
+        ),
+    ] = field(default_factory=dict)
+    retired: Annotated[
+        bool,
+        Spec("true: a tombstone, the track is never recommended again (only track_id needed)."),
+    ] = False
 
     def to_dict(self) -> dict[str, Any]:
         if self.retired:  # a tombstone carries only what identifies the track

@@ -31,6 +31,8 @@ RejectReason = Literal[
 DEFAULT_MAX_BYTES = 64 * 1024
 #: Upper bound on any identifier or free-text string field.
 MAX_STRING_CHARS = 1024
+#: Default upper bound on the items of a list of strings (:func:`str_list`).
+MAX_LIST_ITEMS = 1000
 
 
 def decode_object(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
@@ -142,7 +144,7 @@ def opt_bool(obj: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def str_list(
-    obj: dict[str, Any], name: str, *, required: bool = False, max_items: int = 1000
+    obj: dict[str, Any], name: str, *, required: bool = False, max_items: int = MAX_LIST_ITEMS
 ) -> list[str]:
     """A list of non-empty strings (absent gives ``[]`` unless ``required``)."""
     if obj.get(name) is None:
