@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.kafka.clients import session_key
+from streams.kafka.clients import session_key, topic_partitions
 from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
@@ -73,16 +73,14 @@ async def _consumer_at_end(settings: Settings, topic: str) -> AIOKafkaConsumer:
     )
     await consumer.start()
     deadline = time.monotonic() + 30
-    partitions = consumer.partitions_for_topic(topic)
-    while not partitions and time.monotonic() < deadline:
-        await consumer._client.force_metadata_update()  # wait for a new topic
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await asyncio.sleep(0.2)
+    partitions = (await topic_partitions(settings, [topic])).get(topic)
+    while not partitions and time.monotonic() < deadline:  # a new topic may take a moment
+        await asyncio.sleep(0.2)
+        partitions = (await topic_partitions(settings, [topic])).get(topic)
     if not partitions:
         await consumer.stop()
         raise RuntimeError(f"topic {topic!r} does not exist")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    tps = [TopicPartition(topic, p) for p in partitions]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
     for tp in tps:
