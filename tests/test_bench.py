@@ -190,6 +190,36 @@ def test_command_line_round_trips_the_options() -> None:
     )
 
 
+def test_events_file_replays_given_events_and_needs_artifacts(tmp_path: Path) -> None:
+    """Real events (an imported set's test split) are replayed as they are, against
+    artifacts trained on the same tracks; without them the bench refuses before anything
+    runs."""
+    from schemas import PlayEvent
+    from streams.tools.bench import bench_events, run_bench
+    from training.io import write_events
+
+    events = [
+        PlayEvent(
+            event_id=f"e{i}",
+            user_id="u",
+            session_id=f"s{i // 3}",
+            track_id=f"x{i}",
+            event_type="play",
+            ts=1000 + i,
+        )
+        for i in range(9)
+    ]
+    path = tmp_path / "test.jsonl"
+    write_events(path, events)
+    config = BenchConfig(events_file=path, workdir=tmp_path / "bench")
+    data_dir, read = bench_events(config)
+    assert data_dir == tmp_path and [e.event_id for e in read] == [e.event_id for e in events]
+    assert command_line(config).endswith(f" --events-file {path}")
+    with pytest.raises(StreamsError, match="--events-file needs --artifacts"):
+        run_bench(config)
+    assert not (tmp_path / "bench").exists() or not any((tmp_path / "bench").iterdir())
+
+
 def test_command_line_records_the_worker_processes() -> None:
     assert command_line(BenchConfig(workers=2)).endswith(" --workers 2")
     assert "--workers" not in command_line(BenchConfig())

@@ -150,6 +150,15 @@ def register(app: typer.Typer) -> None:
         retrain: bool = typer.Option(
             False, "--retrain", help="Train the artifacts even when a cached copy exists."
         ),
+        events_file: Path | None = typer.Option(
+            None,
+            "--events-file",
+            dir_okay=False,
+            exists=True,
+            help="Replay these play events (JSON lines, e.g. an imported real set's test "
+            "split) instead of generated ones; needs --artifacts trained on the same tracks, "
+            "and the worker serves the fusion chosen at training time.",
+        ),
         faust_baseline: bool = typer.Option(
             True,
             "--faust-baseline/--no-faust-baseline",
@@ -195,6 +204,7 @@ def register(app: typer.Typer) -> None:
                 rates=tuple(rate),
                 rate_events=rate_events,
                 artifacts=artifacts,
+                events_file=events_file,
                 retrain=retrain,
                 faust_baseline=faust_baseline,
                 workers=workers,

@@ -104,6 +104,10 @@ class BenchConfig:
     rate_seconds: float = 30.0
     #: Use this artifacts directory as-is (no training, no cache).
     artifacts: Path | None = None
+    #: Replay these play events (JSON lines, e.g. an imported real set's test split) instead
+    #: of generated ones; needs ``artifacts`` trained on the same tracks, and the worker then
+    #: serves the fusion chosen at training time instead of the reference hybrid.
+    events_file: Path | None = None
     #: Train even when cached artifacts exist.
     retrain: bool = False
     #: Also measure the Faust passthrough (the worker's Kafka path without processing).
@@ -220,6 +224,8 @@ def command_line(config: BenchConfig) -> str:
         args += ["--worker-env", f"{key}={value}"]
     if config.artifacts is not None:
         args += ["--artifacts", str(config.artifacts)]
+    if config.events_file is not None:
+        args += ["--events-file", str(config.events_file)]
     if not config.faust_baseline:
         args.append("--no-faust-baseline")
     if config.workers != 1:
@@ -228,7 +234,12 @@ def command_line(config: BenchConfig) -> str:
 
 
 def bench_events(config: BenchConfig) -> tuple[Path, list[PlayEvent]]:
-    """Generate a catalog and at least ``events`` play events; returns (data dir, events)."""
+    """Generate a catalog and at least ``events`` play events, or read them from
+    ``config.events_file``; returns (data dir, events)."""
+    if config.events_file is not None:
+        from training.io import read_events
+
+        return config.events_file.parent, read_events(config.events_file)
     from training.generate import GeneratorConfig, generate, write_dataset
 
     users = dataset_users(config)
@@ -299,14 +310,16 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             f"(TOPIC_PARTITIONS): got {config.workers}"
         )
 
+    if config.events_file is not None and config.artifacts is None:
+        raise StreamsError("--events-file needs --artifacts trained on the same tracks")
+    # the reference configuration is hybrid, whatever fusion the training chose; replayed
+    # real events are served as trained (the fusion and repeat rule of the manifest)
+    reference_fusion = {"FUSION_METHOD": "weighted_sum", "CF_WEIGHT": "0.7", "CB_WEIGHT": "0.3"}
     base_env = {
         "ENCODER": config.encoder,
         "BATCH_SIZE": str(config.batch_size),
         "LOG_LEVEL": "WARNING",
-        # the reference configuration is hybrid, whatever fusion the training chose
-        "FUSION_METHOD": "weighted_sum",
-        "CF_WEIGHT": "0.7",
-        "CB_WEIGHT": "0.3",
+        **(reference_fusion if config.events_file is None else {}),
         **config.worker_env,
     }
     effective = worker_settings(base_env)  # fails fast on an invalid --worker-env
@@ -314,12 +327,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         config = dataclasses.replace(config, encoder=effective["encoder"])
 
     users = dataset_users(config)
-    log.info(
-        "generating %d tracks and the sessions of %d users (seed %d) ...",
-        config.catalog_size,
-        users,
-        config.seed,
-    )
+    if config.events_file is None:
+        log.info(
+            "generating %d tracks and the sessions of %d users (seed %d) ...",
+            config.catalog_size,
+            users,
+            config.seed,
+        )
+    else:
+        log.info("reading the play events of %s ...", config.events_file)
     data_dir, events = bench_events(config)
     if len(events) < config.events + config.warmup_events:
         raise RuntimeError(f"generated only {len(events)} events")
