@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     #: Dead letters of the ``feedback`` topic (invalid feedback events).
     topic_feedback_dlq: str = "feedback-dlq"
     topic_partitions: int = Field(4, ge=1, le=1024)
+    #: Replicas of every topic the project creates: the plays, answers and dead-letter topics
+    #: and Faust's changelog and internal topics (1 fits one broker; 3 a production cluster,
+    #: with the brokers' ``min.insync.replicas`` 2: every write is acked by all in-sync
+    #: replicas, ``acks=all``). A topic that exists already keeps its own.
+    topic_replication_factor: int = Field(1, ge=1, le=32)
+    #: Standby copies of each table partition kept warm by other workers of the group, so a
+    #: rebalance after a crash restores from a nearly current copy (Faust's
+    #: ``table_standby_replicas``; 0: none, the changelog is read from the start).
+    table_standby_replicas: int = Field(0, ge=0, le=8)
 
     # Worker
     app_id: str = "nexttrack"

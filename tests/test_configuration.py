@@ -205,6 +205,8 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "KAFKA_SSL_CAFILE": ("/no/such/ca.pem", {}),
     "FETCH_LOOP": ("faust", {}),
     "TOPIC_PARTITIONS": ("0", {}),
+    "TOPIC_REPLICATION_FACTOR": ("0", {}),
+    "TABLE_STANDBY_REPLICAS": ("-1", {}),
     "APP_ID": ("my app", {}),
     "ARTIFACTS_DIR": ("{file}", {}),
     "ENCODER": ("bert", {}),
@@ -412,6 +414,50 @@ def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Pat
         "nexttrack://broker-1:9093",  # our fetch loop, the default (FETCH_LOOP=ours)
         "nexttrack://broker-2:9093",
     ]
+
+
+def test_replication_settings_reach_faust_and_the_topics_the_project_creates(
+    small_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOPIC_REPLICATION_FACTOR and TABLE_STANDBY_REPLICAS (defaults 1 and 0, one broker) are
+    what Faust creates its changelogs with and what ensure_topics asks the broker for."""
+    import asyncio
+
+    from serving.model import load_model
+    from streams.kafka import clients
+    from streams.worker.app import NextTrackWorker
+
+    assert (load_settings().topic_replication_factor, load_settings().table_standby_replicas) == (
+        1,
+        0,
+    )
+    monkeypatch.setenv("TOPIC_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("TABLE_STANDBY_REPLICAS", "1")
+    settings = load_settings(data_dir=tmp_path, app_id="replicas-test")
+    worker = NextTrackWorker(
+        settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
+    )
+    assert worker.app.conf.topic_replication_factor == 3
+    assert worker.app.conf.table_standby_replicas == 1
+
+    created: list[tuple[str, int, int]] = []
+
+    class Admin:
+        def __init__(self, **_: object) -> None: ...
+
+        async def start(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def list_topics(self) -> list[str]:
+            return ["plays"]
+
+        async def create_topics(self, topics: list) -> None:
+            created.extend((t.name, t.num_partitions, t.replication_factor) for t in topics)
+
+    monkeypatch.setattr(clients, "AIOKafkaAdminClient", Admin)
+    asyncio.run(clients.ensure_topics(settings, ["plays", "recommendations"]))
+    assert created == [("recommendations", 4, 3)]
 
 
 # -- logs -------------------------------------------------------------------------------------

@@ -103,13 +103,16 @@ async def ensure_topics(
     partitions: int | None = None,
     bootstrap_servers: str | None = None,
 ) -> None:
-    """Create topics that do not exist yet (replication factor 1)."""
+    """Create topics that do not exist yet (``TOPIC_PARTITIONS`` partitions unless
+    ``partitions``, ``TOPIC_REPLICATION_FACTOR`` replicas)."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
     await start_client(admin, settings, bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, partitions or settings.topic_partitions, 1)
+            NewTopic(
+                name, partitions or settings.topic_partitions, settings.topic_replication_factor
+            )
             for name in dict.fromkeys(names)
             if name not in existing
         ]

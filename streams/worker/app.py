@@ -172,12 +172,12 @@ class NextTrackWorker:
             web_metrics_enabled=True,  # and /performance/
             web_application_options={"client_max_size": settings.max_http_body_bytes},
             topic_partitions=settings.topic_partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.topic_replication_factor,
             key_serializer="raw",
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
-            table_standby_replicas=0,
+            table_standby_replicas=settings.table_standby_replicas,
             # changelog writes awaited before acks (streams.worker.durable_table)
             Table=DurableTable,
             broker_session_timeout=settings.consumer_session_timeout,
