@@ -276,39 +276,31 @@ class HeldUntilRebalanced:
         app.rebalancing = False
 
 
-async def test_stream_records_fetched_during_a_rebalance_wait_for_its_end_then_a_seek_rereads(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("batches", "seek_meanwhile"),
+    [([[5, 6, 7], [5, 6, 7]], True), ([[5, 6, 7]], False)],
+    ids=["sought-meanwhile", "no-seek"],
+)
+async def test_stream_records_fetched_during_a_rebalance_wait_for_its_end(
+    monkeypatch: pytest.MonkeyPatch, batches: list[list[int]], seek_meanwhile: bool
 ) -> None:
     """Faust resumes the stream partitions, seeks them and clears the stream queues while
-    rebalancing: a record fetched then is not handed out until the rebalance ends, and the
-    seek that came meanwhile makes that batch stale, so it is fetched again from the seek."""
-    rig = Rig(fetch_loop.SCHEME, [[5, 6, 7], [5, 6, 7]])
+    rebalancing: a record fetched then is not handed out until the rebalance ends. A seek
+    that came meanwhile makes that batch stale, so it is fetched again from the seek;
+    without one the held batch itself is handed out."""
+    rig = Rig(fetch_loop.SCHEME, batches)
     held = HeldUntilRebalanced(rig.app)
     monkeypatch.setattr(fetch_loop, "rebalance_ended", held)
     rig.app.rebalancing = True
     drain = asyncio.ensure_future(rig.drain())
     await asyncio.wait_for(held.waiting.wait(), timeout=30)
     assert rig.handed_out == []
-    rig.seek(5)  # perform_seek: the committed offset
+    if seek_meanwhile:
+        rig.seek(5)  # perform_seek: the committed offset
     held.release.set()
     await asyncio.wait_for(drain, timeout=30)
     assert rig.handed_out == [5, 6, 7]
     assert rig.read_offset == 7
-
-
-async def test_without_a_seek_the_held_batch_is_handed_out_once_the_rebalance_ends(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    rig = Rig(fetch_loop.SCHEME, [[5, 6, 7]])
-    held = HeldUntilRebalanced(rig.app)
-    monkeypatch.setattr(fetch_loop, "rebalance_ended", held)
-    rig.app.rebalancing = True
-    drain = asyncio.ensure_future(rig.drain())
-    await asyncio.wait_for(held.waiting.wait(), timeout=30)
-    assert rig.handed_out == []
-    held.release.set()
-    await asyncio.wait_for(drain, timeout=30)
-    assert rig.handed_out == [5, 6, 7]
 
 
 async def test_changelog_records_are_handed_out_during_a_rebalance() -> None:
