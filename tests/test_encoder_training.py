@@ -165,6 +165,26 @@ def test_early_stopping_stops_and_keeps_best() -> None:
     assert report.best_val_loss == min(report.val_loss)
 
 
+@pytest.mark.parametrize("validation_share", [0.1, 0.0])
+def test_the_step_budget_ends_training_part_way_through_an_epoch(validation_share: float) -> None:
+    """``max_steps`` bounds the optimiser steps in all, whatever the epochs: the epoch it
+    falls in ends part-way and is validated (when there is validation) like the others."""
+    sessions = successor_sessions(400, seed=1)
+    free = small_config(epochs=3, patience=10, validation_share=validation_share, max_steps=None)
+    _, full = train_encoder("lstm", sessions, init_vectors(), free, progress=False)
+    per_epoch = full.steps // 3
+    budget = per_epoch + per_epoch // 2  # one and a half epochs
+    config = small_config(
+        epochs=3, patience=10, validation_share=validation_share, max_steps=budget
+    )
+    _, report = train_encoder("lstm", sessions, init_vectors(), config, progress=False)
+    assert report.steps == budget and report.epochs_run == 2
+    assert report.stopped_at_max_steps and not full.stopped_at_max_steps
+    assert len(report.train_loss) == 2
+    if validation_share:
+        assert len(report.val_loss) == 2
+
+
 def test_same_seed_same_result(datasets: tuple[list[list[int]], list[list[int]]]) -> None:
     train = datasets[0][:200]
     config = small_config(epochs=2)
