@@ -303,6 +303,31 @@ async def test_stream_records_fetched_during_a_rebalance_wait_for_its_end(
     assert rig.read_offset == 7
 
 
+async def test_records_fetched_from_the_seeks_offset_go_out_though_the_seek_came_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust's consumer thread may seek and then fetch from the committed offset before the
+    event loop sees the seek's read offset: the records in hand then start at that offset,
+    nothing fetches them again, and they must go out (leaving them stalled a partition for
+    good in a make test run)."""
+    rig = Rig(fetch_loop.SCHEME, [[604, 605, 606]])  # no second fetch: nothing re-reads
+    held = HeldUntilRebalanced(rig.app)
+    monkeypatch.setattr(fetch_loop, "rebalance_ended", held)
+    rig.app.rebalancing = True
+    drain = asyncio.ensure_future(rig.drain())
+    await asyncio.wait_for(held.waiting.wait(), timeout=30)
+    rig.seek(604)  # perform_seek's read offset lands after the fetch
+    held.release.set()
+    await asyncio.wait_for(drain, timeout=30)
+    assert rig.handed_out == [604, 605, 606]
+
+
+async def test_a_record_handed_out_is_not_handed_out_again_when_fetched_again() -> None:
+    rig = Rig(fetch_loop.SCHEME, [[0, 1, 2], [2, 3]])
+    await rig.drain()
+    assert rig.handed_out == [0, 1, 2, 3]
+
+
 async def test_changelog_records_are_handed_out_during_a_rebalance() -> None:
     """Recovery waits for them: they are never held."""
     rig = Rig(fetch_loop.SCHEME, [[0, 1]])

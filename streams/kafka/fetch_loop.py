@@ -41,12 +41,15 @@ What differs from upstream (faust-streaming 0.15.3, ``faust/transport/consumer.p
    ``GapError`` (``streams.worker.gaps``). Here the read offsets this loop sets are
    :class:`_Handed` ints, and a batch remembers, per partition, the very object it expects
    there (what was there when the batch was fetched, then what it set). Any other object,
-   even an equal offset, means a seek or a revocation since the fetch: that partition's
-   remaining records in the batch are stale and are left unread, so the seek's offset stays
-   and the records from there are fetched again; the other partitions' records go on, each
-   checked the same way (dropping them too would lose them: nothing fetches them again). It
-   is checked before each record, before the callback (after the awaited gap bookkeeping and
-   commit) and after it.
+   even an equal offset, means a seek (or a revocation) since. Then a record past the seek's
+   offset was fetched before the seek, which fetches it again: that partition's rest of the
+   batch is left unread (the other partitions' records go on, each checked the same way;
+   dropping them too would lose them). A record at the seek's offset is what the seek asks
+   for: Faust's consumer thread may have sought and fetched from there before the event loop
+   saw the seek's read offset, and nothing would fetch it again, so the batch goes on from
+   it. It is checked before each record, before the callback (after the awaited gap
+   bookkeeping and commit) and after it. A record fetched again at the offset this loop last
+   handed out is dropped as read (a seek's offset is the next to read; ours, the last read).
 4. **No stream record is handed out while a rebalance is in progress.** At the end of a
    recovery Faust resumes the stream partitions, then awaits ``perform_seek`` (a round trip
    through the consumer thread), then resumes ``app.flow_control``, which *clears* every
@@ -111,17 +114,6 @@ async def rebalance_ended(app: AppT) -> None:
         await asyncio.sleep(REBALANCE_POLL_SECONDS)
 
 
-def own_read_offsets(read_offset: dict[TP, int | None]) -> dict[TP, int | None]:
-    """A copy of the consumer's read offsets, each int replaced in both by a
-    :class:`_Handed` of the same value (so a later seek to the same offset is noticed)."""
-    own: dict[TP, int | None] = {}
-    for tp, value in list(read_offset.items()):
-        if value is not None and not isinstance(value, _Handed):
-            value = read_offset[tp] = _Handed(value)
-        own[tp] = value
-    return own
-
-
 def upstream_source_sha256() -> str:
     """sha256 of the installed faust-streaming's ``Consumer._drain_messages`` source,
     dedented, without trailing spaces or blank lines (so only code changes count)."""
@@ -150,23 +142,48 @@ class Consumer(faust_aiokafka.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         sleep = asyncio.sleep
         since_yield = 0
+        #: Per partition, the read offset object the batch in hand expects: what it was when
+        #: the batch was fetched, then what this loop set (a :class:`_Handed`). Any other
+        #: object there, even an equal offset, is a seek (or a revocation) since.
+        expected: dict[TP, int | None] = {}
+        #: Partitions of the batch in hand whose remaining records are left unread.
+        stale: set[TP] = set()
+
+        def rebase(tp: TP, offset: int, sought: int | None) -> bool:
+            """After a seek of ``tp`` to ``sought`` since this batch was fetched (or since
+            the last hand-out): whether the record at ``offset`` may still go out. A record
+            at or below the seek's offset is what the seek asks for (or is dropped as read):
+            the batch goes on from there, checked against the seek's offset. A record past
+            it was fetched before the seek, which fetches it again: the partition's rest of
+            this batch is left (``stale``)."""
+            if sought is not None and offset > sought:
+                stale.add(tp)
+                log.info(
+                    "fetch loop: %s[%d] was sought to offset %d since this batch was "
+                    "fetched: its records from offset %d are left for the fetch from there",
+                    tp.topic,
+                    tp.partition,
+                    sought,
+                    offset,
+                )
+                return False
+            expected[tp] = sought
+            return True
 
         async def hand_out(records: AsyncIterator[tuple[TP, Message]]) -> None:
             """Hand one fetched batch to the conductor, record by record, until the flow is
             suspended or a seek makes the rest of it stale; raced against ``suspend_flow`` by
             the caller."""
             nonlocal since_yield
-            #: Per partition, the read offset object this batch expects: what it was when
-            #: the batch was fetched, then what this loop set. Any other object there means
-            #: a seek (or a revocation) since the fetch.
-            expected: dict[TP, int | None] | None = None
-            #: Partitions sought since the fetch: their remaining records are left unread.
-            stale: set[TP] = set()
+            expected.clear()
+            stale.clear()
+            fetched = False
             changelogs: set[str] = set()
             try:
                 async for tp, message in records:
-                    if expected is None:  # the fetch has just completed: no await since
-                        expected = own_read_offsets(read_offset)
+                    if not fetched:  # the fetch has just completed: no await since
+                        fetched = True
+                        expected.update(read_offset)
                         changelogs = self.app.tables.changelog_topics
                     since_yield += 1
                     if since_yield > YIELD_EVERY:
@@ -189,22 +206,13 @@ class Consumer(faust_aiokafka.Consumer):
                             message.offset,
                         )
                         await rebalance_ended(self.app)
-                    r_offset = get_read_offset(tp)
-                    if r_offset is not expected.get(tp):
-                        # A seek of this partition since the fetch: the rest of its records
-                        # in this batch are stale (the seek fetches them again); the other
-                        # partitions' records go on, each checked the same way.
-                        stale.add(tp)
-                        log.info(
-                            "fetch loop: %s[%d] was sought since this batch was fetched: its "
-                            "records from offset %d are left for the fetch from the new offset",
-                            tp.topic,
-                            tp.partition,
-                            message.offset,
-                        )
-                        continue
                     offset = message.offset
-                    if r_offset is not None and offset < r_offset:
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not expected.get(tp) and not rebase(tp, offset, r_offset):
+                        continue
+                    if r_offset is not None and (
+                        offset < r_offset or (offset == r_offset and type(r_offset) is _Handed)
+                    ):  # read already (a seek's offset is the next to read; ours, the last)
                         self.log.dev(
                             "DROPPED MESSAGE ROFF %r: k=%r v=%r",
                             offset,
@@ -218,15 +226,16 @@ class Consumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if get_read_offset(tp) is not r_offset:
-                        stale.add(tp)  # sought while the gap or the commit was awaited
-                        continue
+                    now = get_read_offset(tp)
+                    if now is not r_offset:  # sought while the gap or the commit was awaited
+                        if not rebase(tp, offset, now) or (now is not None and offset < now):
+                            continue
+                        r_offset = now
                     await callback(message)
                     if get_read_offset(tp) is not r_offset:
                         # Sought while the callback ran (recovery resuming the streams): the
-                        # seek's offset stays so that the records from there are fetched
-                        # again, not dropped as read.
-                        stale.add(tp)
+                        # seek's offset stays, so that the records from there are handed out
+                        # (the next one of this batch is checked against it), not dropped.
                         continue
                     handed = _Handed(offset)
                     read_offset[tp] = handed
