@@ -430,15 +430,22 @@ def load_neighbours(artifacts: Artifacts) -> NeighbourSources | None:
     if items is None and sessions is None:
         return None
     section = artifacts.manifest.get("neighbours") or {}
-    repeats = section.get("repeats") or {}
     return NeighbourSources(
-        items,
-        sessions,
-        float(section.get("session_weight", 0.5)),
-        repeat_weight=float(repeats.get("weight", 0.0)),
-        repeat_decay=float(repeats.get("decay", 0.7)),
-        repeat_follow=float(repeats.get("follow", 0.0)),
+        items, sessions, float(section.get("session_weight", 0.5)), **repeat_params(section)
     )
+
+
+def repeat_params(section: Mapping[str, Any]) -> dict[str, float]:
+    """The repeat part of a manifest's ``neighbours`` section (``repeats``: weight, decay,
+    follow; absent: off) as the keyword arguments of
+    :class:`index.neighbour_sources.NeighbourSources` (and of the trainer's
+    ``NeighbourModel``)."""
+    repeats = section.get("repeats") or {}
+    return {
+        "repeat_weight": float(repeats.get("weight", 0.0)),
+        "repeat_decay": float(repeats.get("decay", 0.7)),
+        "repeat_follow": float(repeats.get("follow", 0.0)),
+    }
 
 
 def rank_sessions(

@@ -24,6 +24,7 @@ from schemas.play import PlayEvent
 from schemas.track import Track, read_catalog
 from serving.artifacts import load_artifacts, new_model_version, write_artifacts
 from serving.index_files import cb_index_path, cf_index_path, content_index_kind, save_index
+from serving.model import repeat_params
 from training.content import ContentFeaturizer
 from training.errors import DataError
 from training.fusion_choice import choose_fusion
@@ -202,14 +203,11 @@ class Carried:
         model = None
         if section:
             build, query = section["build"], section["query"]
-            repeats = section.get("repeats") or {}
             model = NeighbourModel(
                 NeighbourConfig(**build, decay=float(query["decay"])),
                 dict(section["sessions"]),
                 float(section["session_weight"]),
-                repeat_weight=float(repeats.get("weight", 0.0)),
-                repeat_decay=float(repeats.get("decay", 0.7)),
-                repeat_follow=float(repeats.get("follow", 0.0)),
+                **repeat_params(section),
             )
         return cls(
             weights=weights,
