@@ -58,6 +58,7 @@ from streams.tools.bench_stage import (
 from streams.tools.demo import broker_for
 from streams.tools.process_stats import machine_info
 from streams.tools.worker_process import WorkerProcess, start_worker
+from streams.tools.worker_timings import read_timings
 
 log = logging.getLogger(__name__)
 
@@ -452,6 +453,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 t["plays"],
                 t["recs"],
                 progress_interval=config.progress_interval,
+                timings=lambda: read_timings([w.url for w in workers]),
             )
             results["worker"], worker_rates = stage.run(
                 [w.process.pid for w in workers],

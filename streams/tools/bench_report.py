@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from streams.tools.worker_timings import describe
+
 #: The stages of a run, in the order they run and are printed (``faust_upstream``: the
 #: Faust passthrough with Faust's own fetch loop, ``faust``: with ours).
 STAGES = ("passthrough", "faust_upstream", "faust", "worker")
@@ -74,6 +76,12 @@ def format_results(results: dict[str, Any]) -> str:
             f"{results['faust_upstream_to_passthrough_ratio']}; "
             f"our fetch loop's gain (faust/faust_upstream): {results['fetch_loop_gain']}"
         )
+    worker_runs = [("max", results.get("worker", {}))] + [
+        (f"{entry['rate']:g}/s", entry.get("worker", {})) for entry in results.get("rates", [])
+    ]
+    for run, figures in worker_runs:
+        if figures.get("batch_timings"):
+            lines.append(f"worker batches, {run}: {describe(figures['batch_timings'])}")
     settings = results.get("worker_settings") or {}
     if settings:
         lines.append(

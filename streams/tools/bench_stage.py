@@ -23,6 +23,7 @@ from streams.settings import Settings
 from streams.tools.process_stats import RssSampler, read_memory
 from streams.tools.roundtrip import RoundTrip, roundtrip
 from streams.tools.worker_process import WorkerProcess, wait_ready
+from streams.tools.worker_timings import Reading, describe, per_batch
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,12 @@ class Stage:
         target: str,
         *,
         progress_interval: float = 10.0,
+        timings: Callable[[], Reading | None] | None = None,
     ) -> None:
+        """``timings`` reads the stage's own batch timings (workers only,
+        :mod:`streams.tools.worker_timings`); each run then reports their means per batch."""
         self.name = name
+        self.timings = timings
         self.settings = settings
         self.source = source
         self.target = target
@@ -113,9 +118,10 @@ class Stage:
             for sampler in samplers:
                 stack.enter_context(sampler)
             log.info("%s: warm-up, %d events", self.name, len(warmup))
-            self._check(self._measure("warm-up", warmup), alive)
+            self._check(self._measure("warm-up", warmup)[0], alive)
             log.info("%s: throughput run, %d events as fast as possible", self.name, len(measured))
-            full = self._check(self._measure("throughput", measured), alive)
+            full, full_figures = self._measure("throughput", measured)
+            self._check(full, alive)
             pct = full.percentiles_ms()
             log.info(
                 "%s: %.0f events/s, p50 %.0f ms, p99 %.0f ms (%d/%d answered)",
@@ -135,7 +141,8 @@ class Stage:
                     rate,
                     len(events) / rate,
                 )
-                r = self._check(self._measure(f"{rate:g}/s", events, rate), alive)
+                r, figures = self._measure(f"{rate:g}/s", events, rate)
+                self._check(r, alive)
                 pct = r.percentiles_ms()
                 log.info(
                     "%s at %g/s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (%d/%d answered)",
@@ -147,7 +154,7 @@ class Stage:
                     r.answered,
                     r.sent,
                 )
-                rates.append({**r.figures(), "rss_mb": memory_figures(pids, [])["rss_mb"]})
+                rates.append({**figures, "rss_mb": memory_figures(pids, [])["rss_mb"]})
             memory = memory_figures(pids, samplers)  # just before the stage is stopped
         log.info(
             "%s: peak resident memory %s MB (VmHWM), largest VmRSS sample %s MB",
@@ -155,7 +162,7 @@ class Stage:
             memory["peak_rss_mb"],
             memory["rss_max_sampled_mb"],
         )
-        return {**full.figures(), **memory}, rates
+        return {**full_figures, **memory}, rates
 
     def _check(self, result: RoundTrip, alive: Callable[[], bool]) -> RoundTrip:
         if not alive():
@@ -164,7 +171,20 @@ class Stage:
             log.warning("%s: %d of %d answered", self.name, result.answered, result.sent)
         return result
 
-    def _measure(self, label: str, events: list[PlayEvent], rate: float | None = None) -> RoundTrip:
+    def _measure(
+        self, label: str, events: list[PlayEvent], rate: float | None = None
+    ) -> tuple[RoundTrip, dict[str, Any]]:
+        """One run's round trip, and its figures (with the batch timings, if read)."""
+        before = self.timings() if self.timings else None
+        result = self._roundtrip(label, events, rate)
+        after = self.timings() if self.timings else None
+        figures: dict[str, Any] = result.figures()
+        if before is not None and after is not None:
+            figures["batch_timings"] = per_batch(before, after)
+            log.info("%s %s: %s", self.name, label, describe(figures["batch_timings"]))
+        return result, figures
+
+    def _roundtrip(self, label: str, events: list[PlayEvent], rate: float | None) -> RoundTrip:
         total = len(events)
 
         def progress(sent: int, answered: int) -> None:
