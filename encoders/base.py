@@ -143,6 +143,36 @@ def unpack_state(data: bytes, dtype: np.dtype | type, size: int) -> np.ndarray:
     raise EncoderStateError(f"state blob has {len(blob)} bytes, expected {expected}")
 
 
+#: Rows per block of :func:`matmul_rows`.
+ROW_BLOCK = 8
+
+
+def matmul_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` for ``(N, K)`` rows, each row's result bit for bit independent of the other
+    rows.
+
+    A BLAS picks its kernel, and so its order of additions, by the shape of the whole product
+    (``N = 1`` goes to a matrix-vector routine, larger ``N`` to blocked ones), so the same
+    session stepped in batches of different sizes gets results that differ in the last bits.
+    The worker needs them equal: a replayed event whose state change was lost is computed
+    again and its answer must be the same bytes. Here every product has the same shape:
+    blocks of :data:`ROW_BLOCK` rows, the last one zero-padded (a few microseconds more per
+    call than one product).
+    """
+    n, k = x.shape
+    out = np.empty((n + (-n) % ROW_BLOCK, w.shape[1]), dtype=np.result_type(x, w))
+    if n == 0:
+        return out[:0]
+    block = np.zeros((ROW_BLOCK, k), dtype=x.dtype)
+    for start in range(0, n, ROW_BLOCK):
+        rows = x[start : start + ROW_BLOCK]
+        if len(rows) < ROW_BLOCK:
+            block[len(rows) :] = 0
+        block[: len(rows)] = rows  # contiguous, like every block: numpy takes one path
+        np.matmul(block, w, out=out[start : start + ROW_BLOCK])
+    return out[:n]
+
+
 def stack_states(states: Sequence[np.ndarray], dtype: np.dtype | type, size: int) -> np.ndarray:
     """Stack 1-D states into a ``(B, size)`` array; raises ``EncoderStateError`` on a bad one."""
     if len(states) == 0:

@@ -48,6 +48,7 @@ from encoders.base import (
     EncoderName,
     check_items,
     check_weight_arrays,
+    matmul_rows,
     pack_state,
     stack_states,
     unpack_state,
@@ -145,7 +146,7 @@ def gru_step(
     for k, (w, bias) in enumerate(layers):
         size = w.shape[1] // 4
         h = hidden[:, k * size : (k + 1) * size]
-        gates = np.concatenate([x, h], axis=1) @ w
+        gates = matmul_rows(np.concatenate([x, h], axis=1), w)
         gates += bias
         rz = gates[:, : 2 * size]
         _sigmoid_(rz)
@@ -224,7 +225,7 @@ class LstmEncoder(NumpyWeightsIO):
         batch = stack_states(states, np.float32, self.state_size)
         if batch.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = batch[:, -self._hidden :] @ self._out_w
+        out = matmul_rows(batch[:, -self._hidden :], self._out_w)
         out += self._out_b
         return out
 

@@ -155,6 +155,15 @@ def windows_to_inputs(windows: np.ndarray, pad_index: int) -> tuple[np.ndarray, 
     return np.where(cols < counts[:, None], inputs, pad_index).astype(np.int64), counts
 
 
+def padded_length(counts: np.ndarray, window: int) -> np.ndarray:
+    """The length each row runs at: its count rounded up to a power of two (at least 4), at
+    most ``window``. A function of the row alone, and few distinct lengths per batch."""
+    lengths = np.full(counts.shape, 4, dtype=np.int64)
+    while (small := lengths < np.minimum(counts, window)).any():
+        lengths[small] *= 2
+    return np.minimum(lengths, window)
+
+
 def shift_in(batch: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Pure window update: drop the oldest slot, append ``items`` as the newest."""
     out = np.empty_like(batch)
@@ -227,13 +236,24 @@ class TransformerEncoder(NumpyWeightsIO):
         return list(shift_in(batch, idx))
 
     def embed(self, states: Sequence[np.ndarray]) -> np.ndarray:
-        """Run the model on the batch of windows; the last real position's output per row."""
+        """Run the model on the batch of windows; the last real position's output per row.
+
+        Rows run in groups by length, each group padded to a length that depends on its
+        rows' own lengths only (:func:`padded_length`): a row padded to a longer neighbour's
+        length would sum its attention over more positions and come out different in the
+        last bits, and a session's answer must not depend on the sessions it was batched
+        with (:func:`encoders.base.matmul_rows`).
+        """
         windows = self._windows(states)
         out = np.zeros((windows.shape[0], self.dim), dtype=np.float32)
         inputs, counts = windows_to_inputs(windows, self.pad_index)
-        rows = np.flatnonzero(counts > 0)
-        if rows.size:
-            out[rows] = self.last_outputs(inputs[rows], counts[rows] - 1)
+        lengths = padded_length(counts, windows.shape[1])
+        for length in np.unique(lengths[counts > 0]):
+            rows = np.flatnonzero((lengths == length) & (counts > 0))
+            group = np.full((rows.size, length), self.pad_index, dtype=np.int64)
+            width = min(length, inputs.shape[1])
+            group[:, :width] = inputs[rows, :width]
+            out[rows] = self.last_outputs(group, counts[rows] - 1)
         return out
 
     def last_outputs(self, inputs: np.ndarray, last: np.ndarray) -> np.ndarray:

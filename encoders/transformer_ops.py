@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from encoders.base import matmul_rows
+
 #: ``nn.LayerNorm``'s default epsilon.
 LAYER_NORM_EPS = 1e-5
 #: Rows of the feed-forward layer computed at once (keeps its hidden activations in cache).
@@ -141,8 +143,9 @@ def block_weights(weights: Mapping[str, np.ndarray], k: int, heads: int) -> Bloc
 
 
 def _linear(x: np.ndarray, layer: Layer) -> np.ndarray:
-    """``x @ W + b``, a new array."""
-    out = x @ layer[0]
+    """``x @ W + b``, a new array (each row independent of the others:
+    :func:`encoders.base.matmul_rows`)."""
+    out = matmul_rows(x, layer[0])
     out += layer[1]
     return out
 

@@ -49,7 +49,14 @@ class Recommendation:
     user_id: Annotated[str | None, Spec("The session's user, when known.")]
     event_id: Annotated[str | None, Spec("The play answered (null for a request).")]
     model_version: Annotated[str, Spec("Version of the model that computed it.")]
-    generated_at: Annotated[int, Spec("When it was computed: milliseconds since the Unix epoch.")]
+    generated_at: Annotated[
+        int,
+        Spec(
+            "Milliseconds since the Unix epoch: for an answer to a play, the play's ts (an "
+            "answer is a function of its play and its session, so a replayed play is answered "
+            "with the same bytes); for an answer to a request, when it was computed."
+        ),
+    ]
     fusion_method: Annotated[str, Spec("How the sources were fused (weighted_sum, rrf, ...).")]
     cf_weight: Annotated[float, Spec("Weight of the encoder's space in the fusion.")]
     cb_weight: Annotated[float, Spec("Weight of the content space in the fusion.")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -103,7 +103,6 @@ class RecommendationEngine:
         params: RetrievalParams,
         *,
         history_limit: int = 200,
-        clock: Callable[[], float] = time.time,
         experiment: Experiment | None = None,
         max_kept_answers: int = MAX_KEPT_ANSWERS,
     ) -> None:
@@ -114,7 +113,6 @@ class RecommendationEngine:
         #: A/B variants (``serving.ab``): each session's variant picks its parameters.
         self.experiment = experiment
         self.history_limit = history_limit
-        self.clock = clock
         self.last_timings = BatchTimings()
 
     def params_for(self, variant: str | None) -> RetrievalParams:
@@ -182,14 +180,13 @@ class RecommendationEngine:
         lists = self._rank(snaps)
         timings.search += time.perf_counter() - started
 
-        now = int(self.clock() * 1000)
         outcomes = []
         for event, snap, ranked in zip(events, snaps, lists, strict=True):
             rec = self._record(
                 snap.state,
                 ranked,
                 self.params_for(snap.state.variant),
-                now,
+                event.ts,  # not the clock: an answer is a function of its play and session
                 event_id=event.event_id,
                 session_length=snap.length,
             )
