@@ -131,3 +131,60 @@ def changelog_acks(worker: Any, *, at_once: bool = True) -> list[asyncio.Future[
 async def no_commits(topic: str) -> dict[int, int]:
     """A committed-offsets lookup for workers without a broker (agent unit tests)."""
     return {}
+
+
+@dataclass
+class Sent:
+    """One record handed to a :class:`FakePublisher`."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FakePublisher:
+    """Stands in for :class:`streams.worker.publisher.BatchPublisher` in agent unit tests (no
+    broker): keeps every record handed over and delivers each batch at once (``at_once``),
+    or holds it in :attr:`held` for the test to :meth:`deliver` or :meth:`fail`."""
+
+    def __init__(self, *, at_once: bool = True) -> None:
+        self.at_once = at_once
+        self.sent: list[Sent] = []
+        #: Batches not yet settled: the future, its metadata once delivered, its records.
+        self.held: list[tuple[asyncio.Future[Any], Any, list[Sent]]] = []
+        self._next: dict[tuple[str, int], int] = {}
+
+    def values(self, topic: str) -> list[bytes | None]:
+        return [s.value for s in self.sent if s.topic == topic]
+
+    async def publish(self, topic: str, records: Any) -> list[asyncio.Future[Any]]:
+        return [d.future for d in await self.publish_to(topic, 0, records)]
+
+    async def publish_to(self, topic: str, partition: int, records: Any) -> list[Any]:
+        from types import SimpleNamespace
+
+        from streams.worker.publisher import Delivery
+
+        batch = [Sent(topic, partition, key, value) for key, value in records]
+        self.sent.extend(batch)
+        base = self._next.get((topic, partition), 0)
+        self._next[(topic, partition)] = base + len(batch)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        metadata = SimpleNamespace(topic=topic, partition=partition, offset=base)
+        if self.at_once:
+            future.set_result(metadata)
+        else:
+            self.held.append((future, metadata, batch))
+        return [Delivery(topic, partition, len(batch), future)]
+
+    def deliver(self, index: int) -> None:
+        """Deliver held batch ``index`` (numbered in the order they were handed over)."""
+        future, metadata, _ = self.held[index]
+        future.set_result(metadata)
+
+    def fail(self, index: int, error: Exception) -> None:
+        self.held[index][0].set_exception(error)
+
+    async def stop(self) -> None:
+        pass

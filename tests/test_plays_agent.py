@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from schemas import DeadLetter, Recommendation
 from serving.model import load_model
@@ -16,7 +17,7 @@ from streams.settings import load_settings
 from streams.worker.app import NextTrackWorker
 from streams.worker.gaps import GapGuard
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import changelog_acks, no_commits, wait_until_async
+from tests.ops_helpers import FakePublisher, changelog_acks, no_commits, wait_until_async
 
 
 @pytest.fixture
@@ -33,8 +34,13 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
     worker = NextTrackWorker(settings, model, table_store="memory://")
     worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
     changelog_acks(worker)  # ... and Faust's producer sends nothing: the test acknowledges
+    worker.publisher = FakePublisher()  # type: ignore[assignment]  # ... nor does ours
     worker.start_gates.clear()  # ... and there is no catalog changelog to follow
     return worker
+
+
+def changelog_name(worker: NextTrackWorker) -> str:
+    return worker.sessions.changelog_topic_name
 
 
 async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
@@ -58,20 +64,24 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
 
         return send
 
-    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
-        return [await capture("recs")(key=key, value=value) for key, value in records]
+    publisher = worker.publisher
+    assert isinstance(publisher, FakePublisher)
 
-    worker.publish = publish  # type: ignore[method-assign]
     worker.dlq_topic.send = capture("dlq")  # type: ignore[method-assign]
     async with agent.test_context() as ctx:
         for event in events:
             await ctx.put(key=event.key, value=event.to_bytes())
         await ctx.put(key=b"x", value=b"{broken")
         await wait_until_async(
-            lambda: len(sent) >= 4, what="3 recommendations and 1 dead letter sent"
+            lambda: (
+                len(sent) >= 1 and len(publisher.values(worker.settings.topic_recommendations)) >= 3
+            ),
+            what="3 recommendations and 1 dead letter sent",
         )
 
-    recs = [Recommendation.parse(v) for t, _, v in sent if t == "recs"]
+    recs = [
+        Recommendation.parse(v) for v in publisher.values(worker.settings.topic_recommendations)
+    ]
     dead = [DeadLetter.parse(v) for t, _, v in sent if t == "dlq"]
     assert [r.event_id for r in recs] == [e.event_id for e in events]
     assert [r.session_length for r in recs] == [1, 2, 3]
@@ -80,6 +90,8 @@ async def test_agent_answers_valid_events_and_dead_letters_bad_ones(
     assert len(dead) == 1 and dead[0].reason == "not_json" and dead[0].payload == b"{broken"
     stored = worker.sessions.data.get(session.encode())
     assert stored is not None and SessionState.from_bytes(stored).length == 3
+    states = publisher.values(changelog_name(worker))  # the states went out with the answers
+    assert states and SessionState.from_bytes(states[-1]).length == 3
 
 
 async def test_a_batch_that_cannot_be_delivered_stops_the_worker(
@@ -90,10 +102,11 @@ async def test_a_batch_that_cannot_be_delivered_stops_the_worker(
     fatal: list[tuple[str, int, BaseException]] = []
     worker.on_fatal = lambda agent, n, exc: fatal.append((agent, n, exc))  # type: ignore[method-assign]
 
-    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
-        raise RuntimeError("broker said no")
+    class Refusing(FakePublisher):
+        async def publish_to(self, topic: str, partition: int, records: Any) -> list[Any]:
+            raise RuntimeError("broker said no")
 
-    worker.publish = publish  # type: ignore[method-assign]
+    worker.publisher = Refusing()  # type: ignore[assignment]
     event = small_dataset.events[0]
     async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
         await ctx.put(key=event.key, value=event.to_bytes())
@@ -120,60 +133,57 @@ def test_the_default_fatal_hook_ends_the_process_without_committing() -> None:
     assert "could not complete a batch of 3 events" in done.stderr
 
 
-async def test_answers_go_out_and_the_batch_is_acked_only_after_the_changelog(
+def last_batch(worker: NextTrackWorker) -> float | None:
+    return worker.metrics.registry.get_sample_value(
+        "nexttrack_agent_last_batch_timestamp_seconds", {"agent": "plays"}
+    )
+
+
+async def test_states_and_answers_leave_together_and_the_batch_is_acked_after_both(
     worker: NextTrackWorker, small_dataset: Dataset
 ) -> None:
-    """Until the session's changelog record is acknowledged, no answer is published and the
-    batch is not acked: a crash then finds either no answer out, or the state (keeping the
-    answer) in the changelog, so a replay never sends a different answer and a commit never
-    passes a state change that is not in the changelog."""
-    held = changelog_acks(worker, at_once=False)
-    sent: list[bytes] = []
-
-    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
-        sent.extend(value for _, value in records)
-        return []
-
-    def last_batch() -> float | None:
-        return worker.metrics.registry.get_sample_value(
-            "nexttrack_agent_last_batch_timestamp_seconds", {"agent": "plays"}
-        )
-
-    worker.publish = publish  # type: ignore[method-assign]
+    """One round trip: the session's new state and its answer are handed to the producer
+    together; the batch is acked only once both are delivered, whichever comes last; then
+    the table's store knows the changelog offset written (recovery starts after it)."""
+    publisher = FakePublisher(at_once=False)
+    worker.publisher = publisher  # type: ignore[assignment]
+    persisted: list[tuple[TP, int]] = []
+    worker.sessions.data.set_persisted_offset = lambda tp, offset: persisted.append(  # type: ignore[method-assign]
+        (tp, offset)
+    )
     event = small_dataset.events[0]
     async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
         await ctx.put(key=event.key, value=event.to_bytes())
-        await wait_until_async(lambda: bool(held), what="the changelog record")
-        for _ in range(20):  # give a wrongly early answer or ack every chance to happen
+        await wait_until_async(lambda: len(publisher.held) == 2, what="state and answer sent")
+        topics = [batch[0].topic for _, _, batch in publisher.held]
+        assert topics == [changelog_name(worker), worker.settings.topic_recommendations]
+        publisher.deliver(1)  # the answer is in, the state is not
+        for _ in range(20):  # give a wrongly early ack every chance to happen
             await asyncio.sleep(0)
-        assert not sent, "answer published before the state was in the changelog"
-        assert not last_batch(), "acked before the changelog record was acknowledged"
-        assert worker.sessions.changelog_pending == 1
-        for fut in held:
-            fut.set_result(None)
-        await wait_until_async(lambda: bool(sent) and bool(last_batch()), what="answer, ack")
-    assert worker.sessions.changelog_pending == 0
+        assert not last_batch(worker), "acked before the state change was in the changelog"
+        publisher.deliver(0)
+        await wait_until_async(lambda: bool(last_batch(worker)), what="the ack")
+    partition = publisher.held[0][2][0].partition
+    assert persisted == [(TP(changelog_name(worker), partition), 0)]  # its first record
 
 
-async def test_a_changelog_record_that_fails_stops_the_worker(
+async def test_a_state_change_that_cannot_be_delivered_stops_the_worker(
     worker: NextTrackWorker, small_dataset: Dataset
 ) -> None:
-    held = changelog_acks(worker, at_once=False)
+    publisher = FakePublisher(at_once=False)
+    worker.publisher = publisher  # type: ignore[assignment]
     fatal: list[tuple[str, int, BaseException]] = []
     worker.on_fatal = lambda agent, n, exc: fatal.append((agent, n, exc))  # type: ignore[method-assign]
-
-    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
-        return []
-
-    worker.publish = publish  # type: ignore[method-assign]
     event = small_dataset.events[0]
     async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
         await ctx.put(key=event.key, value=event.to_bytes())
-        await wait_until_async(lambda: bool(held), what="the changelog record")
-        held[0].set_exception(RuntimeError("changelog partition offline"))
+        await wait_until_async(lambda: len(publisher.held) == 2, what="state and answer sent")
+        publisher.deliver(1)
+        publisher.fail(0, RuntimeError("changelog partition offline"))
         await wait_until_async(lambda: bool(fatal), what="the fatal hook")
     (agent, n, exc), *_ = fatal
     assert agent == "plays" and "changelog partition offline" in str(exc)
+    assert not last_batch(worker)
 
 
 async def test_an_agent_that_fails_outside_a_batch_stops_the_worker(
@@ -198,37 +208,32 @@ async def test_an_agent_that_fails_outside_a_batch_stops_the_worker(
 async def test_the_next_batch_computes_while_the_previous_one_delivers_in_order(
     worker: NextTrackWorker, small_dataset: Dataset
 ) -> None:
-    """Pipelining: batch 2's first half (engine, table writes) runs while batch 1 waits for
-    its changelog record; answers still go out in batch order, after their own states are in
-    the changelog, and acks follow them."""
-    held = changelog_acks(worker, at_once=False)
-    sent: list[bytes] = []
-
-    async def publish(topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Any]:
-        sent.extend(value for _, value in records)
-        return []
-
+    """Pipelining: batch 2 is computed and sent while batch 1 is still being delivered;
+    acks stay in batch order: batch 2 delivered first is not acked before batch 1."""
+    publisher = FakePublisher(at_once=False)
+    worker.publisher = publisher  # type: ignore[assignment]
     acked: list[list[int]] = []
     worker.committer.acked = lambda events: acked.append(  # type: ignore[method-assign]
         [e.message.offset for e in events]
     )
-    worker.publish = publish  # type: ignore[method-assign]
     first, second = (
         next(e for e in small_dataset.events if e.session_id == sid)
         for sid in sorted({e.session_id for e in small_dataset.events})[:2]
     )
     async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
         await ctx.put(key=first.key, value=first.to_bytes())
-        await wait_until_async(lambda: len(held) == 1, what="batch 1's changelog record")
+        await wait_until_async(lambda: len(publisher.held) == 2, what="batch 1 sent")
         await ctx.put(key=second.key, value=second.to_bytes())
-        await wait_until_async(lambda: len(held) == 2, what="batch 2 computed meanwhile")
-        held[1].set_result(None)  # batch 2's state is in, batch 1's is not
+        await wait_until_async(lambda: len(publisher.held) == 4, what="batch 2 sent meanwhile")
+        publisher.deliver(2)
+        publisher.deliver(3)  # batch 2 is in, batch 1 is not
         for _ in range(20):
             await asyncio.sleep(0)
-        assert not sent, "an answer went out before batch 1's state was in the changelog"
         assert not acked, "batch 2 acked before batch 1"
-        held[0].set_result(None)
+        publisher.deliver(0)
+        publisher.deliver(1)
         await wait_until_async(lambda: len(acked) == 2, what="both batches acked")
-    ids = [Recommendation.parse(v).event_id for v in sent]
+    answers = publisher.values(worker.settings.topic_recommendations)
+    ids = [Recommendation.parse(v).event_id for v in answers if v is not None]
     assert ids == [first.event_id, second.event_id]
     assert acked[0] < acked[1]

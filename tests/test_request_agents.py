@@ -26,7 +26,7 @@ from streams.worker.app import NextTrackWorker
 from streams.worker.gaps import GapGuard
 from streams.worker.support import read_session
 from tests.data_fixtures import Dataset
-from tests.ops_helpers import changelog_acks, no_commits, wait_until_async
+from tests.ops_helpers import FakePublisher, changelog_acks, no_commits, wait_until_async
 
 Sent = list[tuple[str, bytes | None, bytes]]
 
@@ -45,6 +45,7 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
     worker = NextTrackWorker(settings, model, table_store="memory://")
     worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
     changelog_acks(worker)  # ... and Faust's producer sends nothing: the test acknowledges
+    worker.publisher = FakePublisher()  # type: ignore[assignment]  # ... nor does ours
     worker.start_gates.clear()  # ... and there is no catalog changelog to follow
     return worker
 

@@ -2,8 +2,9 @@
 ``/metrics`` before and after the run.
 
 The worker times every play batch by stage (``nexttrack_batch_stage_seconds``: ``compute``,
-the batch up to its table writes; ``changelog``, waiting for the states' changelog records;
-``publish``, publishing and delivering the answers; ``total``) and counts the events per
+the batch up to handing its states and answers to the producer; ``publish``, until both are
+delivered; ``total``; workers before 2026-12-05 also report ``changelog``, the wait for the
+states before the answers were sent) and counts the events per
 batch (``nexttrack_batch_size``) and the engine's encoder and search seconds. The difference
 of two readings is what one run cost; :func:`per_batch` turns it into means per batch.
 """

@@ -99,10 +99,10 @@ class WorkerMetrics:
         )
         self.batch_stage_seconds = Histogram(
             "nexttrack_batch_stage_seconds",
-            "Play micro-batch time per stage: compute (parse, states, engine, table writes; "
-            "from the batch's first event), changelog (waiting for the batch's table "
-            "records), publish (sending the answers and waiting for them), total (compute "
-            "start to the answers delivered).",
+            "Play micro-batch time per stage: compute (parse, states, engine, table writes, "
+            "handing the states and answers to the producer; from the batch's first event), "
+            "publish (until the states and the answers are delivered: one produce request), "
+            "total (compute start to delivered).",
             ["stage"],
             buckets=STAGE_BUCKETS,
             registry=r,

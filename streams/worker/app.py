@@ -33,10 +33,10 @@ from streams.settings import Settings, fusion_overridden
 from streams.web.live_stats import LiveStats
 from streams.web.metrics import WorkerMetrics
 from streams.worker.commits import BatchCommitter
-from streams.worker.durable_table import DurableTable, pending_changelogs
+from streams.worker.durable_table import ChangelogRecord, DurableTable
 from streams.worker.faust_context import event_context
 from streams.worker.gaps import GapGuard
-from streams.worker.publisher import BatchPublisher
+from streams.worker.publisher import BatchPublisher, Delivery
 from streams.worker.ratelimit import RateLimiter
 from streams.worker.support import (
     ROCKSDB_OPTIONS,
@@ -186,7 +186,7 @@ class NextTrackWorker:
         self.plays_topic = raw_topic(self, settings.topic_plays)
         self.recommendations_topic = raw_topic(self, settings.topic_recommendations)
         self.dlq_topic = raw_topic(self, settings.topic_plays_dlq)
-        self.sessions = self.app.Table(
+        sessions = self.app.Table(
             "sessions",
             default=None,
             partitions=settings.topic_partitions,
@@ -195,6 +195,8 @@ class NextTrackWorker:
             help="Per-session encoder state and history (changelog-backed).",
             options=dict(ROCKSDB_OPTIONS),
         )
+        assert isinstance(sessions, DurableTable)  # the app's Table class
+        self.sessions: DurableTable = sessions
         self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)
         self.app.on_before_shutdown.connect(self._stop_publisher)
         self.metrics.model.info(self.model_info())
@@ -240,9 +242,10 @@ class NextTrackWorker:
         await run_batches(self, stream, self.handle_play_batch, "plays")
 
     async def handle_play_batch(self, events: Sequence[EventT]) -> Finish:
-        """Process one micro-batch up to its table writes; returns its finish (answers
-        published after the states are in the changelog, then delivered), which
-        :func:`streams.worker.support.run_batches` runs while the next batch computes."""
+        """Process one micro-batch: parse, run the engine, write the states, send the states
+        and the answers (one produce request); returns its finish (waiting for both to be
+        delivered), which :func:`streams.worker.support.run_batches` runs while the next
+        batch computes, then acks."""
         started = time.perf_counter()
         # For the debug line: how long the oldest event waited (Kafka timestamp to now)
         # before its batch began; not computed on the hot path otherwise.
@@ -283,32 +286,39 @@ class NextTrackWorker:
         latest: dict[str, tuple[EventT, SessionState]] = {}
         for (event, play), outcome in outcomes:
             latest[play.session_id] = (event, outcome.state)
-        for session_id, (event, state) in latest.items():
-            with event_context(event):
-                self.sessions[session_id.encode("utf-8")] = state.to_bytes()
-        # The new states (with the answers they keep for replays) are in the changelog before
-        # any answer goes out: a crash after an answer was published always finds the state
-        # that re-sends it unchanged (a replay is never recomputed).
-        states_sent = pending_changelogs(self.app)
+        with self.sessions.collecting() as changelog:
+            for session_id, (event, state) in latest.items():
+                with event_context(event):
+                    self.sessions[session_id.encode("utf-8")] = state.to_bytes()
+        # One broker round trip: the new states (with the answers they keep for replays) and
+        # the answers leave in one produce request. Nothing is acked before both are
+        # delivered. A crash between the two deliveries may lose the state change of an
+        # answer that went out; its play is then read again and applied to the older state,
+        # which answers with the same bytes (serving.engine: an answer is a function of its
+        # play, its session and the model); a replay whose state change is in the changelog
+        # gets its kept first answer.
+        states = await self._send_states(changelog)
+        deliveries.extend(d.future for d in states)
+        deliveries.extend(
+            await self.publish(
+                self.settings.topic_recommendations,
+                [(play.key, outcome.payload) for (_, play), outcome in outcomes],
+            )
+        )
         stages = self.metrics.batch_stage_seconds
         computed = time.perf_counter()
         stages.labels("compute").observe(computed - started)
 
         async def finish() -> None:
-            waiting = time.perf_counter()
-            if states_sent:
-                await asyncio.gather(*states_sent)
-            logged = time.perf_counter()
-            deliveries.extend(
-                await self.publish(
-                    self.settings.topic_recommendations,
-                    [(play.key, outcome.payload) for (_, play), outcome in outcomes],
-                )
-            )
             await asyncio.gather(*deliveries)
+            last: dict[int, int] = {}
+            for delivery in states:
+                offset = await delivery.last_offset()
+                last[delivery.partition] = max(offset, last.get(delivery.partition, -1))
+            for partition, offset in last.items():
+                self.sessions.persisted(partition, offset)
             delivered = time.perf_counter()
-            stages.labels("changelog").observe(logged - waiting)
-            stages.labels("publish").observe(delivered - logged)
+            stages.labels("publish").observe(delivered - computed)
             stages.labels("total").observe(delivered - started)
             self._account(events, outcomes)
             log.debug(
@@ -417,6 +427,17 @@ class NextTrackWorker:
                 "session %s: unreadable stored state (%s); starting afresh", session_id, exc
             )
             return None
+
+    async def _send_states(self, changelog: Sequence[ChangelogRecord]) -> list[Delivery]:
+        """Send the ``sessions`` changelog records of a batch, each to its partition."""
+        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        for record in changelog:
+            by_partition.setdefault(record.partition, []).append((record.key, record.value))
+        topic = self.sessions.changelog_topic_name
+        sent: list[Delivery] = []
+        for partition, records in by_partition.items():
+            sent += await self.publisher.publish_to(topic, partition, records)
+        return sent
 
     async def publish(
         self, topic: str, records: Sequence[tuple[bytes | None, bytes]]

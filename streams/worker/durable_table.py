@@ -16,14 +16,42 @@ the batch (:func:`streams.worker.support.run_batches` does it for every table), 
 offset always has its state change in Kafka. The play agent also waits for it before it
 publishes the batch's answers, so an answer that went out always has its state (which keeps
 the answer for replays) in the changelog.
+
+The play path sends its own changelog records (:meth:`DurableTable.collecting`): inside that
+block a write changes the store as usual but its changelog record is handed to the caller
+instead of Faust's producer, so the batch's states and answers leave in one produce request
+(one broker round trip, :mod:`streams.worker.publisher`); once Kafka has them, the caller
+records the offsets written (:meth:`DurableTable.persisted`), as Faust does for its own sends
+(the store's persisted offset is where recovery starts reading the changelog).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import faust
-from faust.types import FutureMessage
+from faust.types import TP, FutureMessage
+
+
+class ChangelogRecord(NamedTuple):
+    """A changelog record collected in :meth:`DurableTable.collecting`, to be sent by the
+    caller: the changelog partition, the key and the value (``None``: the key was deleted)."""
+
+    partition: int
+    key: bytes
+    value: bytes | None
+
+
+class _Collected:
+    """What :meth:`faust.Table.on_key_set` needs back from a changelog send (the partition)."""
+
+    class _Message(NamedTuple):
+        partition: int
+
+    def __init__(self, partition: int) -> None:
+        self.message = self._Message(partition)
 
 
 class DurableTable(faust.Table):
@@ -32,12 +60,57 @@ class DurableTable(faust.Table):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_flight: set[FutureMessage] = set()
+        #: Inside :meth:`collecting`: the records collected so far.
+        self._collected: list[ChangelogRecord] | None = None
+
+    @contextmanager
+    def collecting(self) -> Iterator[list[ChangelogRecord]]:
+        """Writes in this block update the store; their changelog records are appended to
+        the list yielded, in order, and not sent: the caller sends them (to
+        :attr:`changelog_topic_name`, each to its partition) and, once delivered, records
+        the offsets with :meth:`persisted`. Keys and values must be ``bytes`` (a table of
+        raw keys and values, like ``sessions``)."""
+        if self._collected is not None:
+            raise RuntimeError(f"table {self.name}: collecting() blocks do not nest")
+        self._collected = []
+        try:
+            yield self._collected
+        finally:
+            self._collected = None
+
+    @property
+    def changelog_topic_name(self) -> str:
+        """The name of the table's changelog topic."""
+        return str(self.changelog_topic.get_topic_name())
+
+    def persisted(self, partition: int, offset: int) -> None:
+        """The changelog holds this table's records up to ``offset`` of ``partition``
+        (sent by the caller of :meth:`collecting`): recovery starts after it."""
+        self.data.set_persisted_offset(TP(self.changelog_topic_name, partition), offset)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        if self._collected is not None:
+            return self._collect(*args, **kwargs)  # type: ignore[return-value]
         fut = super().send_changelog(*args, **kwargs)
         self._in_flight.add(fut)
         fut.add_done_callback(self._settled)
         return fut
+
+    def _collect(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> _Collected:
+        if partition is None:
+            raise RuntimeError(f"table {self.name}: a write outside an event (no partition)")
+        if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
+            raise TypeError(f"table {self.name}: collecting() takes bytes keys and values")
+        assert self._collected is not None
+        self._collected.append(ChangelogRecord(partition, key, value))
+        return _Collected(partition)
 
     def _settled(self, fut: FutureMessage) -> None:
         # A failed write stays, so whoever waits for the changelog next sees the failure

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -30,7 +30,22 @@ log = logging.getLogger(__name__)
 #: Largest batch sent at once (the broker's default message.max.bytes is about 1 MB).
 MAX_BATCH_BYTES = 900_000
 
-Record = tuple[bytes | None, bytes]
+Record = tuple[bytes | None, bytes | None]
+
+
+class Delivery(NamedTuple):
+    """One Kafka batch handed to the producer: where it goes, how many records it holds,
+    and the future of its ``RecordMetadata`` (``offset``: the batch's first offset)."""
+
+    topic: str
+    partition: int
+    count: int
+    future: asyncio.Future[Any]
+
+    async def last_offset(self) -> int:
+        """The offset of the batch's last record, once Kafka has it."""
+        metadata = await self.future
+        return int(metadata.offset) + self.count - 1
 
 
 def partition_for(key: bytes | None, n_partitions: int, counter: int) -> int:
@@ -72,8 +87,9 @@ class BatchPublisher:
         return count
 
     async def publish(self, topic: str, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
-        """Send ``records`` (key, value) to ``topic``; returns the delivery futures (one per
-        Kafka batch). Raises when a record can never be sent (larger than a batch)."""
+        """Send ``records`` (key, value) to ``topic``, partitioned by key; returns the
+        delivery futures (one per Kafka batch). Raises when a record can never be sent
+        (larger than a batch)."""
         if not records:
             return []
         producer = await self._ready()
@@ -82,19 +98,37 @@ class BatchPublisher:
         for key, value in records:
             self._keyless += key is None
             groups.setdefault(partition_for(key, n, self._keyless), []).append((key, value))
-        futures: list[asyncio.Future[Any]] = []
+        deliveries: list[Delivery] = []
         for partition, group in groups.items():
-            batch = producer.create_batch()
-            for key, value in group:
+            deliveries += await self.publish_to(topic, partition, group)
+        return [d.future for d in deliveries]
+
+    async def publish_to(
+        self, topic: str, partition: int, records: Sequence[Record]
+    ) -> list[Delivery]:
+        """Send ``records`` to one partition of ``topic``, in order; returns its batches.
+        Everything handed over before the producer's sender next runs (no ``await`` that
+        waits in between) leaves in one produce request per broker."""
+        producer = await self._ready()
+        deliveries: list[Delivery] = []
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.record_count() == 0:
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
+                deliveries.append(await self._send(producer, batch, topic, partition))
+                batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    if batch.record_count() == 0:
-                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
+        if batch.record_count():
+            deliveries.append(await self._send(producer, batch, topic, partition))
+        return deliveries
+
+    @staticmethod
+    async def _send(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> Delivery:
+        count = batch.record_count()
+        future = await producer.send_batch(batch, topic, partition=partition)
+        return Delivery(topic, partition, count, future)
 
     async def stop(self) -> None:
         """Flush and close the producer (idempotent)."""
