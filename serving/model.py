@@ -142,8 +142,7 @@ class ModelBundle:
 
     def indices(self, track_ids: Iterable[str]) -> list[int]:
         """Item indices of the known tracks among ``track_ids`` (unknown ones are skipped)."""
-        index = self.track_index
-        return [i for i in (index.get(t) for t in track_ids) if i is not None]
+        return [i for i in map(self.track_index.get, track_ids) if i is not None]
 
     def item(self, fused: object) -> RecommendedItem:
         """A retriever result as a record item."""
