@@ -118,7 +118,7 @@ def main() -> None:
         sys.exit(__doc__)
     artifacts, events = Path(sys.argv[1]), Path(sys.argv[2])
     what = sys.argv[3] if len(sys.argv) > 3 else "both"
-    from streams.worker.runner import set_threads
+    from serving.threads import set_threads
 
     set_threads(torch_threads=1, faiss_threads=1)  # as a worker with the default settings
     if what in ("engine", "both"):

@@ -27,6 +27,7 @@ from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
 from serving.model import ModelBundle, RetrievalParams, chosen_fusion, chosen_repeats
 from serving.state import SessionState
+from serving.threads import engine_executor
 from streams.kafka.clients import committed_offsets, while_unreachable
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
 from streams.settings import Settings, fusion_overridden
@@ -135,6 +136,8 @@ class NextTrackWorker:
         #: new model goes live, e.g. to re-apply live catalog additions; one raising rejects
         #: the model.
         self.on_model_swap: list[Callable[[ModelBundle, ModelBundle], None]] = []
+        #: The engine's own thread (FAISS and BLAS pools pinned in it: serving.threads).
+        self.engine_thread = engine_executor(settings.torch_threads, settings.faiss_threads)
         #: Held while the engine runs (in a thread) and while the model changes (live
         #: catalog, hot reload), so the two never overlap.
         self.model_lock = asyncio.Lock()
@@ -235,6 +238,7 @@ class NextTrackWorker:
 
     async def _stop_publisher(self, app: Any, **_: Any) -> None:
         await self.publisher.stop()
+        self.engine_thread.shutdown(wait=False)
 
     # -- the play-event agent ----------------------------------------------------------------
 
@@ -280,7 +284,9 @@ class NextTrackWorker:
         raw_states = self._read_states(valid)
         async with self.model_lock:  # no catalog change or model swap while it runs
             floor = self.committer.floor(topic)
-            outcomes, failed = await asyncio.to_thread(self._run_engine, valid, raw_states, floor)
+            outcomes, failed = await asyncio.get_running_loop().run_in_executor(
+                self.engine_thread, self._run_engine, valid, raw_states, floor
+            )
         for event, exc in failed:
             deliveries.append(await self.dead_letter(exc, event))
         latest: dict[str, tuple[EventT, SessionState]] = {}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sys
 from pathlib import Path
 from typing import Literal
 
 from serving.model import load_model
+from serving.threads import set_threads
 from streams.errors import ConfigError
 from streams.kafka.clients import cluster_id, end_offsets, ensure_topics
 from streams.settings import Settings
@@ -25,25 +25,6 @@ from streams.worker.local_state import (
 log = logging.getLogger(__name__)
 
 TableStore = Literal["rocksdb", "memory"]
-
-
-def set_threads(torch_threads: int, faiss_threads: int) -> None:
-    """Pin the numpy BLAS, torch and FAISS thread pools (the defaults oversubscribe small
-    machines; the BLAS limit is what bounds the numpy encoders). torch is configured only
-    when something imported it (an encoder saved without ``weights.npz``, converted at
-    load): the worker does not load it otherwise."""
-    import faiss
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=torch_threads, user_api="blas")
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(torch_threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set in this process
-            pass
-    faiss.omp_set_num_threads(faiss_threads)
 
 
 def build_worker(
