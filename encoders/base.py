@@ -156,21 +156,15 @@ def matmul_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     session stepped in batches of different sizes gets results that differ in the last bits.
     The worker needs them equal: a replayed event whose state change was lost is computed
     again and its answer must be the same bytes. Here every product has the same shape:
-    blocks of :data:`ROW_BLOCK` rows, the last one zero-padded (a few microseconds more per
-    call than one product).
+    blocks of :data:`ROW_BLOCK` rows, the last one zero-padded, multiplied as one stack (a
+    few microseconds more per call than one product).
     """
     n, k = x.shape
-    out = np.empty((n + (-n) % ROW_BLOCK, w.shape[1]), dtype=np.result_type(x, w))
-    if n == 0:
-        return out[:0]
-    block = np.zeros((ROW_BLOCK, k), dtype=x.dtype)
-    for start in range(0, n, ROW_BLOCK):
-        rows = x[start : start + ROW_BLOCK]
-        if len(rows) < ROW_BLOCK:
-            block[len(rows) :] = 0
-        block[: len(rows)] = rows  # contiguous, like every block: numpy takes one path
-        np.matmul(block, w, out=out[start : start + ROW_BLOCK])
-    return out[:n]
+    blocks = np.zeros((n + (-n) % ROW_BLOCK, k), dtype=x.dtype)
+    blocks[:n] = x
+    # a stack of (ROW_BLOCK, K) matrices: numpy multiplies each with the same BLAS call
+    out = np.matmul(blocks.reshape(-1, ROW_BLOCK, k), w)
+    return out.reshape(-1, w.shape[1])[:n]
 
 
 def stack_states(states: Sequence[np.ndarray], dtype: np.dtype | type, size: int) -> np.ndarray:
