@@ -207,14 +207,15 @@ class Operations:
             assigned = consumer.assignment()
         except Exception:  # consumer not started yet
             return
-        committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        # what this worker committed (streams.worker.commits: after every batch)
+        committer = self.worker.committer
         lags: dict[tuple[str, int], int] = {}
         for tp in assigned:
             if _internal(tp.topic):
                 continue
             try:
                 highwater = consumer.highwater(tp)
-                done = committed.get(tp)
+                done = committer.floor(tp.topic).get(tp.partition)
                 position = None if done is not None else await consumer.position(tp)
             except Exception as exc:
                 log.debug("lag of %s unknown: %r", tp, exc)
