@@ -7,9 +7,10 @@ message naming the variable (:func:`load_settings`).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     Field,
@@ -23,6 +24,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.ab import VariantSpec, parse_variants
 from streams.errors import ConfigError
+
+if TYPE_CHECKING:
+    from serving.model import ModelBundle, RetrievalParams
 
 IndexType = Literal["flat", "hnsw", "ivf"]
 FusionMethod = Literal["weighted_sum", "rrf", "cf_only", "cb_only"]
@@ -248,6 +252,32 @@ def fusion_overridden(settings: Settings) -> bool:
     """Whether ``FUSION_METHOD``, ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` was set
     (environment or arguments): then it wins over the fusion each encoder's manifest records."""
     return bool(FUSION_SETTINGS & settings.model_fields_set)
+
+
+def retrieval_params(settings: Settings, model: ModelBundle | None = None) -> RetrievalParams:
+    """The retrieval parameters the settings ask for: the one mapping from settings to
+    :class:`serving.model.RetrievalParams`, for the worker, its hot reload and the evaluator.
+
+    With ``model``, the fusion chosen for its encoder at training time (manifest ``fusion``)
+    applies unless ``FUSION_METHOD``, ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` is set, and
+    so does its repeat rule unless ``REPEATS`` is set to ``exclude`` or ``allow``."""
+    from serving.model import RetrievalParams, chosen_fusion, chosen_repeats
+
+    params = RetrievalParams(
+        top_k=settings.top_k,
+        fusion_method=settings.fusion_method,
+        cf_weight=settings.cf_weight,
+        cb_weight=settings.cb_weight,
+        nb_weight=settings.nb_weight,
+        use_content=settings.use_content_based,
+    )
+    if model is not None and not fusion_overridden(settings):
+        params = chosen_fusion(model.artifacts.manifest, model.encoder.name, params)
+    repeats = settings.repeats
+    if repeats == "auto":
+        manifest = model.artifacts.manifest if model is not None else {}
+        repeats = chosen_repeats(manifest, model.encoder.name if model is not None else "")
+    return replace(params, repeats=repeats)
 
 
 def load_settings(**overrides: object) -> Settings:

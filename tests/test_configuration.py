@@ -151,7 +151,7 @@ def test_env_example_as_dotenv_serves_the_trained_choices(
     """.env.example copied to .env: the worker serves ENCODER=auto's encoder with the fusion
     and repeat rule its manifest chose, not the settings' fallback values."""
     from serving.model import best_encoder
-    from streams.worker.app import retrieval_params
+    from streams.settings import retrieval_params
 
     for name in env_names():
         monkeypatch.delenv(name, raising=False)

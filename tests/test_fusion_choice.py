@@ -12,8 +12,8 @@ from index.neighbours import NEIGHBOURS_FILE
 from index.session_neighbours import SESSION_NEIGHBOURS_FILE
 from serving.artifacts import ArtifactsError, load_artifacts
 from serving.model import REPEAT_MODES, best_encoder, load_model
-from streams.settings import load_settings
-from streams.worker.app import NextTrackWorker, retrieval_params
+from streams.settings import load_settings, retrieval_params
+from streams.worker.app import NextTrackWorker
 from tests.data_fixtures import Dataset
 from training.fusion_choice import FUSION_GRID, K, candidate_label, choose_fusion
 

@@ -12,8 +12,7 @@ import pytest
 from schemas import PlayEvent, Recommendation
 from serving.artifacts import load_artifacts
 from serving.model import chosen_repeats
-from streams.settings import load_settings
-from streams.worker.app import retrieval_params
+from streams.settings import load_settings, retrieval_params
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import parse_metrics, total
 from tests.worker_helpers import StreamEnv

@@ -35,6 +35,7 @@ import orjson
 
 from serving.artifacts import ArtifactsError
 from serving.model import ModelBundle, RetrievalParams, load_model, rank_sessions
+from streams.settings import retrieval_params
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker
@@ -113,7 +114,6 @@ class ModelReloader:
         )
 
     def _load_and_validate(self) -> ModelBundle:
-        from streams.worker.app import retrieval_params  # the app imports this module
 
         model = self.loader(self.directory)
         validate_model(

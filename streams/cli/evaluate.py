@@ -71,21 +71,17 @@ def register(app: typer.Typer) -> None:
         FUSION_METHOD, CF_WEIGHT, CB_WEIGHT or NB_WEIGHT is set); baselines are fitted on
         --train-events only.
         """
-        from serving.model import RetrievalParams
+        from dataclasses import replace
+
         from streams.cli.options import settings_for
-        from streams.settings import fusion_overridden
+        from streams.settings import fusion_overridden, retrieval_params
         from training.evaluate import evaluate as run_evaluate
         from training.evaluate import write_chart
 
         settings = settings_for()
-        params = RetrievalParams(
-            top_k=k,
-            fusion_method=settings.fusion_method,
-            cf_weight=settings.cf_weight,
-            cb_weight=settings.cb_weight,
-            nb_weight=settings.nb_weight,
-            use_content=settings.use_content_based,
-        )
+        # the settings' mapping the worker uses; the fusion and repeat rule of each encoder's
+        # manifest apply per encoder in the evaluation itself
+        params = replace(retrieval_params(settings), top_k=k)
         ks = tuple(sorted({c for c in (5, 10) if c < k} | {k}))
         started = time.perf_counter()
         result = run_evaluate(

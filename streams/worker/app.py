@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from schemas.errors import SchemaError
 from schemas.play import PlayEvent
 from serving.ab import Experiment, OnlineStats
 from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
-from serving.model import ModelBundle, RetrievalParams, chosen_fusion, chosen_repeats
+from serving.model import ModelBundle
 from serving.state import SessionState
 from serving.threads import engine_executor
 from streams.kafka.clients import committed_offsets, while_unreachable
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
-from streams.settings import Settings, fusion_overridden
+from streams.settings import Settings, fusion_overridden, retrieval_params
 from streams.web.live_stats import LiveStats
 from streams.web.metrics import WorkerMetrics
 from streams.worker.commits import BatchCommitter
@@ -66,28 +65,6 @@ def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
         requests.register,
         api.register,
     ]
-
-
-def retrieval_params(settings: Settings, model: ModelBundle | None = None) -> RetrievalParams:
-    """Default retrieval parameters from settings. With ``model``, the fusion chosen for its
-    encoder at training time (manifest ``fusion``) applies unless ``FUSION_METHOD``,
-    ``CF_WEIGHT``, ``CB_WEIGHT`` or ``NB_WEIGHT`` is set, and so does its repeat rule unless
-    ``REPEATS`` is set to ``exclude`` or ``allow``."""
-    params = RetrievalParams(
-        top_k=settings.top_k,
-        fusion_method=settings.fusion_method,
-        cf_weight=settings.cf_weight,
-        cb_weight=settings.cb_weight,
-        nb_weight=settings.nb_weight,
-        use_content=settings.use_content_based,
-    )
-    if model is not None and not fusion_overridden(settings):
-        params = chosen_fusion(model.artifacts.manifest, model.encoder.name, params)
-    repeats = settings.repeats
-    if repeats == "auto":
-        manifest = model.artifacts.manifest if model is not None else {}
-        repeats = chosen_repeats(manifest, model.encoder.name if model is not None else "")
-    return replace(params, repeats=repeats)
 
 
 class NextTrackWorker:
