@@ -244,12 +244,3 @@ class LstmEncoder(NumpyWeightsIO):
 
 #: Module-level name kept for callers of the earlier releases.
 convert_torch_weights = LstmEncoder.convert_torch_weights
-
-
-def __getattr__(name: str) -> Any:
-    """``encoders.lstm.GruSessionModel`` still resolves (it lives in ``encoders.lstm_model``)."""
-    if name == "GruSessionModel":
-        from encoders.lstm_model import GruSessionModel
-
-        return GruSessionModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

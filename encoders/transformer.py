@@ -290,13 +290,3 @@ class TransformerEncoder(NumpyWeightsIO):
 
 #: Module-level name kept for callers of the earlier releases.
 convert_torch_weights = TransformerEncoder.convert_torch_weights
-
-
-def __getattr__(name: str) -> Any:
-    """``encoders.transformer.SasRecModel`` (and ``CausalBlock``, ``attention_mask``) still
-    resolve (they live in ``encoders.transformer_model``)."""
-    if name in ("SasRecModel", "CausalBlock", "attention_mask"):
-        from encoders import transformer_model
-
-        return getattr(transformer_model, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,17 +9,11 @@ import orjson
 import pytest
 
 from training.baselines import make_baseline
-from training.evaluate import (
-    EvaluationReport,
-    ReplaySession,
-    baseline_prefixes,
-    evaluate,
-    replay_sessions,
-    write_chart,
-)
+from training.evaluate import EvaluationReport, evaluate, write_chart
 from training.generate import GeneratorConfig, generate, write_dataset
 from training.lightfm_model import TrainingConfig
 from training.pipeline import PipelineConfig, train_artifacts
+from training.replay import ReplaySession, baseline_prefixes, replay_sessions
 from training.split import split_events
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -105,7 +99,7 @@ def test_pop_baseline_equals_worker_popularity_fallback(trained: tuple[Path, lis
 
     from serving.artifacts import load_artifacts
     from serving.model import RetrievalParams
-    from training.evaluate import replay_encoder, train_sessions
+    from training.replay import replay_encoder, train_sessions
 
     artifacts_dir, train, test = trained
     artifacts = load_artifacts(artifacts_dir)

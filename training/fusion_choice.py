@@ -3,7 +3,7 @@
 ``nexttrack train`` keeps the newest sessions of its input apart (``PipelineConfig.
 fusion_validation``, 10% by default): nothing is trained on them. Once the artifacts are
 written, every encoder replays them through the worker's code path
-(:func:`training.evaluate.replay_encoder`) under each candidate of :data:`FUSION_GRID`, and the
+(:func:`training.replay.replay_encoder`) under each candidate of :data:`FUSION_GRID`, and the
 candidate with the highest HR@20 + MRR@20 is written to the manifest (``fusion.<encoder>``,
 with every candidate's figures). Every candidate is tried under both repeat rules
 (``serving.model.RepeatMode``: heard tracks excluded, or allowed again), so the rule the
@@ -24,6 +24,7 @@ from index.session_neighbours import SESSION_NEIGHBOURS_FILE
 from schemas.play import PlayEvent
 from serving.model import REPEAT_MODES, RepeatMode, RetrievalParams
 from training.metrics import hit_rate_at_k, mrr_at_k, ranks_in_lists
+from training.replay import replay_encoder, replay_sessions
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,6 @@ def choose_fusion(
     Empty when ``validation`` has nothing to evaluate. ``max_sessions``: a seeded sample of
     the validation sessions replayed (``None``: all)."""
     from serving.artifacts import load_artifacts
-    from training.evaluate import replay_encoder, replay_sessions
 
     index = load_artifacts(artifacts_dir).track_index
     sessions, targets = replay_sessions(validation, index, max_sessions=max_sessions)
