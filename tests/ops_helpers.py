@@ -144,7 +144,7 @@ class Sent:
 
 
 class FakePublisher:
-    """Stands in for :class:`streams.worker.publisher.BatchPublisher` in agent unit tests (no
+    """Stands in for :class:`streams.delivery.publisher.BatchPublisher` in agent unit tests (no
     broker): keeps every record handed over and delivers each batch at once (``at_once``),
     or holds it in :attr:`held` for the test to :meth:`deliver` or :meth:`fail`."""
 
@@ -164,7 +164,7 @@ class FakePublisher:
     async def publish_to(self, topic: str, partition: int, records: Any) -> list[Any]:
         from types import SimpleNamespace
 
-        from streams.worker.publisher import Delivery
+        from streams.delivery.publisher import Delivery
 
         batch = [Sent(topic, partition, key, value) for key, value in records]
         self.sent.extend(batch)

@@ -105,7 +105,7 @@ def test_skipped_events_are_read_from_the_workers_gap_lines(tmp_path: Path) -> N
         "events (GapError: t[2] went on at offset 6225, but 791 events from offset 5434 were "
         "never handed out: ...); stopping the worker\n"
         "Traceback (most recent call last):\n"
-        "streams.worker.gaps.GapError: t[2] went on at offset 6225, but 791 events from "
+        "streams.delivery.gaps.GapError: t[2] went on at offset 6225, but 791 events from "
         "offset 5434\n"
         "[2026-12-03 06:16:27,000] [1] [CRITICAL] agent plays could not complete a batch of 3 "
         "events (GapError: t[0] went on at offset 9, but 1 events from offset 8 were ...)\n"

@@ -258,8 +258,8 @@ def test_docs_name_only_what_exists(doc: Path, check: Any) -> None:
         ),
         (
             unknown_modules,
-            "`streams.worker.support.take_events`",
-            "streams.worker.support.take_events",
+            "`streams.delivery.batches.take_events`",
+            "streams.delivery.batches.take_events",
         ),
         (unknown_modules, "`serving.nowhere`", "serving.nowhere"),
         (unknown_errors, "(`EncoderError`, `IndexError_` named `RetrievalError`)", "IndexError_"),
@@ -276,8 +276,8 @@ def test_the_checks_accept_real_names() -> None:
         '`nexttrack_events_consumed_total{event_type="track",outcome="apply_failed"}`, '
         "`nexttrack_ab_*`, `ANN_CB_INDEX_TYPE`, `EXIT_BATCH_FAILED`, "
         "`nexttrack consume --topic t --bootstrap-server h:1 --from-beginning`, "
-        "`nexttrack broker up --port 9092`, `streams/worker/support.py`, "
-        "`streams.worker.support.run_batches`, `RetrievalError`, `ValueError`, "
+        "`nexttrack broker up --port 9092`, `streams/delivery/batches.py`, "
+        "`streams.delivery.batches.run_batches`, `RetrievalError`, `ValueError`, "
         "`run_batches()`\n```\n│ micro-batch (run_batches) │\n```\n"
     )
     for check in CHECKS:

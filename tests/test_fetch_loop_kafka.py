@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from schemas import PlayEvent, Recommendation
+from streams.delivery.stop import EXIT_BATCH_FAILED
 from streams.kafka.clients import Record
 from streams.tools.worker_process import WorkerProcess, start_worker
-from streams.worker.support import EXIT_BATCH_FAILED
 from tests.data_fixtures import Dataset
 from tests.worker_helpers import StreamEnv
 

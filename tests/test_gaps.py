@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams.worker.gaps import GapError, GapGuard
+from streams.delivery.gaps import GapError, GapGuard
 
 
 @dataclass
@@ -99,7 +99,7 @@ def test_count_records_on_a_real_partition(kafka_bootstrap: str, tmp_path) -> No
 
 
 def test_stall_watch_flags_a_partition_that_stopped_with_records_waiting() -> None:
-    from streams.worker.gaps import StallWatch
+    from streams.delivery.gaps import StallWatch
 
     now = [0.0]
     watch = StallWatch(30.0, clock=lambda: now[0])
@@ -112,7 +112,7 @@ def test_stall_watch_flags_a_partition_that_stopped_with_records_waiting() -> No
 
 
 def test_stall_watch_accepts_moving_or_idle_partitions() -> None:
-    from streams.worker.gaps import StallWatch
+    from streams.delivery.gaps import StallWatch
 
     now = [0.0]
     watch = StallWatch(30.0, clock=lambda: now[0])

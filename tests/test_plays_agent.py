@@ -13,9 +13,9 @@ from faust.types import TP
 from schemas import DeadLetter, Recommendation
 from serving.model import load_model
 from serving.state import SessionState
+from streams.delivery.gaps import GapGuard
 from streams.settings import load_settings
 from streams.worker.app import NextTrackWorker
-from streams.worker.gaps import GapGuard
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import FakePublisher, changelog_acks, no_commits, wait_until_async
 
@@ -120,10 +120,10 @@ def test_the_default_fatal_hook_ends_the_process_without_committing() -> None:
     import subprocess
     import sys
 
-    from streams.worker.support import EXIT_BATCH_FAILED
+    from streams.delivery.stop import EXIT_BATCH_FAILED
 
     code = (
-        "from streams.worker.support import exit_process\n"
+        "from streams.delivery.stop import exit_process\n"
         "exit_process('plays', 3, RuntimeError('boom'))\n"
         "print('not reached')\n"
     )

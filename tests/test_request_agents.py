@@ -20,11 +20,11 @@ from schemas import (
     Track,
 )
 from serving.model import load_model
+from streams.delivery.gaps import GapGuard
 from streams.settings import load_settings
 from streams.web.api import read_body
 from streams.worker.app import NextTrackWorker
-from streams.worker.gaps import GapGuard
-from streams.worker.support import read_session
+from streams.worker.sessions import read_session
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import FakePublisher, changelog_acks, no_commits, wait_until_async
 

@@ -31,10 +31,10 @@ from schemas import (
     Track,
     read_catalog,
 )
+from streams.delivery.publisher import partition_for
 from streams.kafka.clients import Record
 from streams.kafka.config import aiokafka_kwargs
 from streams.tools.worker_process import WorkerProcess
-from streams.worker.publisher import partition_for
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import wait_for
 from tests.worker_helpers import DEADLINE, StreamEnv

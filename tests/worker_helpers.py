@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from streams.delivery.stop import EXIT_BATCH_FAILED
 from streams.errors import StreamsError
 from streams.kafka.clients import (
     Record,
@@ -21,7 +22,6 @@ from streams.kafka.clients import (
 )
 from streams.settings import Settings, load_settings
 from streams.tools.worker_process import WorkerProcess, start_worker, wait_ready
-from streams.worker.support import EXIT_BATCH_FAILED
 
 #: Longest wait for a condition on Kafka (records arrived, offsets committed). Generous: a
 #: busy machine is slow, and a test that meets its condition returns at once.

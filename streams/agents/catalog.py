@@ -34,15 +34,11 @@ from schemas.track import Track
 from serving.catalog import CatalogChanges, apply_tracks
 from serving.model import ModelBundle
 from streams.agents.catalog_follower import CatalogFollower
+from streams.delivery.batches import run_batches, run_isolated
+from streams.delivery.dead_letters import send_dead_letter
 from streams.worker.faust_context import event_context
-from streams.worker.support import (
-    ROCKSDB_OPTIONS,
-    as_bytes,
-    raw_topic,
-    run_batches,
-    run_isolated,
-    send_dead_letter,
-)
+from streams.worker.sessions import ROCKSDB_OPTIONS
+from streams.worker.topics import as_bytes, raw_topic
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker

@@ -24,13 +24,10 @@ from prometheus_client.registry import Collector
 from schemas.errors import SchemaError
 from schemas.feedback import FeedbackEvent
 from serving.ab import OnlineStats
-from streams.worker.support import (
-    as_bytes,
-    raw_topic,
-    read_session,
-    run_batches,
-    send_dead_letter,
-)
+from streams.delivery.batches import run_batches
+from streams.delivery.dead_letters import send_dead_letter
+from streams.worker.sessions import read_session
+from streams.worker.topics import as_bytes, raw_topic
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker

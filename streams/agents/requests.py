@@ -35,14 +35,10 @@ from faust.types import EventT
 from schemas.errors import SchemaError
 from schemas.requests import RecommendationRequest, SimilarTracksRequest
 from serving.requests import RequestHandler
-from streams.worker.support import (
-    as_bytes,
-    raw_topic,
-    read_session,
-    run_batches,
-    run_isolated,
-    send_dead_letter,
-)
+from streams.delivery.batches import run_batches, run_isolated
+from streams.delivery.dead_letters import send_dead_letter
+from streams.worker.sessions import read_session
+from streams.worker.topics import as_bytes, raw_topic
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker

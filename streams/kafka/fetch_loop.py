@@ -38,7 +38,7 @@ What differs from upstream (faust-streaming 0.15.3, ``faust/transport/consumer.p
    happens after ``perform_seek`` reset the read offset to the committed offset, the records
    re-fetched below it are discarded as already read ("DROPPED MESSAGE ROFF") and the stream
    resumes past a hole: faust-streaming/faust#596, which stopped our worker with
-   ``GapError`` (``streams.worker.gaps``). Here the read offsets this loop sets are
+   ``GapError`` (``streams.delivery.gaps``). Here the read offsets this loop sets are
    :class:`_Handed` ints, and a batch remembers, per partition, the very object it expects
    there (what was there when the batch was fetched, then what it set). Any other object,
    even an equal offset, means a seek (or a revocation) since. Then a record past the seek's

@@ -45,11 +45,11 @@ import orjson
 from schemas.dead_letter import DeadLetter
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation
+from streams.delivery.stop import EXIT_BATCH_FAILED
 from streams.errors import StreamsError
 from streams.kafka.clients import committed_offsets, end_offsets, ensure_topics, read_until
 from streams.settings import Settings, load_settings
 from streams.tools.worker_process import WorkerProcess, start_worker, wait_ready
-from streams.worker.support import EXIT_BATCH_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ChaosReport:
     #: would; nothing is lost by those.
     self_stops: int = 0
     #: Events of offset gaps the consumer left after a rebalance (faust-streaming/faust#596),
-    #: caught by the worker's gap check (``streams.worker.gaps``), which stopped it so that they
+    #: caught by the worker's gap check (``streams.delivery.gaps``), which stopped it so that they
     #: were read again: skipped at first, none skipped for good (those would be lost).
     skipped_and_read_again: int = 0
     duplicate_answers: int = 0
@@ -373,7 +373,7 @@ def _shake(
     _score(report, events, hostile, recs, dead, config.workdir / "differing-duplicates.jsonl")
 
 
-#: The worker's one log line per gap it stopped for (``streams.worker.support.exit_process``).
+#: The worker's one log line per gap it stopped for (``streams.delivery.stop.exit_process``).
 _GAP = re.compile(rb"\[CRITICAL\] agent [^\n]*?\(GapError: [^\n]*? but (\d+) events from offset")
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import faust
 
+from streams.delivery.publisher import BatchPublisher
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
 from streams.settings import Settings, load_settings
-from streams.worker.publisher import BatchPublisher
 
 
 def build_app(settings: Settings, source: str, target: str, data_dir: str) -> faust.App:

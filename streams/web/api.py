@@ -40,7 +40,7 @@ from schemas.requests import (
 )
 from schemas.validation import decode_object
 from serving.requests import RequestHandler
-from streams.worker.support import read_session
+from streams.worker.sessions import read_session
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker

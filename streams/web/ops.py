@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.delivery.gaps import StallError, StallWatch
 from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 from streams.web.status_page import STATUS_HTML
-from streams.worker.gaps import StallError, StallWatch
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker
@@ -207,7 +207,7 @@ class Operations:
             assigned = consumer.assignment()
         except Exception:  # consumer not started yet
             return
-        # what this worker committed (streams.worker.commits: after every batch)
+        # what this worker committed (streams.delivery.commits: after every batch)
         committer = self.worker.committer
         lags: dict[tuple[str, int], int] = {}
         for tp in assigned:
@@ -231,7 +231,7 @@ class Operations:
 
     def _watch_stall(self, tp: Any, highwater: int | None, position: int | None) -> None:
         """Stop the worker when an assigned partition's stream stopped moving while records
-        wait (:class:`streams.worker.gaps.StallWatch`); never during a rebalance or a restore."""
+        wait (:class:`streams.delivery.gaps.StallWatch`); never during a rebalance or a restore."""
         app = self.worker.app
         if app.rebalancing or app.in_recovery:
             self.stalls.forget()

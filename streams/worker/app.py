@@ -27,26 +27,22 @@ from serving.engine import Outcome, RecommendationEngine, kept_answers_bound
 from serving.model import ModelBundle
 from serving.state import SessionState
 from serving.threads import engine_executor
+from streams.delivery.batches import Finish, run_batches, run_isolated
+from streams.delivery.commits import BatchCommitter
+from streams.delivery.dead_letters import send_dead_letter
+from streams.delivery.durable_table import ChangelogRecord, DurableTable
+from streams.delivery.gaps import GapGuard
+from streams.delivery.publisher import BatchPublisher, Delivery
+from streams.delivery.stop import exit_process
 from streams.kafka.clients import committed_offsets, while_unreachable
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
 from streams.settings import Settings, fusion_overridden, retrieval_params
 from streams.web.live_stats import LiveStats
 from streams.web.metrics import WorkerMetrics
-from streams.worker.commits import BatchCommitter
-from streams.worker.durable_table import ChangelogRecord, DurableTable
 from streams.worker.faust_context import event_context
-from streams.worker.gaps import GapGuard
-from streams.worker.publisher import BatchPublisher, Delivery
 from streams.worker.ratelimit import RateLimiter
-from streams.worker.support import (
-    ROCKSDB_OPTIONS,
-    Finish,
-    as_bytes,
-    exit_process,
-    raw_topic,
-    run_batches,
-    send_dead_letter,
-)
+from streams.worker.sessions import ROCKSDB_OPTIONS, decode_state
+from streams.worker.topics import as_bytes, raw_topic
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +124,9 @@ class NextTrackWorker:
         self.start_gates: list[asyncio.Event] = []
         #: Extra ``/ready`` checks of the feature modules: name -> ``() -> (ok, detail)``.
         self.ready_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
-        #: Commits after every batch and knows the committed floor (``streams.worker.commits``).
+        #: Commits after every batch and knows the committed floor (``streams.delivery.commits``).
         self.committer = BatchCommitter(lambda: self.app.consumer.commit())
-        #: Checks that no input offsets were skipped after a rebalance (``streams.worker.gaps``).
+        #: Checks that no input offsets were skipped after a rebalance (``streams.delivery.gaps``).
         # (a broker outage is waited out: the lookup is retried until the broker answers)
         self.gap_guard = GapGuard(
             lambda topic: while_unreachable(
@@ -158,7 +154,7 @@ class NextTrackWorker:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             table_standby_replicas=settings.table_standby_replicas,
-            # changelog writes awaited before acks (streams.worker.durable_table)
+            # changelog writes awaited before acks (streams.delivery.durable_table)
             Table=DurableTable,
             broker_session_timeout=settings.consumer_session_timeout,
             broker_heartbeat_interval=min(3.0, settings.consumer_session_timeout / 3),
@@ -225,7 +221,7 @@ class NextTrackWorker:
     async def handle_play_batch(self, events: Sequence[EventT]) -> Finish:
         """Process one micro-batch: parse, run the engine, write the states, send the states
         and the answers (one produce request); returns its finish (waiting for both to be
-        delivered), which :func:`streams.worker.support.run_batches` runs while the next
+        delivered), which :func:`streams.delivery.batches.run_batches` runs while the next
         batch computes, then acks."""
         started = time.perf_counter()
         # For the debug line: how long the oldest event waited (Kafka timestamp to now)
@@ -358,34 +354,21 @@ class NextTrackWorker:
         """Run the engine on the whole batch (in a worker thread: no Faust calls here). If it
         fails, isolate the failing events (to be dead-lettered with reason
         ``internal_error``) and answer the rest one by one."""
-        if not valid:
-            return [], []
-        try:
-            outcomes = self.engine.process(
-                [p for _, p in valid],
-                self._decode_states(raw_states),
-                [_position(e) for e, _ in valid],
-                floor,
-            )
-        except Exception:
-            log.exception("engine failed on a batch of %d events; retrying one by one", len(valid))
-        else:
+        stored = self._decode_states(raw_states)
+
+        def process(items: list[tuple[EventT, PlayEvent]]) -> list[Outcome]:
+            positions = [_position(event) for event, _ in items]
+            return self.engine.process([play for _, play in items], stored, positions, floor)
+
+        def afresh() -> None:  # the failed try changed the states
+            stored.update(self._decode_states(raw_states))
+
+        done, failed = run_isolated(process, valid, "engine", on_retry=afresh)
+        if done and not failed:
             timings = self.engine.last_timings
             self.metrics.encoder_seconds.observe(timings.encoder)
             self.metrics.search_seconds.observe(timings.search)
-            return list(zip(valid, outcomes, strict=True)), []
-        results: list[tuple[tuple[EventT, PlayEvent], Outcome]] = []
-        failed: list[tuple[EventT, Exception]] = []
-        stored = self._decode_states(raw_states)  # afresh: the failed try changed states
-        for item in valid:
-            try:
-                (outcome,) = self.engine.process([item[1]], stored, [_position(item[0])], floor)
-            except Exception as exc:
-                log.exception("event %s failed", item[1].event_id)
-                failed.append((item[0], exc))
-                continue
-            results.append((item, outcome))
-        return results, failed
+        return done, [(event, exc) for (event, _), exc in failed]
 
     def _read_states(self, valid: Sequence[tuple[EventT, PlayEvent]]) -> dict[str, bytes | None]:
         """The stored state bytes of every session in the batch (in the event loop)."""
@@ -396,20 +379,9 @@ class NextTrackWorker:
                     stored[play.session_id] = self.sessions.get(play.session_id.encode("utf-8"))
         return stored
 
-    def _decode_states(self, raw: dict[str, bytes | None]) -> dict[str, SessionState | None]:
-        return {sid: self._decode_state(blob, sid) for sid, blob in raw.items()}
-
     @staticmethod
-    def _decode_state(raw: bytes | None, session_id: str) -> SessionState | None:
-        if raw is None:
-            return None
-        try:
-            return SessionState.from_bytes(raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning(
-                "session %s: unreadable stored state (%s); starting afresh", session_id, exc
-            )
-            return None
+    def _decode_states(raw: dict[str, bytes | None]) -> dict[str, SessionState | None]:
+        return {sid: decode_state(blob, sid) for sid, blob in raw.items()}
 
     async def _send_states(self, changelog: Sequence[ChangelogRecord]) -> list[Delivery]:
         """Send the ``sessions`` changelog records of a batch, each to its partition."""
@@ -426,7 +398,7 @@ class NextTrackWorker:
         self, topic: str, records: Sequence[tuple[bytes | None, bytes]]
     ) -> list[Awaitable[Any]]:
         """Hand a batch's output records to the publisher (one Kafka batch per partition,
-        :mod:`streams.worker.publisher`); returns the delivery futures, which callers await before
+        :mod:`streams.delivery.publisher`); returns the delivery futures, which callers await before
         their input offsets can be acked (at-least-once)."""
         return list(await self.publisher.publish(topic, records))
 

@@ -1,11 +1,16 @@
-"""Small helpers shared by the agents: dead letters, isolating failures, driving batches."""
+"""Driving an agent's micro-batches under the delivery rules (:mod:`streams.delivery`).
+
+:func:`run_batches` takes what the stream has queued as one batch, hands it to the agent's
+handler, and acks its events only when everything the handler sent is delivered (pipelined:
+a batch delivers while the next one computes, acks stay in batch order); a batch that cannot
+be completed stops the process without acking (:mod:`streams.delivery.stop`).
+:func:`run_isolated` runs a batch function and, if it fails, each item alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -13,85 +18,37 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from faust.types import EventT
 
 from schemas.errors import SchemaError
-from serving.state import SessionState
-from streams.worker.dead_letters import dead_letter_for
-from streams.worker.durable_table import pending_changelogs
-from streams.worker.faust_context import event_context
+from streams.delivery.durable_table import pending_changelogs
 
 if TYPE_CHECKING:
     from streams.worker.app import NextTrackWorker
 
 log = logging.getLogger(__name__)
 
-#: RocksDB options of the worker's tables (one database per table partition). Faust's
-#: defaults (64 MB write buffers x 3 and a 2 GB block cache per database) are sized for
-#: big servers; a session state is a few hundred bytes and every read is recent, so small
-#: buffers keep a worker's memory bounded (the changelog is the source of truth anyway).
-ROCKSDB_OPTIONS: dict[str, int] = {
-    "write_buffer_size": 4 * 1024 * 1024,
-    "max_write_buffer_number": 2,
-    "block_cache_size": 8 * 1024 * 1024,
-    "target_file_size_base": 16 * 1024 * 1024,
-}
-
 T = TypeVar("T")
 R = TypeVar("R")
 
-
-def raw_topic(worker: NextTrackWorker, name: str) -> Any:
-    """A bytes-in, bytes-out topic of the worker's app (like the play topics)."""
-    return worker.app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-
-
-def as_bytes(value: Any) -> bytes:
-    """A record key or value as bytes (``None`` gives ``b""``)."""
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)
-
-
-async def send_dead_letter(
-    worker: NextTrackWorker, dlq_topic: Any, error: Exception, event: EventT
-) -> Awaitable[Any]:
-    """Send one rejected input to ``dlq_topic``, count it; returns the delivery future."""
-    message = event.message
-    letter = dead_letter_for(
-        error,
-        as_bytes(event.value),
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=as_bytes(event.key) if event.key is not None else None,
-    )
-    log.info(
-        "dead-lettering %s[%s]@%s: %s",
-        message.topic,
-        message.partition,
-        message.offset,
-        letter.error,
-    )
-    worker.metrics.dead_letters.labels(message.topic, letter.reason).inc()
-    worker.metrics.events.labels(message.topic, "unknown", f"dead_letter:{letter.reason}").inc()
-    return await dlq_topic.send(key=letter.key, value=letter.to_bytes())
+#: Seconds a shutdown waits for the batch in progress to finish delivering.
+SHUTDOWN_GRACE = 30.0
 
 
 def run_isolated(
-    fn: Callable[[list[T]], list[R]], items: Sequence[T], what: str
+    fn: Callable[[list[T]], list[R]],
+    items: Sequence[T],
+    what: str,
+    on_retry: Callable[[], None] | None = None,
 ) -> tuple[list[tuple[T, R]], list[tuple[T, Exception]]]:
-    """``fn`` over the whole batch; if it raises, over each item alone, so one bad item
-    fails alone. Returns ``(item, result)`` pairs and ``(item, error)`` pairs."""
+    """``fn`` over the whole batch; if it raises, over each item alone (in order, after
+    ``on_retry``, e.g. to undo what the failed try changed), so one bad item fails alone.
+    Returns ``(item, result)`` pairs and ``(item, error)`` pairs."""
     if not items:
         return [], []
     try:
         return list(zip(items, fn(list(items)), strict=True)), []
     except Exception:
         log.exception("%s failed on a batch of %d; retrying one by one", what, len(items))
+    if on_retry is not None:
+        on_retry()
     done: list[tuple[T, R]] = []
     failed: list[tuple[T, Exception]] = []
     for item in items:
@@ -105,36 +62,6 @@ def run_isolated(
         else:
             done.append((item, result))
     return done, failed
-
-
-def read_session(table: Any, session_id: str, event: EventT | None = None) -> SessionState | None:
-    """The stored state of ``session_id`` in the ``sessions`` table, or ``None``.
-
-    Under ``event`` (a record co-partitioned with ``plays``: same key, same partition count)
-    the store looks in that partition only. If that finds nothing (or there is no event), the
-    read runs with *no* current event, where the stores search every partition held by this
-    worker (RocksDB: ``_get`` falls back to all partition DBs; memory: one dict).
-    """
-    key = session_id.encode("utf-8")
-    raw = None
-    if event is not None:
-        with event_context(event):
-            raw = table.get(key)
-    if raw is None:
-        raw = contextvars.Context().run(table.get, key)
-    if raw is None:
-        return None
-    try:
-        return SessionState.from_bytes(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("session %s: unreadable stored state (%s); ignoring it", session_id, exc)
-        return None
-
-
-#: Exit status of a worker that stopped because a batch could not be completed.
-EXIT_BATCH_FAILED = 70
-#: Seconds a shutdown waits for the batch in progress to finish delivering.
-SHUTDOWN_GRACE = 30.0
 
 
 #: The second half of a pipelined batch (:func:`run_batches`): waits for the batch's outputs
@@ -156,7 +83,7 @@ async def run_batches(
     events or ``BATCH_TIMEOUT_MS`` of collecting, whichever comes first.
 
     Events are acked by hand, after ``handle`` is done and the tables' changelog records
-    are in Kafka (:mod:`streams.worker.durable_table`): all their outputs are delivered then. A
+    are in Kafka (:mod:`streams.delivery.durable_table`): all their outputs are delivered then. A
     handler that returns a :data:`Finish` is *pipelined*: its batch's finish (waiting for the
     changelog, publishing, waiting for deliveries, acking) runs in the background while the
     next batch is collected and its first half runs (the engine, in a thread). At most one
@@ -166,7 +93,7 @@ async def run_batches(
     A batch that fails ends the worker process at once (:attr:`NextTrackWorker.on_fatal`,
     exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
     again after the restart instead of being skipped. The first event of a partition after
-    an assignment is checked against the group's committed offset (:mod:`streams.worker.gaps`): a
+    an assignment is checked against the group's committed offset (:mod:`streams.delivery.gaps`): a
     gap stops the worker the same way. On shutdown the batches in progress may finish (up to
     :data:`SHUTDOWN_GRACE` seconds) so their answers go out before they are acked. Anything
     else that fails in the agent (Faust's stream machinery included) ends the process the
@@ -268,22 +195,3 @@ async def _within_grace(
     except BaseException as exc:
         worker.on_fatal(name, len(events), exc)
         raise
-
-
-def exit_process(agent: str, n_events: int, error: BaseException) -> None:
-    """Log why and end the process without running any more code (no ack, no commit)."""
-    log.critical(
-        "agent %s could not complete a batch of %d events (%s: %s); stopping the worker "
-        "without committing them, they are read again after the restart",
-        agent,
-        n_events,
-        type(error).__name__,
-        error,
-        exc_info=error,
-    )
-    for handler in logging.getLogger().handlers:
-        try:
-            handler.flush()
-        except Exception:
-            pass
-    os._exit(EXIT_BATCH_FAILED)

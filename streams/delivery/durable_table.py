@@ -12,7 +12,7 @@ with a kept RocksDB directory, which holds the write locally).
 
 :class:`DurableTable` keeps the delivery future of every changelog record it sends; agents
 await the records sent (:func:`pending_changelogs`) after a batch's table writes and before acking
-the batch (:func:`streams.worker.support.run_batches` does it for every table), so an acked
+the batch (:func:`streams.delivery.batches.run_batches` does it for every table), so an acked
 offset always has its state change in Kafka. The play agent also waits for it before it
 publishes the batch's answers, so an answer that went out always has its state (which keeps
 the answer for replays) in the changelog.
@@ -20,7 +20,7 @@ the answer for replays) in the changelog.
 The play path sends its own changelog records (:meth:`DurableTable.collecting`): inside that
 block a write changes the store as usual but its changelog record is handed to the caller
 instead of Faust's producer, so the batch's states and answers leave in one produce request
-(one broker round trip, :mod:`streams.worker.publisher`); once Kafka has them, the caller
+(one broker round trip, :mod:`streams.delivery.publisher`); once Kafka has them, the caller
 records the offsets written (:meth:`DurableTable.persisted`), as Faust does for its own sends
 (the store's persisted offset is where recovery starts reading the changelog).
 """
