@@ -402,10 +402,10 @@ async def test_cli_clients_use_the_security_settings(monkeypatch: pytest.MonkeyP
 
 def test_worker_app_gets_broker_credentials(small_artifacts: Path, tmp_path: Path) -> None:
     from serving.model import load_model
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.compose import compose_worker
 
     settings = sasl_settings().model_copy(update={"data_dir": tmp_path, "app_id": "creds-test"})
-    worker = NextTrackWorker(
+    worker = compose_worker(
         settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
     )
     creds = worker.app.conf.broker_credentials
@@ -425,7 +425,7 @@ def test_replication_settings_reach_faust_and_the_topics_the_project_creates(
 
     from serving.model import load_model
     from streams.kafka import clients
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.compose import compose_worker
 
     assert (load_settings().topic_replication_factor, load_settings().table_standby_replicas) == (
         1,
@@ -434,7 +434,7 @@ def test_replication_settings_reach_faust_and_the_topics_the_project_creates(
     monkeypatch.setenv("TOPIC_REPLICATION_FACTOR", "3")
     monkeypatch.setenv("TABLE_STANDBY_REPLICAS", "1")
     settings = load_settings(data_dir=tmp_path, app_id="replicas-test")
-    worker = NextTrackWorker(
+    worker = compose_worker(
         settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
     )
     assert worker.app.conf.topic_replication_factor == 3

@@ -54,7 +54,7 @@ def metric_names() -> frozenset[str]:
     recording rules of deploy/prometheus."""
     from serving.ab import OnlineStats
     from streams.agents.feedback import OnlineStatsCollector
-    from streams.web.metrics import WorkerMetrics
+    from streams.worker.metrics import WorkerMetrics
 
     families = [*WorkerMetrics().registry.collect(), *OnlineStatsCollector(OnlineStats()).collect()]
     names = {f.name + suffix for f in families for suffix in SUFFIXES[f.type]}

@@ -13,7 +13,7 @@ from index.session_neighbours import SESSION_NEIGHBOURS_FILE
 from serving.artifacts import ArtifactsError, load_artifacts
 from serving.model import REPEAT_MODES, best_encoder, load_model
 from streams.settings import load_settings, retrieval_params
-from streams.worker.app import NextTrackWorker
+from streams.worker.compose import compose_worker
 from tests.data_fixtures import Dataset
 from training.fusion_choice import FUSION_GRID, K, candidate_label, choose_fusion
 
@@ -100,7 +100,7 @@ def test_a_reloaded_model_brings_its_own_fusion_choice(
     for name in ("FUSION_METHOD", "CF_WEIGHT", "CB_WEIGHT", "NB_WEIGHT"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(app_id="unit-test", data_dir=tmp_path, ab_variants="A:top_k=3")
-    worker = NextTrackWorker(
+    worker = compose_worker(
         settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
     )
     new = load_model(small_artifacts, "mean", index_type="flat")
@@ -115,7 +115,7 @@ def test_a_reloaded_model_brings_its_own_fusion_choice(
     assert (params.fusion_method, params.cf_weight, params.nb_weight) == ("rrf", 0.2, 0.7)
     variant = worker.experiment.params("A")
     assert (variant.top_k, variant.fusion_method, variant.nb_weight) == (3, "rrf", 0.7)
-    pinned = NextTrackWorker(
+    pinned = compose_worker(
         load_settings(app_id="unit-test", data_dir=tmp_path, nb_weight=0.0),
         load_model(small_artifacts, "mean", index_type="flat"),
         table_store="memory://",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.web.live_stats import LatencyWindow, LiveStats, RollingCounter, percentile
+from streams.worker.live_stats import LatencyWindow, LiveStats, RollingCounter, percentile
 
 
 def test_percentile_matches_linear_interpolation() -> None:

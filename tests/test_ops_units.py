@@ -20,8 +20,8 @@ from serving.model import ModelBundle, RetrievalParams, load_model
 from streams.agents.reload import ModelReloader, manifest_identity, validate_model
 from streams.settings import Settings, load_settings
 from streams.web.auth import bearer_token, build_middleware, client_identity
-from streams.web.metrics import WorkerMetrics
 from streams.web.ops import BrokerProbe, health_report, partition_lag
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.ratelimit import RateLimiter
 
 KEY = "unit-test-api-key-0123456789"

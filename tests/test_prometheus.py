@@ -26,8 +26,8 @@ import yaml
 
 from streams.settings import Settings
 from streams.tools.worker_process import WorkerProcess, free_port
-from streams.web.metrics import WorkerMetrics
 from streams.web.ops import metrics_text
+from streams.worker.metrics import WorkerMetrics
 from tests.data_fixtures import Dataset
 from tests.worker_helpers import StreamEnv
 
@@ -132,7 +132,7 @@ def exported_series_names() -> set[str]:
 
 def test_rules_use_only_metrics_the_worker_exports() -> None:
     """A renamed or removed metric would silently disable an alert: the rules may name only
-    series that streams/web/metrics.py defines, and only recording rules that exist."""
+    series that streams/worker/metrics.py defines, and only recording rules that exist."""
     exported = exported_series_names()
     recorded = {
         rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule

@@ -24,6 +24,7 @@ from streams.delivery.gaps import GapGuard
 from streams.settings import load_settings
 from streams.web.api import read_body
 from streams.worker.app import NextTrackWorker
+from streams.worker.compose import compose_worker
 from streams.worker.sessions import read_session
 from tests.data_fixtures import Dataset
 from tests.ops_helpers import FakePublisher, changelog_acks, no_commits, wait_until_async
@@ -42,7 +43,7 @@ def worker(small_artifacts: Path, tmp_path: Path) -> NextTrackWorker:
         repeats="exclude",  # these tests check that heard tracks never come back
     )
     model = load_model(small_artifacts, "mean", index_type="flat")
-    worker = NextTrackWorker(settings, model, table_store="memory://")
+    worker = compose_worker(settings, model, table_store="memory://")
     worker.gap_guard = GapGuard(no_commits)  # no broker here: nothing committed yet
     changelog_acks(worker)  # ... and Faust's producer sends nothing: the test acknowledges
     worker.publisher = FakePublisher()  # type: ignore[assignment]  # ... nor does ours

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.tools.worker_timings import describe, parse_reading, per_batch
-from streams.web.metrics import WorkerMetrics
+from streams.worker.metrics import WorkerMetrics
 
 
 def _page(metrics: WorkerMetrics) -> str:

@@ -41,12 +41,12 @@ from streams.worker.sessions import ROCKSDB_OPTIONS
 from streams.worker.topics import as_bytes, raw_topic
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Add the ``tracks`` topic, the ``catalog`` table and the catalog agent to ``worker``."""
     CatalogAgent(worker)
 
@@ -54,7 +54,7 @@ def register(worker: NextTrackWorker) -> None:
 class CatalogAgent:
     """Applies catalog records to the worker's model and keeps them in a table."""
 
-    def __init__(self, worker: NextTrackWorker) -> None:
+    def __init__(self, worker: WorkerCore) -> None:
         settings = worker.settings
         self.worker = worker
         self.tracks_topic = raw_topic(worker, settings.topic_tracks)

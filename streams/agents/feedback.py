@@ -30,7 +30,7 @@ from streams.worker.sessions import read_session
 from streams.worker.topics import as_bytes, raw_topic
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class OnlineStatsCollector(Collector):
 class FeedbackAgent:
     """Decode, dead-letter, look up the session, count."""
 
-    def __init__(self, worker: NextTrackWorker) -> None:
+    def __init__(self, worker: WorkerCore) -> None:
         self.worker = worker
         settings = worker.settings
         self.topic = raw_topic(worker, settings.topic_feedback)
@@ -131,7 +131,7 @@ class FeedbackAgent:
         await asyncio.gather(*deliveries)
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Subscribe the feedback agent and export the A/B figures."""
     agent = FeedbackAgent(worker)
     worker.app.agent(agent.topic, name="nexttrack.feedback")(agent.run)

@@ -38,7 +38,7 @@ from serving.model import ModelBundle, RetrievalParams, load_model, rank_session
 from streams.settings import retrieval_params
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ModelReloader:
 
     def __init__(
         self,
-        worker: NextTrackWorker,
+        worker: WorkerCore,
         *,
         loader: Callable[[Path], ModelBundle] | None = None,
     ) -> None:
@@ -180,7 +180,7 @@ class ModelReloader:
         )
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Poll ``ARTIFACTS_DIR`` every ``MODEL_RELOAD_INTERVAL`` seconds (when both are set)."""
     settings = worker.settings
     if settings.artifacts_dir is None or settings.model_reload_interval <= 0:

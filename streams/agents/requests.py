@@ -41,7 +41,7 @@ from streams.worker.sessions import read_session
 from streams.worker.topics import as_bytes, raw_topic
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ RequestItem = tuple[EventT, RecommendationRequest]
 SimilarItem = tuple[EventT, SimilarTracksRequest]
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Add the request topics and agents to ``worker``."""
     RequestAgents(worker)
 
@@ -58,7 +58,7 @@ def register(worker: NextTrackWorker) -> None:
 class RequestAgents:
     """The two request agents of one worker (thin async code around the handler)."""
 
-    def __init__(self, worker: NextTrackWorker, handler: RequestHandler | None = None) -> None:
+    def __init__(self, worker: WorkerCore, handler: RequestHandler | None = None) -> None:
         settings = worker.settings
         self.worker = worker
         self.handler = handler or RequestHandler(worker.engine)

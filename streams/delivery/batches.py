@@ -21,7 +21,7 @@ from schemas.errors import SchemaError
 from streams.delivery.durable_table import pending_changelogs
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ Finish = Callable[[], Awaitable[None]]
 BatchHandler = Callable[[Sequence[EventT]], Awaitable["Finish | None"]]
 
 
-async def run_batches(
-    worker: NextTrackWorker, stream: Any, handle: BatchHandler, name: str
-) -> None:
+async def run_batches(worker: WorkerCore, stream: Any, handle: BatchHandler, name: str) -> None:
     """Drive an agent: micro-batches of ``stream`` to ``handle``, acked after it is done.
 
     A batch takes what is already queued instead of waiting to fill: when the stream's input
@@ -90,7 +88,7 @@ async def run_batches(
     finish is outstanding; finishes, and so acks and outputs, stay in batch order; a batch's
     table writes are made in its first half, before the next batch reads the table.
 
-    A batch that fails ends the worker process at once (:attr:`NextTrackWorker.on_fatal`,
+    A batch that fails ends the worker process at once (:attr:`WorkerCore.on_fatal`,
     exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
     again after the restart instead of being skipped. The first event of a partition after
     an assignment is checked against the group's committed offset (:mod:`streams.delivery.gaps`): a
@@ -108,7 +106,7 @@ async def run_batches(
         worker.on_fatal(name, 0, exc)
 
 
-async def _drive(worker: NextTrackWorker, stream: Any, handle: BatchHandler, name: str) -> None:
+async def _drive(worker: WorkerCore, stream: Any, handle: BatchHandler, name: str) -> None:
     settings = worker.settings
     size = settings.batch_size
     linger = settings.batch_timeout_ms / 1000.0
@@ -157,7 +155,7 @@ async def _drive(worker: NextTrackWorker, stream: Any, handle: BatchHandler, nam
 
 
 async def _complete(
-    worker: NextTrackWorker,
+    worker: WorkerCore,
     manual: Any,
     events: Sequence[EventT],
     finish: Finish | None,
@@ -186,7 +184,7 @@ async def _complete(
 
 
 async def _within_grace(
-    worker: NextTrackWorker, name: str, events: Sequence[EventT], work: Awaitable[T]
+    worker: WorkerCore, name: str, events: Sequence[EventT], work: Awaitable[T]
 ) -> T:
     """``work`` given :data:`SHUTDOWN_GRACE` seconds on shutdown; past that, or if it fails,
     the process ends without acking (the events are read again after the restart)."""

@@ -15,7 +15,7 @@ from schemas.errors import SchemaError
 from streams.worker.topics import as_bytes
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def dead_letter_for(
 
 
 async def send_dead_letter(
-    worker: NextTrackWorker, dlq_topic: Any, error: Exception, event: EventT
+    worker: WorkerCore, dlq_topic: Any, error: Exception, event: EventT
 ) -> Awaitable[Any]:
     """Send one rejected input to ``dlq_topic``, count it; returns the delivery future."""
     message = event.message

@@ -43,7 +43,7 @@ from serving.requests import RequestHandler
 from streams.worker.sessions import read_session
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _READ_CHUNK = 64 * 1024
 _STATUS = {"oversized": 413, "unknown_track": 404}
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Add ``POST /recommendations`` and ``POST /similar-tracks`` to the worker's web app."""
     api = WebApi(worker)
     app: faust.App = worker.app
@@ -91,7 +91,7 @@ def error_body(exc: SchemaError) -> tuple[int, dict[str, Any]]:
 class WebApi:
     """The request logic of the views: read, validate, answer (via the handler)."""
 
-    def __init__(self, worker: NextTrackWorker, handler: RequestHandler | None = None) -> None:
+    def __init__(self, worker: WorkerCore, handler: RequestHandler | None = None) -> None:
         self.worker = worker
         self.handler = handler or RequestHandler(worker.engine)
 

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from streams.settings import Settings
-from streams.web.metrics import WorkerMetrics
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def build_middleware(
     return guard
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Install the guard on the worker's web application (before it starts)."""
     settings = worker.settings
     limiter = RateLimiter(settings.http_rate_limit, settings.rate_limit_window)

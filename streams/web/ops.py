@@ -1,7 +1,7 @@
 """Operating the worker over HTTP, on Faust's own web server (``WEB_PORT``):
 
 ``/metrics``
-    Prometheus text format of the worker's registry (:class:`streams.web.metrics.WorkerMetrics`).
+    Prometheus text format of the worker's registry (:class:`streams.worker.metrics.WorkerMetrics`).
 ``/health``
     ``{"status": "ok", "checks": {...}}`` with 200 when the broker answers a metadata request
     (probed at most every :data:`BROKER_PROBE_TTL` seconds), a model is loaded and the
@@ -42,7 +42,7 @@ from streams.settings import Settings
 from streams.web.status_page import STATUS_HTML
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class BrokerProbe:
 class Operations:
     """Health, lag and status of one worker; the web views and timers call it."""
 
-    def __init__(self, worker: NextTrackWorker, probe: BrokerProbe | None = None) -> None:
+    def __init__(self, worker: WorkerCore, probe: BrokerProbe | None = None) -> None:
         self.worker = worker
         self.settings = worker.settings
         self.probe = probe or BrokerProbe(worker.settings)
@@ -360,7 +360,7 @@ def metrics_text(registry: Any) -> bytes:
     return generate_latest(registry)
 
 
-def register(worker: NextTrackWorker) -> None:
+def register(worker: WorkerCore) -> None:
     """Add ``/metrics``, ``/health``, ``/ready``, ``/status``, ``/status.json`` and timers."""
     ops = Operations(worker)
     app = worker.app

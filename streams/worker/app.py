@@ -37,9 +37,9 @@ from streams.delivery.stop import exit_process
 from streams.kafka.clients import committed_offsets, while_unreachable
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
 from streams.settings import Settings, fusion_overridden, retrieval_params
-from streams.web.live_stats import LiveStats
-from streams.web.metrics import WorkerMetrics
 from streams.worker.faust_context import event_context
+from streams.worker.live_stats import LiveStats
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.ratelimit import RateLimiter
 from streams.worker.sessions import ROCKSDB_OPTIONS, decode_state
 from streams.worker.topics import as_bytes, raw_topic
@@ -47,24 +47,10 @@ from streams.worker.topics import as_bytes, raw_topic
 log = logging.getLogger(__name__)
 
 
-def feature_modules() -> list[Callable[[NextTrackWorker], None]]:
-    """``register(worker)`` of every feature beyond the play stream, in start-up order."""
-    from streams.agents import catalog, feedback, reload, requests
-    from streams.web import api, auth, ops
-
-    return [
-        auth.register,
-        ops.register,
-        feedback.register,
-        reload.register,
-        catalog.register,
-        requests.register,
-        api.register,
-    ]
-
-
 class NextTrackWorker:
-    """One worker: a Faust app wired to the recommendation engine."""
+    """One worker's core: a Faust app wired to the recommendation engine, the play path and
+    delivery. It knows no feature: :mod:`streams.worker.compose` adds them, each through
+    :class:`streams.worker.core.WorkerCore` (which this class implements)."""
 
     def __init__(
         self,
@@ -99,7 +85,7 @@ class NextTrackWorker:
             experiment=self.experiment,
             max_kept_answers=kept_answers_bound(settings.batch_size),
         )
-        #: Rolling throughput and latency for the status page (``streams.web.live_stats``).
+        #: Rolling throughput and latency for the status page (``streams.worker.live_stats``).
         self.live_stats = LiveStats()
         #: Online hit rate and feedback figures per A/B variant (``serving.ab``).
         self.ab_stats = OnlineStats()
@@ -176,9 +162,6 @@ class NextTrackWorker:
         self.app.agent(self.plays_topic, name="nexttrack.plays")(self._plays_agent)
         self.app.on_before_shutdown.connect(self._stop_publisher)
         self.metrics.model.info(self.model_info())
-        # Each feature module adds its topics, agents, tables and web views to this worker.
-        for register in feature_modules():
-            register(self)
 
     @property
     def model(self) -> ModelBundle:

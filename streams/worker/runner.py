@@ -14,6 +14,7 @@ from streams.errors import ConfigError
 from streams.kafka.clients import cluster_id, end_offsets, ensure_topics
 from streams.settings import Settings
 from streams.worker.app import NextTrackWorker
+from streams.worker.compose import compose_worker
 from streams.worker.local_state import (
     PartitionStore,
     find_stale,
@@ -45,7 +46,7 @@ def build_worker(
         use_content=settings.use_content_based,
     )
     set_threads(settings.torch_threads, settings.faiss_threads)
-    return NextTrackWorker(settings, model, table_store=f"{table_store}://", data_dir=data_dir)
+    return compose_worker(settings, model, table_store=f"{table_store}://", data_dir=data_dir)
 
 
 def worker_topics(settings: Settings) -> list[str]:

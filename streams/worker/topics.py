@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.worker.app import NextTrackWorker
+    from streams.worker.core import WorkerCore
 
 
-def raw_topic(worker: NextTrackWorker, name: str) -> Any:
+def raw_topic(worker: WorkerCore, name: str) -> Any:
     """A bytes-in, bytes-out topic of the worker's app (like the play topics)."""
     return worker.app.topic(
         name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
