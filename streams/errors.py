@@ -33,3 +33,42 @@ class BrokerUnreachableError(StreamsError):
             "the --bootstrap-server option or KAFKA_BOOTSTRAP_SERVERS, and "
             "KAFKA_SECURITY_PROTOCOL"
         )
+
+
+#: Top-level modules of the ``train`` extra (``pip install 'nexttrack-streams[train]'``) ->
+#: the distribution that provides each. The worker imports none of them; training, evaluation,
+#: data generation and import, and the demo, bench and chaos tools do.
+TRAIN_EXTRA_MODULES = {
+    "torch": "torch",
+    "lightfm": "rectools-lightfm",
+    "scipy": "scipy",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+}
+#: How to install them, as the error message says it.
+TRAIN_EXTRA_INSTALL = "pip install 'nexttrack-streams[train]'"
+
+
+class TrainingExtrasMissingError(StreamsError):
+    """A command needs a module of the ``train`` extra that is not installed (a worker-only
+    install: ``pip install .``). One line: the command, the missing module, how to install
+    the extra. Exit status 2, as an invalid setting: the command cannot run as installed."""
+
+    exit_status = 2
+
+    def __init__(self, command: str, module: str) -> None:
+        self.command = command
+        self.module = module
+        super().__init__(
+            f"{command} needs the training extras (missing module {module}): {TRAIN_EXTRA_INSTALL}"
+        )
+
+    @classmethod
+    def from_import_error(
+        cls, exc: ModuleNotFoundError, command: str
+    ) -> TrainingExtrasMissingError | None:
+        """The error for ``exc`` when the module it did not find belongs to the ``train``
+        extra (``torch.nn`` counts as ``torch``); ``None`` for any other module."""
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            return None
+        return cls(command, exc.name or "")

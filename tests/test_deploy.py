@@ -4,7 +4,11 @@ dependency bounds in pyproject.toml.
 No Docker engine runs where the tests run, so nothing is built or started here; instead the
 files are parsed and cross-checked against the code: every environment name is a worker
 setting, ports agree (WEB_PORT, health check, Prometheus target), referenced paths exist, the
-image is multi-stage and runs as a non-root user with a health check on /health.
+images are multi-stage and run as a non-root user, the worker's with a health check on
+/health. The Dockerfile builds two images: the worker (``runtime``, the default target) with
+the core dependencies only, and the trainer (``--target trainer``) with the ``train`` extra and
+CPU-only PyTorch; each image is checked through the stages it is built from (its ``FROM``
+chain and the stages it copies from).
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ NON_SETTINGS_ENV = {
 }
 #: Host paths compose mounts that the repository does not hold: written at run time.
 RUNTIME_HOST_PATHS = {"../artifacts": "/artifacts/"}  # `nexttrack train --out artifacts/...`
+#: The stages of the two images: the worker (the last stage: the default target) and the
+#: trainer (``docker build --target trainer``).
+WORKER_TARGET = "runtime"
+TRAINER_TARGET = "trainer"
+#: What only the ``train`` extra brings: none of it may reach the worker image.
+TRAIN_ONLY = ("torch", "download.pytorch.org", "[train]", "lightfm", "scipy", "matplotlib", "tqdm")
 
 
 # -- Dockerfile parsing ---------------------------------------------------------------------
@@ -115,11 +125,68 @@ def final_stage(instructions: list[Instruction]) -> int:
     return max(i.stage for i in instructions)
 
 
-def image_env(instructions: list[Instruction]) -> dict[str, str]:
+def stage_names(instructions: list[Instruction]) -> dict[str, int]:
+    """Stage name (``FROM image AS name``, lower case) -> its index."""
+    names = {}
+    for i in instructions:
+        if i.keyword == "FROM":
+            match = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", i.args, re.IGNORECASE)
+            assert match, f"every stage is named: FROM {i.args}"
+            names[match.group(2).lower()] = i.stage
+    return names
+
+
+def lineage(instructions: list[Instruction], stage: int) -> list[int]:
+    """The stage and the stages it is built ``FROM``, root first: what its image inherits."""
+    names = stage_names(instructions)
+    base = next(i.args.split()[0] for i in instructions if i.keyword == "FROM" and i.stage == stage)
+    parent = names.get(base.lower())
+    assert parent is None or parent < stage, f"stage {stage} is built from a later stage"
+    return ([] if parent is None else lineage(instructions, parent)) + [stage]
+
+
+def built_from(instructions: list[Instruction], target: str) -> list[int]:
+    """Every stage the image of ``target`` is built from: its lineage and, recursively, the
+    stages it copies files from (``COPY --from=stage``), in file order."""
+    names = stage_names(instructions)
+    found: set[int] = set()
+    todo = [names[target]]
+    while todo:
+        for stage in lineage(instructions, todo.pop()):
+            if stage in found:
+                continue
+            found.add(stage)
+            for args in of(instructions, "COPY", stage):
+                match = re.search(r"--from=(\S+)", args)
+                if match:
+                    todo.append(names[match.group(1).lower()])
+    return sorted(found)
+
+
+def in_image(instructions: list[Instruction], keyword: str, target: str) -> list[str]:
+    """The ``keyword`` instructions the image of ``target`` inherits (its lineage)."""
+    stages = lineage(instructions, stage_names(instructions)[target])
+    return [i.args for i in instructions if i.keyword == keyword and i.stage in stages]
+
+
+def runs_building(instructions: list[Instruction], target: str) -> list[str]:
+    """Every ``RUN`` that goes into the image of ``target``, in file order."""
+    stages = built_from(instructions, target)
+    return [i.args for i in instructions if i.keyword == "RUN" and i.stage in stages]
+
+
+def image_env(instructions: list[Instruction], target: str = WORKER_TARGET) -> dict[str, str]:
     env: dict[str, str] = {}
-    for args in of(instructions, "ENV", final_stage(instructions)):
+    for args in in_image(instructions, "ENV", target):
         env.update(env_assignments(args))
     return env
+
+
+def project_installs(runs: list[str]) -> list[str]:
+    """The ``pip install .`` / ``pip install '.[extra]'`` commands among ``runs``."""
+    return [
+        r for r in runs if re.search(r"pip install (?:\.|'\.\[[^\]]*\]'|\"\.\[[^\]]*\]\")(\s|$)", r)
+    ]
 
 
 # -- Dockerfile -----------------------------------------------------------------------------
@@ -130,16 +197,13 @@ def test_dockerfile_is_multi_stage_and_copies_from_a_named_stage(
 ) -> None:
     froms = of(dockerfile, "FROM")
     assert len(froms) >= 2, "expected a builder and a runtime stage"
-    stages = {}
-    for args in froms:
-        match = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", args, re.IGNORECASE)
-        assert match, f"every stage is named: FROM {args}"
-        stages[match.group(2).lower()] = match.group(1)
+    stages = stage_names(dockerfile)  # every stage is named
     copied_from = re.findall(r"--from=(\S+)", " ".join(of(dockerfile, "COPY")))
-    assert copied_from and set(copied_from) <= set(stages)
-    # Only the runtime stage's layers ship: no compiler there.
-    runtime_runs = " ".join(of(dockerfile, "RUN", final_stage(dockerfile)))
-    assert "build-essential" not in runtime_runs and "gcc" not in runtime_runs
+    assert copied_from and {c.lower() for c in copied_from} <= set(stages)
+    # Only the images' own layers ship: no compiler there (the builders' stay behind).
+    for target in (WORKER_TARGET, TRAINER_TARGET):
+        image_runs = " ".join(in_image(dockerfile, "RUN", target))
+        assert "build-essential" not in image_runs and "gcc" not in image_runs, target
 
 
 def test_dockerfile_base_python_satisfies_requires_python(dockerfile: list[Instruction]) -> None:
@@ -149,22 +213,53 @@ def test_dockerfile_base_python_satisfies_requires_python(dockerfile: list[Instr
     assert Version(match.group(1)) in SpecifierSet(PYPROJECT["project"]["requires-python"])
 
 
-def test_dockerfile_installs_cpu_only_torch_within_the_declared_bounds(
+def test_the_worker_is_the_default_target_and_the_trainer_a_target(
     dockerfile: list[Instruction],
 ) -> None:
-    runs = of(dockerfile, "RUN", 0)
+    """``docker build`` without ``--target`` (and compose) builds the last stage: the worker."""
+    stages = stage_names(dockerfile)
+    assert stages[WORKER_TARGET] == final_stage(dockerfile)
+    assert TRAINER_TARGET in stages
+    assert in_image(dockerfile, "ENTRYPOINT", TRAINER_TARGET)[-1] == '["nexttrack"]'
+
+
+def test_the_worker_image_installs_the_core_dependencies_only(
+    dockerfile: list[Instruction],
+) -> None:
+    """No torch wheel, no ``.[train]``: ``pip install .`` and nothing of the train extra in
+    any stage the worker image is built from."""
+    runs = runs_building(dockerfile, WORKER_TARGET)
+    for run in runs:
+        for word in TRAIN_ONLY:
+            assert word not in run, f"the worker image installs {word}: RUN {run}"
+    installs = project_installs(runs)
+    assert installs and all(re.search(r"pip install \.(\s|$)", r) for r in installs), installs
+    worker_args = [
+        a for s in built_from(dockerfile, WORKER_TARGET) for a in of(dockerfile, "ARG", s)
+    ]
+    assert not [a for a in worker_args if "TORCH" in a], worker_args
+
+
+def test_the_trainer_image_installs_cpu_torch_then_the_train_extra(
+    dockerfile: list[Instruction],
+) -> None:
+    runs = runs_building(dockerfile, TRAINER_TARGET)
     torch_runs = [r for r in runs if "torch" in r]
     assert len(torch_runs) == 1
     assert "--index-url https://download.pytorch.org/whl/cpu" in torch_runs[0]
     match = re.search(r"TORCH_VERSION=(\S+)", " ".join(of(dockerfile, "ARG")))
     assert match
     torch_req = next(
-        Requirement(r) for r in PYPROJECT["project"]["dependencies"] if r.startswith("torch")
+        Requirement(r)
+        for r in PYPROJECT["project"]["optional-dependencies"]["train"]
+        if Requirement(r).name == "torch"
     )
     assert torch_req.specifier.contains(match.group(1))
-    # torch before the project: `pip install .` then keeps the CPU build.
-    project_install = next(i for i, r in enumerate(runs) if re.search(r"pip install \.(\s|$)", r))
-    assert runs.index(torch_runs[0]) < project_install
+    # torch before the train extra: `pip install '.[train]'` then keeps the CPU build.
+    train_install = next(i for i, r in enumerate(runs) if "[train]" in r)
+    assert re.search(r"pip install '\.\[train\]'", runs[train_install])
+    assert runs.index(torch_runs[0]) < train_install
+    assert "pip check" in runs[train_install]
 
 
 def test_dockerfile_copies_existing_paths_and_every_package(dockerfile: list[Instruction]) -> None:
@@ -191,28 +286,31 @@ def test_dockerfile_copies_existing_paths_and_every_package(dockerfile: list[Ins
             ), f"package {sub} is not copied into the image"
 
 
-def test_dockerfile_runs_as_non_root(dockerfile: list[Instruction]) -> None:
-    users = of(dockerfile, "USER", final_stage(dockerfile))
-    assert users, "the runtime stage sets USER"
+@pytest.mark.parametrize("target", [WORKER_TARGET, TRAINER_TARGET])
+def test_dockerfile_runs_as_non_root(dockerfile: list[Instruction], target: str) -> None:
+    users = in_image(dockerfile, "USER", target)
+    assert users, f"the {target} image sets USER"
     user = users[-1].split(":")[0]
     assert user not in {"root", "0"}
     assert user.isdigit(), "numeric, so orchestrators can verify runAsNonRoot"
 
 
 def test_dockerfile_healthcheck_polls_health_on_web_port(dockerfile: list[Instruction]) -> None:
-    checks = of(dockerfile, "HEALTHCHECK", final_stage(dockerfile))
+    checks = in_image(dockerfile, "HEALTHCHECK", WORKER_TARGET)
     assert len(checks) == 1
     check = checks[0]
     assert "CMD" in check and "/health" in check
     assert "WEB_PORT" in check, "the probe follows the configured port"
     env = image_env(dockerfile)
-    assert of(dockerfile, "EXPOSE", final_stage(dockerfile)) == [env["WEB_PORT"]]
+    assert in_image(dockerfile, "EXPOSE", WORKER_TARGET) == [env["WEB_PORT"]]
+    # The trainer is a batch job with no web server: a health check would mark it unhealthy.
+    assert not in_image(dockerfile, "HEALTHCHECK", TRAINER_TARGET)
 
 
 def test_dockerfile_entrypoint_passes_artifacts_and_web_port(dockerfile: list[Instruction]) -> None:
     """``nexttrack worker`` requires --artifacts and its --web-port default wins over
     WEB_PORT, so both come from the environment the health check and compose use."""
-    entry = json.loads(of(dockerfile, "ENTRYPOINT")[-1])
+    entry = json.loads(in_image(dockerfile, "ENTRYPOINT", WORKER_TARGET)[-1])
     assert entry[:2] == ["/bin/sh", "-c"]
     script = shlex.split(entry[2])
     assert script[:3] == ["exec", "nexttrack", "worker"]  # exec: signals reach Python
@@ -228,7 +326,7 @@ def test_dockerfile_environment_names_are_settings_and_volumes_match(
     unknown = set(env) - SETTINGS_ENV - NON_SETTINGS_ENV
     assert not unknown, f"not worker settings: {sorted(unknown)}"
     Settings(**{k.lower(): v for k, v in env.items() if k in SETTINGS_ENV})  # valid values
-    volumes = " ".join(of(dockerfile, "VOLUME", final_stage(dockerfile)))
+    volumes = " ".join(in_image(dockerfile, "VOLUME", WORKER_TARGET))
     assert env["DATA_DIR"] in volumes
     # ARTIFACTS_DIR sits inside /artifacts: training renames a sibling into place.
     assert Path(env["ARTIFACTS_DIR"]).parent == Path("/artifacts")
@@ -246,6 +344,7 @@ def test_compose_runs_broker_worker_and_prometheus(compose: dict[str, Any]) -> N
     assert services["kafka"]["image"] == root_compose["services"]["kafka"]["image"]
     worker = services["worker"]
     assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert worker["build"]["target"] == WORKER_TARGET  # the worker image, without the trainer
     assert (DEPLOY / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve() == (
         DOCKERFILE
     )
@@ -462,6 +561,7 @@ def test_version_sensitive_dependencies_are_bounded() -> None:
     "requirement",
     [
         *PYPROJECT["project"]["dependencies"],
+        *PYPROJECT["project"]["optional-dependencies"]["train"],
         *PYPROJECT["project"]["optional-dependencies"]["test"],
     ],
 )

@@ -2,8 +2,9 @@
 
 The worker (``streams.worker.runner``, ``streams.worker.app`` and the modules they load)
 runs on the online core in ``serving`` and must not load ``training`` or its heavy libraries
-(LightFM, scipy, tqdm), nor torch (about 600 MB resident): the learned encoders (``lstm``,
-``transformer``) serve from numpy weights.
+(LightFM, scipy, tqdm, matplotlib), nor torch (about 600 MB resident): the learned encoders
+(``lstm``, ``transformer``) serve from numpy weights. These libraries are the ``train`` extra
+(pyproject.toml), which a worker-only install (``pip install .``) does not have.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Packages (first name component) a worker process must not load.
-WORKER_FORBIDDEN = ("training", "lightfm", "scipy", "tqdm", "torch")
+WORKER_FORBIDDEN = ("training", "lightfm", "scipy", "tqdm", "torch", "matplotlib")
 
 #: Our packages each layer must not import.
 LAYER_FORBIDDEN = {

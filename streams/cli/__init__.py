@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 DISTRIBUTION = "nexttrack-streams"
 EPILOG = (
     "Exit status: 0 done; 1 an unexpected error (with a traceback); 2 an invalid setting, "
-    "option or input (one line naming it); 69 no Kafka broker answered at the bootstrap "
+    "option or input, or a command that needs the training extras where only the worker is "
+    "installed (one line naming it); 69 no Kafka broker answered at the bootstrap "
     "address (one line naming it); 70 the worker stopped on a batch it could not complete."
 )
 
@@ -81,13 +82,40 @@ def configure_logging(level: str | None = None) -> None:
     quiet_library_loggers()
 
 
+def command_name(app: typer.Typer, args: list[str]) -> str:
+    """The command ``args`` (the command line after ``nexttrack``) invoke, as a user types it:
+    ``nexttrack train``, ``nexttrack import lastfm1k`` (``nexttrack`` when none)."""
+    command = typer.main.get_command(app)
+    words = ["nexttrack"]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
 def main() -> None:
     """Console-script entry point."""
     from schemas.errors import NextTrackError
+    from streams.errors import TrainingExtrasMissingError
 
     configure_logging()
     try:
-        build_app()()
+        app = build_app()
+        try:
+            app()
+        except ModuleNotFoundError as exc:
+            # A worker-only install (`pip install .`) lacks the train extra's modules (torch,
+            # LightFM, scipy, matplotlib, tqdm); the commands import them lazily, so a command
+            # that needs one fails here, whichever it is. Any other missing module is a bug.
+            missing = TrainingExtrasMissingError.from_import_error(
+                exc, command_name(app, sys.argv[1:])
+            )
+            if missing is None:
+                raise
+            raise missing from exc
     except NextTrackError as exc:
         # One line, no traceback: these errors say what is wrong and what to check.
         log.debug("command failed", exc_info=True)
