@@ -6,6 +6,7 @@ message naming the variable (:func:`load_settings`).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
 from functools import lru_cache
@@ -52,6 +53,8 @@ _OPTIONAL = (
 )
 #: Shortest API_KEY accepted.
 MIN_API_KEY_CHARS = 16
+#: Most worker processes one supervisor runs (``WORKER_PROCESSES``).
+MAX_WORKER_PROCESSES = 256
 
 
 class Settings(BaseSettings):
@@ -118,6 +121,11 @@ class Settings(BaseSettings):
     )
     torch_threads: int = Field(1, ge=1, le=256)
     faiss_threads: int = Field(1, ge=1, le=256)
+    #: Worker processes that ``nexttrack worker`` runs on this machine, in one consumer group,
+    #: under one supervisor (``streams.worker.supervisor``): a number from 1 (the default: one
+    #: process, no supervisor) to 256, or ``auto``: one per core this process may use. Child
+    #: ``n`` (0-based) serves on ``WEB_PORT + n`` and keeps its tables under ``DATA_DIR/<n>``.
+    worker_processes: int | Literal["auto"] = 1
 
     # Retrieval
     use_ann_index: bool = True
@@ -207,6 +215,27 @@ class Settings(BaseSettings):
         if value is not None and value.exists() and not value.is_dir():
             raise ValueError(f"{value} exists and is not a directory")
         return value
+
+    @field_validator("worker_processes", mode="before")
+    @classmethod
+    def _processes(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or not 1 <= int(text) <= MAX_WORKER_PROCESSES:
+            raise ValueError(f"expected a number from 1 to {MAX_WORKER_PROCESSES} or auto")
+        return int(text)
+
+    @property
+    def worker_process_count(self) -> int:
+        """``WORKER_PROCESSES`` as a number: ``auto`` is the cores this process may run on."""
+        if self.worker_processes != "auto":
+            return int(self.worker_processes)
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_WORKER_PROCESSES))
 
     @field_validator("ab_variants")
     @classmethod

@@ -222,6 +222,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "CONSUMER_SESSION_TIMEOUT": ("0.5", {}),
     "TORCH_THREADS": ("0", {}),
     "FAISS_THREADS": ("many", {}),
+    "WORKER_PROCESSES": ("none", {}),
     "USE_ANN_INDEX": ("maybe", {}),
     "ANN_INDEX_TYPE": ("lsh", {}),
     "ANN_CB_INDEX_TYPE": ("annoy", {}),

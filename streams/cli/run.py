@@ -42,10 +42,25 @@ def register(app: typer.Typer) -> None:
             "--store",
             help="Table store: rocksdb or memory (memory restores from the changelog at start).",
         ),
+        processes: str | None = typer.Option(
+            None,
+            "--processes",
+            metavar="N|auto",
+            help="Worker processes on this machine, in one consumer group (APP_ID), under "
+            "one supervisor: a number or auto (one per core) (default: $WORKER_PROCESSES, "
+            "else 1: this process is the worker, no supervisor). The model is loaded once "
+            "and shared. Worker n (0 to N-1) serves /health, /ready, /metrics and /status on "
+            "port WEB_PORT+n and keeps its tables in DATA_DIR/n. A worker that exits is "
+            "restarted after 1 s, doubling to 30 s while it keeps failing; one that exits 5 "
+            "times within 60 s stops them all (exit status 70). SIGTERM or SIGINT stops "
+            "every worker (a batch in flight finishes), then exit 0.",
+        ),
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
         """Run the streaming worker: plays in, one recommendation per valid event out."""
         overrides: dict[str, object] = {"artifacts_dir": artifacts}
+        if processes is not None:
+            overrides["worker_processes"] = processes
         if web_port is not None:
             overrides["web_port"] = web_port
         if encoder:
@@ -56,6 +71,12 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--store must be rocksdb or memory")
         # Settings first: an invalid variable fails fast, before the heavy imports.
         settings = settings_for(bootstrap_servers, **overrides)
+        if settings.worker_process_count > 1:
+            from streams.worker.supervisor import run_worker_group
+
+            raise typer.Exit(
+                run_worker_group(settings, settings.worker_process_count, table_store=store)
+            )
         from streams.worker.runner import run_worker
 
         run_worker(settings, table_store=store)  # type: ignore[arg-type]

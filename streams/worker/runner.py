@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from serving.model import load_model
+from serving.model import ModelBundle, load_model
 from serving.threads import set_threads
 from streams.errors import ConfigError
 from streams.kafka.clients import cluster_id, end_offsets, ensure_topics
@@ -28,16 +28,11 @@ log = logging.getLogger(__name__)
 TableStore = Literal["rocksdb", "memory"]
 
 
-def build_worker(
-    settings: Settings, *, table_store: TableStore = "rocksdb", data_dir: Path | None = None
-) -> NextTrackWorker:
-    """Load the model named by ``settings`` and wire a worker around it; its tables live
-    in ``data_dir`` (default ``DATA_DIR``)."""
+def load_served_model(settings: Settings) -> ModelBundle:
+    """The model ``settings`` name (``ARTIFACTS_DIR``, ``ENCODER``, the index settings)."""
     if settings.artifacts_dir is None:
         raise ConfigError("ARTIFACTS_DIR is not set (or pass --artifacts DIR)")
-    data_dir = data_dir or settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(
+    return load_model(
         settings.artifacts_dir,
         settings.encoder,
         index_type=settings.ann_index_type,
@@ -45,6 +40,21 @@ def build_worker(
         use_ann=settings.use_ann_index,
         use_content=settings.use_content_based,
     )
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    table_store: TableStore = "rocksdb",
+    data_dir: Path | None = None,
+    model: ModelBundle | None = None,
+) -> NextTrackWorker:
+    """Wire a worker around ``model`` (default: load the one ``settings`` name); its tables
+    live in ``data_dir`` (default ``DATA_DIR``)."""
+    if model is None:
+        model = load_served_model(settings)
+    data_dir = data_dir or settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
     set_threads(settings.torch_threads, settings.faiss_threads)
     return compose_worker(settings, model, table_store=f"{table_store}://", data_dir=data_dir)
 
@@ -76,8 +86,11 @@ def reset_stale_tables(worker: NextTrackWorker) -> int:
     return wipe(find_stale(stores, ends))
 
 
-def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> None:
-    """Run a worker until SIGINT/SIGTERM (blocks)."""
+def run_worker(
+    settings: Settings, *, table_store: TableStore = "rocksdb", model: ModelBundle | None = None
+) -> None:
+    """Run a worker until SIGINT/SIGTERM (blocks); ``model``: one loaded already (the
+    supervisor's children, :mod:`streams.worker.supervisor`), else the one settings name."""
     import faust
 
     cluster = asyncio.run(cluster_id(settings))
@@ -95,7 +108,7 @@ def run_worker(settings: Settings, *, table_store: TableStore = "rocksdb") -> No
         )
     else:
         reason = None
-    worker = build_worker(settings, table_store=table_store, data_dir=data_dir)
+    worker = build_worker(settings, table_store=table_store, data_dir=data_dir, model=model)
     if reason is not None:
         worker.metrics.local_state_resets.labels(reason).inc()
     # Faust ignores source topics that do not exist yet (and never picks them up later), so
