@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -33,6 +33,8 @@ class Record:
     key: bytes | None
     value: bytes
     timestamp_ms: int
+    #: 0: the producer's create time; 1: the broker's log-append time (Kafka's timestamp type).
+    timestamp_type: int = 0
 
 
 def session_key(line: bytes) -> bytes | None:
@@ -171,6 +173,23 @@ async def produce_lines(
     return sent
 
 
+#: How long :func:`consume_records` waits for its first partition assignment.
+GROUP_JOIN_TIMEOUT_S = 60.0
+
+
+class _JoinListener(ConsumerRebalanceListener):
+    """Sets ``joined`` on the first partition assignment."""
+
+    def __init__(self, joined: asyncio.Event) -> None:
+        self._joined = joined
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._joined.set()
+
+
 async def consume_records(
     settings: Settings,
     topics: list[str],
@@ -181,31 +200,67 @@ async def consume_records(
     group_id: str | None = None,
     bootstrap_servers: str | None = None,
 ) -> AsyncIterator[Record]:
-    """Yield records until ``max_records`` have arrived or none for ``idle_timeout`` seconds."""
+    """Yield records until ``max_records`` have arrived or none for ``idle_timeout`` seconds.
+
+    Without ``group_id`` an anonymous reader (nothing committed). With one, a member of that
+    consumer group: ``from_beginning`` applies only where the group has no committed offset,
+    and the offset after each record yielded is committed (after every fetched batch and on
+    exit), so a record fetched but not yielded (``max_records`` reached) is the group's next.
+    """
     consumer = AIOKafkaConsumer(
-        *topics,
         **aiokafka_kwargs(settings, bootstrap_servers),
         group_id=group_id,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=group_id is not None,
+        enable_auto_commit=False,
     )
+    joined = asyncio.Event()
+    if group_id is None:
+        joined.set()  # an anonymous reader is assigned every partition as it starts
+    consumer.subscribe(topics, listener=_JoinListener(joined))
     await start_client(consumer, settings, bootstrap_servers)
     count = 0
+    pending: dict[TopicPartition, int] = {}
+
+    async def commit() -> None:
+        if group_id is not None and pending:
+            await consumer.commit(dict(pending))
+            pending.clear()
+
     try:
+        # The idle clock starts once partitions are assigned (joining a group takes seconds).
+        deadline = time.monotonic() + GROUP_JOIN_TIMEOUT_S
         while max_records is None or count < max_records:
             batch = await consumer.getmany(timeout_ms=int(idle_timeout * 1000))
+            if not batch and not joined.is_set():
+                if time.monotonic() > deadline:
+                    raise StreamsError(
+                        f"no partitions of {', '.join(topics)} were assigned within "
+                        f"{GROUP_JOIN_TIMEOUT_S:.0f} s"
+                    )
+                continue
             if not batch:
                 return
-            for tp_records in batch.values():
+            for tp, tp_records in batch.items():
                 for msg in tp_records:
                     yield Record(
-                        msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        msg.key,
+                        msg.value,
+                        msg.timestamp,
+                        msg.timestamp_type,
                     )
+                    pending[tp] = msg.offset + 1
                     count += 1
                     if max_records is not None and count >= max_records:
                         return
+            await commit()
     finally:
-        await consumer.stop()
+        try:
+            await commit()
+        finally:
+            await consumer.stop()
 
 
 async def cluster_id(settings: Settings, *, bootstrap_servers: str | None = None) -> str:
