@@ -13,16 +13,18 @@ with a kept RocksDB directory, which holds the write locally).
 :class:`DurableTable` keeps the delivery future of every changelog record it sends; agents
 await the records sent (:func:`pending_changelogs`) after a batch's table writes and before acking
 the batch (:func:`streams.delivery.batches.run_batches` does it for every table), so an acked
-offset always has its state change in Kafka. The play agent also waits for it before it
-publishes the batch's answers, so an answer that went out always has its state (which keeps
-the answer for replays) in the changelog.
+offset always has its state change in Kafka.
 
 The play path sends its own changelog records (:meth:`DurableTable.collecting`): inside that
 block a write changes the store as usual but its changelog record is handed to the caller
 instead of Faust's producer, so the batch's states and answers leave in one produce request
 (one broker round trip, :mod:`streams.delivery.publisher`); once Kafka has them, the caller
 records the offsets written (:meth:`DurableTable.persisted`), as Faust does for its own sends
-(the store's persisted offset is where recovery starts reading the changelog).
+(the store's persisted offset is where recovery starts reading the changelog). Its answers
+no longer wait for the states (until 2026-12-05 they did, one more round trip): a crash
+between the two deliveries may lose a state change whose answer went out, and the replay
+then computes the same answer again (``serving.engine``: answers depend on the play, its
+session and the model only).
 """
 
 from __future__ import annotations
