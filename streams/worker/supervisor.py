@@ -171,6 +171,7 @@ class Supervisor:
     def _supervise(self) -> int:
         """Until a stop is requested (0) or a child crash-loops (:data:`EXIT_CRASH_LOOP`)."""
         while not self._stop_requested.is_set():
+            looping = False
             for slot, code in self._reap():
                 if self._crash_looping(slot):
                     self._record(slot, code, None)
@@ -183,8 +184,11 @@ class Supervisor:
                         self.crash_window,
                         self.exits[-1].how,
                     )
-                    return EXIT_CRASH_LOOP
-                self._schedule_restart(slot, code)
+                    looping = True
+                else:
+                    self._schedule_restart(slot, code)
+            if looping:
+                return EXIT_CRASH_LOOP
             now = self.clock()
             for slot in self.slots:
                 if slot.pid is None and slot.restart_at is not None and now >= slot.restart_at:
