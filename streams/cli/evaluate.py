@@ -9,6 +9,8 @@ from typing import Literal
 
 import typer
 
+from streams.cli.options import BaselineNames, EncoderNames, FusionMethods
+
 
 def register(app: typer.Typer) -> None:
     """Add ``evaluate`` and ``evaluate-coldstart`` to the ``nexttrack`` app."""
@@ -29,18 +31,18 @@ def register(app: typer.Typer) -> None:
             ..., "--test-events", exists=True, dir_okay=False, help="Held-out sessions."
         ),
         k: int = typer.Option(20, "--k", min=1, help="Largest cut-off (also 5 and 10 below it)."),
-        encoder: list[str] = typer.Option(
+        encoder: list[EncoderNames] = typer.Option(
             [], "--encoder", help="Encoders to evaluate; repeatable (default: all in DIR)."
         ),
-        baseline: list[str] = typer.Option(
+        baseline: list[BaselineNames] = typer.Option(
             ["pop", "itemknn", "sknn", "vsknn", "sr", "vstan"],
             "--baseline",
             help="Baselines; repeatable.",
         ),
-        fusion: list[str] = typer.Option(
+        fusion: list[FusionMethods] = typer.Option(
             [],
             "--fusion",
-            help="Also evaluate each encoder with this fusion method (e.g. cf_only); repeatable.",
+            help="Also evaluate each encoder with this fusion method; repeatable.",
         ),
         repeats: Literal["both", "exclude", "allow"] = typer.Option(
             "both",
@@ -89,13 +91,13 @@ def register(app: typer.Typer) -> None:
             train_events,
             test_events,
             ks=ks,
-            encoders=encoder or None,
-            baselines=baseline,  # type: ignore[arg-type]
+            encoders=[e.value for e in encoder] or None,
+            baselines=[b.value for b in baseline],  # type: ignore[misc]
             max_prefixes=max_prefixes,
             progress=progress,
             max_sessions=max_sessions,
             params=params,
-            extra_fusion=fusion,
+            extra_fusion=[f.value for f in fusion],
             index_type=settings.ann_index_type if settings.use_ann_index else "flat",
             cb_index_type=settings.ann_cb_index_type if settings.use_ann_index else "flat",
             tune=tune,

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any, Literal, get_args
 
 import typer
 
-from streams.settings import Settings, load_settings
+from streams.settings import FusionMethod, IndexType, Settings, load_settings
+
+__all__ = [
+    "BaselineName",
+    "BaselineNames",
+    "BootstrapOption",
+    "EncoderName",
+    "EncoderNames",
+    "EncoderOrAll",
+    "EncodersOrAll",
+    "FusionMethod",
+    "FusionMethods",
+    "IndexType",
+    "LightFMLoss",
+    "repeatable",
+    "settings_for",
+]
 
 #: ``--bootstrap-server`` as Kafka's own tools spell it; ``--bootstrap-servers`` (the setting's
 #: name) works too.
@@ -26,3 +43,35 @@ def settings_for(bootstrap_servers: str | None = None, **overrides: object) -> S
     if bootstrap_servers:
         overrides["kafka_bootstrap_servers"] = bootstrap_servers
     return load_settings(**overrides)
+
+
+# -- choices ---------------------------------------------------------------------------------
+# Each choice option is typed with one of these Literals (a repeatable one with its
+# :func:`repeatable` enum: typer takes Literals for single values only), so typer lists the
+# choices in --help (``<flat|hnsw|ivf>``) and rejects any other value with its usage error
+# (exit 2).
+# ``IndexType`` and ``FusionMethod`` are the settings' own; the others are spelled out here, not
+# imported, so ``--help`` never imports torch or the trainer; tests/test_cli_choices.py checks
+# each equals the declaration it mirrors.
+
+#: A session encoder (``encoders.base.EncoderName``).
+EncoderName = Literal["mean", "lstm", "transformer"]
+#: What ``train --encoder`` takes: an encoder, or all of them.
+EncoderOrAll = Literal["mean", "lstm", "transformer", "all"]
+#: A baseline recommender (``training.baselines.BaselineName``).
+BaselineName = Literal["pop", "itemknn", "sknn", "vsknn", "sr", "vstan"]
+#: A LightFM loss (``training.lightfm_model.LightFMLoss``).
+LightFMLoss = Literal["warp", "bpr", "logistic", "warp-kos"]
+
+
+def repeatable(name: str, choices: Any) -> type[StrEnum]:
+    """A ``StrEnum`` of a Literal's values, for a repeatable choice option
+    (``list[repeatable(X)]``); its members are ``str`` and compare equal to their values."""
+    return StrEnum(name, [(v, v) for v in get_args(choices)])
+
+
+#: Repeatable forms of the choices above.
+EncoderNames = repeatable("EncoderNames", EncoderName)
+EncodersOrAll = repeatable("EncodersOrAll", EncoderOrAll)
+FusionMethods = repeatable("FusionMethods", FusionMethod)
+BaselineNames = repeatable("BaselineNames", BaselineName)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from streams.cli.options import BootstrapOption, settings_for
+from streams.cli.options import BootstrapOption, EncoderName, settings_for
 
 
 def register(app: typer.Typer) -> None:
@@ -89,9 +89,7 @@ def register(app: typer.Typer) -> None:
         tracks: int = typer.Option(3000, help="Catalog size to generate."),
         users: int = typer.Option(200, help="Users to simulate."),
         replay: int = typer.Option(3000, help="Held-out events to stream through the worker."),
-        encoder: str = typer.Option(
-            "transformer", help="Session encoder: mean, lstm or transformer."
-        ),
+        encoder: EncoderName = typer.Option("transformer", help="Session encoder."),
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
         """Everything end to end: broker, data, training, worker, replay, recommendations.
@@ -143,7 +141,7 @@ def register(app: typer.Typer) -> None:
         catalog_size: int = typer.Option(
             100_000, "--catalog-size", help="Tracks in the generated catalog."
         ),
-        encoder: str = typer.Option("lstm", help="Session encoder of the worker."),
+        encoder: EncoderName = typer.Option("lstm", help="Session encoder of the worker."),
         batch_size: int = typer.Option(256, help="Worker micro-batch size (BATCH_SIZE)."),
         rate: list[float] = typer.Option(
             [],

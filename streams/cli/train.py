@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from streams.cli.options import EncodersOrAll, IndexType, LightFMLoss
+
 
 def register(app: typer.Typer) -> None:
     """Add ``train`` to the ``nexttrack`` app."""
@@ -30,16 +32,16 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", help="Artifacts directory to write (replaced atomically)."
         ),
-        encoder: list[str] = typer.Option(
+        encoder: list[EncodersOrAll] = typer.Option(
             ["all"],
             "--encoder",
-            help="mean, lstm, transformer or all (the default: the worker's ENCODER=auto then "
-            "serves whichever did best on validation); repeatable.",
+            help="An encoder, or all (the default: the worker's ENCODER=auto then serves "
+            "whichever did best on validation); repeatable.",
         ),
         components: int = typer.Option(64, help="LightFM no_components (vector size)."),
         epochs: int = typer.Option(15, help="LightFM epochs."),
         learning_rate: float = typer.Option(0.05, help="LightFM learning rate."),
-        loss: str = typer.Option("warp", help="LightFM loss: warp, bpr, logistic, warp-kos."),
+        loss: LightFMLoss = typer.Option("warp", help="LightFM loss."),
         encoder_epochs: int | None = typer.Option(None, help="Max epochs for lstm/transformer."),
         encoder_max_steps: int = typer.Option(
             4000,
@@ -47,8 +49,8 @@ def register(app: typer.Typer) -> None:
             help="Max optimiser steps in all for lstm/transformer (0: epochs alone). Keeps "
             "training time in proportion at scale: about 6.5 epochs of 1M plays.",
         ),
-        index_type: str = typer.Option(
-            "hnsw", help="ANN index whose recall@10 is measured and recorded: flat, hnsw, ivf."
+        index_type: IndexType = typer.Option(
+            "hnsw", help="ANN index whose recall@10 is measured and recorded."
         ),
         fusion_validation: float = typer.Option(
             0.1,
@@ -87,9 +89,7 @@ def register(app: typer.Typer) -> None:
         from training.lightfm_model import TrainingConfig
         from training.pipeline import ALL_ENCODERS, PipelineConfig, train_artifacts
 
-        if index_type not in ("flat", "hnsw", "ivf"):
-            raise typer.BadParameter("must be flat, hnsw or ivf", param_hint="--index-type")
-        names = list(ALL_ENCODERS) if "all" in encoder else encoder
+        names = list(ALL_ENCODERS) if "all" in encoder else [e.value for e in encoder]
         enc_config = None
         if any(n != "mean" for n in names):
             from training.encoder_training import EncoderTrainingConfig
