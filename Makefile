@@ -54,7 +54,7 @@ format: venv  ## apply ruff formatting and autofixes
 	$(VENV)/bin/ruff format .
 
 bench: setup  ## passthrough vs full worker (lstm, 100k tracks): throughput, latency, peak memory
-	$(VENV)/bin/nexttrack bench --events 20000
+	$(VENV)/bin/nexttrack bench --replay 20000
 
 clean:  ## remove the virtualenv and local state (keeps the Maven/pip caches)
 	rm -rf $(VENV) .nexttrack .pytest_cache

@@ -1,5 +1,22 @@
 """The ``nexttrack`` command line. Each command group lives in its own module here and is
-registered in :func:`build_app`; heavy imports happen inside commands so ``--help`` is fast."""
+registered in :func:`build_app`; heavy imports happen inside commands so ``--help`` is fast.
+
+Option names, one per meaning across commands:
+
+- an option that takes a file or directory is named for what it holds: ``--events FILE``
+  (play events), ``--catalog FILE``, ``--artifacts DIR``, ``--out DIR``, ``--json-out FILE``;
+- a count is the plural noun of what it counts: ``--tracks N`` (catalog size), ``--users N``;
+  a number of play events to stream is ``--replay N`` (``--events`` is the file);
+- a choice is typed with a Literal of :mod:`streams.cli.options`, so --help lists it;
+- Kafka's own spellings where Kafka's tools have one (``--bootstrap-server``, ``--group``,
+  ``--from-beginning``).
+
+A renamed option keeps its old spelling for a release as a hidden alias
+(:func:`streams.cli.options.hidden_alias`): ``bench --events`` / ``--catalog-size`` / ``--json``
+and ``chaos --events`` (now ``--replay``, ``--tracks``, ``--json-out``), ``bench-index
+--json`` (now ``--json-out``). ``bench --events-file`` becomes ``--events`` once the alias is
+dropped.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from streams.cli.options import hidden_alias, renamed
+
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +116,10 @@ def register(app: typer.Typer) -> None:
         queries: int = typer.Option(2000, help="Session queries to search with."),
         threads: int = typer.Option(1, help="FAISS (and LightFM) threads."),
         seed: int = typer.Option(7, help="Random seed."),
-        json_out: Path | None = typer.Option(None, "--json", help="Also write the figures here."),
+        json_out: Path | None = typer.Option(
+            None, "--json-out", help="Also write the figures here."
+        ),
+        json_alias: Path | None = hidden_alias("--json", "--json-out"),
     ) -> None:
         """Time flat, hnsw and ivf indexes on generated data with real session queries.
 
@@ -136,6 +141,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
         )
         typer.echo(format_table(report))
+        json_out = renamed(json_out, json_alias)
         if json_out is not None:
             json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
             typer.echo(f"figures written to {json_out}")

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from streams.cli.options import BootstrapOption
+from streams.cli.options import BootstrapOption, hidden_alias, renamed
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def chaos(
-        events: int = typer.Option(100_000, help="Valid play events to replay."),
+        replay: int = typer.Option(100_000, "--replay", help="Valid play events to replay."),
         hostile: int = typer.Option(
             10_000, help="Hostile records mixed in (some near the broker's size limit)."
         ),
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         workdir: Path = typer.Option(Path(".nexttrack/chaos"), help="Data, model and logs."),
         json_out: Path | None = typer.Option(None, help="Also write the report as JSON."),
         bootstrap_servers: BootstrapOption = None,
+        events: int | None = hidden_alias("--events", "--replay"),
     ) -> None:
         """Replay events while killing workers (and restarting the broker) and mixing in
         hostile records; check that no event is lost, no session state is wrong, every
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
         report = run_chaos(
             ChaosConfig(
-                events=events,
+                events=renamed(replay, events),
                 hostile=hostile,
                 rate=rate,
                 kills=kills,

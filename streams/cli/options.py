@@ -22,6 +22,7 @@ __all__ = [
     "IndexType",
     "LightFMLoss",
     "repeatable",
+    "hidden_alias",
     "settings_for",
 ]
 
@@ -75,3 +76,18 @@ EncoderNames = repeatable("EncoderNames", EncoderName)
 EncodersOrAll = repeatable("EncodersOrAll", EncoderOrAll)
 FusionMethods = repeatable("FusionMethods", FusionMethod)
 BaselineNames = repeatable("BaselineNames", BaselineName)
+
+
+# -- renamed options -------------------------------------------------------------------------
+
+
+def hidden_alias(old: str, new: str) -> Any:
+    """A hidden option for ``old``, the spelling ``new`` replaced (kept for a release; not in
+    --help). Declare it with a ``None`` default beside ``new`` and pass both to
+    :func:`renamed`."""
+    return typer.Option(None, old, hidden=True, help=f"Old spelling of {new}.")
+
+
+def renamed(value: Any, old_value: Any) -> Any:
+    """The option's value: the old spelling's where that was given, else the new one's."""
+    return value if old_value is None else old_value

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from streams.cli.options import BootstrapOption, EncoderName, settings_for
+from streams.cli.options import (
+    BootstrapOption,
+    EncoderName,
+    hidden_alias,
+    renamed,
+    settings_for,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -120,7 +126,7 @@ def register(app: typer.Typer) -> None:
     processing, the ceiling Faust puts on one worker process (--no-faust-baseline skips
     it); (3) `nexttrack worker` on the trained artifacts,
     started and waited on until /ready. Each gets 200 warm-up events, then the throughput
-    run: --events events as fast as the producer takes them; events/s is answers per second
+    run: --replay events as fast as the producer takes them; events/s is answers per second
     from the first send to the last answer. Then one run per --rate at that steady rate.
     Latency is from each event's send to its answer's arrival (p50/p95/p99). Memory is the
     process's peak resident set (VmHWM from /proc/PID/status, read just before it is
@@ -135,12 +141,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command(help=_unwrap(bench_help))
     def bench(
-        events: int = typer.Option(
-            20_000, "--events", help="Events per stage in the throughput run."
+        replay: int = typer.Option(
+            20_000, "--replay", help="Events per stage in the throughput run."
         ),
-        catalog_size: int = typer.Option(
-            100_000, "--catalog-size", help="Tracks in the generated catalog."
-        ),
+        tracks: int = typer.Option(100_000, "--tracks", help="Tracks in the generated catalog."),
         encoder: EncoderName = typer.Option("lstm", help="Session encoder of the worker."),
         batch_size: int = typer.Option(256, help="Worker micro-batch size (BATCH_SIZE)."),
         rate: list[float] = typer.Option(
@@ -152,7 +156,7 @@ def register(app: typer.Typer) -> None:
         rate_events: int | None = typer.Option(
             None,
             "--rate-events",
-            help="Events per --rate run (default: 30 s worth, at least 200, at most --events).",
+            help="Events per --rate run (default: 30 s worth, at least 200, at most --replay).",
         ),
         worker_env: list[str] = typer.Option(
             [],
@@ -195,10 +199,12 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(
             None,
             "--json-out",
-            "--json",
             help="Write the figures here as JSON (default: WORKDIR/bench.json).",
         ),
         bootstrap_servers: BootstrapOption = None,
+        events: int | None = hidden_alias("--events", "--replay"),
+        catalog_size: int | None = hidden_alias("--catalog-size", "--tracks"),
+        json_alias: Path | None = hidden_alias("--json", "--json-out"),
     ) -> None:
         import shlex
         import sys
@@ -210,12 +216,13 @@ def register(app: typer.Typer) -> None:
             extra_env = parse_worker_env(worker_env)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--worker-env") from None
+        json_out = renamed(json_out, json_alias)
         if any(r <= 0 for r in rate):
             raise typer.BadParameter("must be positive", param_hint="--rate")
         results = run_bench(
             BenchConfig(
-                events=events,
-                catalog_size=catalog_size,
+                events=renamed(replay, events),
+                catalog_size=renamed(tracks, catalog_size),
                 encoder=encoder,
                 batch_size=batch_size,
                 workdir=workdir,
