@@ -50,6 +50,9 @@ class FakeTime:
 
 
 def supervisor(processes: int, child: ChildMain, fake: FakeTime, **kwargs: float) -> Supervisor:
+    """A supervisor on ``fake`` time. Its stop timeout is out of reach unless given: fake
+    seconds pass far faster than real ones, and a child's real shutdown must not race it."""
+    kwargs.setdefault("stop_timeout", 1e9)
     return Supervisor(processes, child, clock=fake.clock, sleep=fake.sleep, **kwargs)  # type: ignore[arg-type]
 
 
@@ -93,7 +96,8 @@ def test_a_child_that_exits_is_restarted_with_a_doubling_delay(
         for attempt in range(4):
             if attempt not in starts and (tmp_path / f"start-0-{attempt}").exists():
                 starts[attempt] = fake.now
-        if (tmp_path / "start-0-3").exists() and (tmp_path / "start-1-0").exists():
+        ready = (tmp_path / "start-0-3").exists() and (tmp_path / "start-1-0").exists()
+        if ready and not sup.stopping:  # once: a second request kills the children
             sup.request_stop()
 
     fake.on_tick = tick
@@ -137,7 +141,7 @@ def test_the_delay_is_capped_and_starts_over_after_a_long_run(tmp_path: Path) ->
             long_run["on"] = True
             fake.now += 120.0  # ran two minutes
             (tmp_path / "go").write_text("")
-        if len(sup.exits) >= 7:
+        if len(sup.exits) >= 7 and not sup.stopping:
             sup.request_stop()
 
     fake.on_tick = tick

@@ -147,6 +147,11 @@ class Supervisor:
         self._signals += 1
         self._stop_requested.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop_requested.is_set()
+
     def pids(self) -> dict[int, int]:
         """Slot -> pid of the children running now."""
         return {s.index: s.pid for s in self.slots if s.pid is not None}
