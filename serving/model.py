@@ -490,9 +490,7 @@ def rank_batch(
     if warm:
         cf_q = model.encoder.embed([enc_states[r] for r in warm])
         cb_q = None
-        # the content space is searched only when it counts (a weight of 0 adds nothing)
-        content_counts = params.cb_weight > 0 or params.fusion_method == "cb_only"
-        if params.use_content and model.cb_vectors is not None and content_counts:
+        if params.use_content and model.cb_vectors is not None:
             cb_q = model.content_queries([recent[r] for r in warm])
         nb = None
         if uses_neighbours(model, params):

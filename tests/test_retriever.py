@@ -261,3 +261,32 @@ def test_nb_only_items_come_only_from_the_neighbours_and_by_their_score(
     assert back[0].score == pytest.approx(alone)
     counted = retriever.rank(q_cf, q_cb, k=K, method=method, neighbours=nb, **weights)
     assert counted.lists()[0][0].score > alone + 1e-6
+
+
+@pytest.mark.parametrize("method", ["weighted_sum", "rrf"])
+def test_a_content_space_of_weight_zero_is_not_searched_but_still_scores(
+    data, method, monkeypatch
+) -> None:
+    """``cb_weight=0`` (e.g. the fusion chosen on lastfm1k-lessr): only the cf space is
+    searched, every answer still carries its exact cb score, and the ranking is the one the
+    cf scores give alone (a weight-0 space adds nothing to the fused score)."""
+    retriever = make(data)
+    searched: list[int] = []
+    original = VectorIndex.search
+
+    def spy(self: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        searched.append(self.dim)
+        return original(self, queries, k)
+
+    monkeypatch.setattr(VectorIndex, "search", spy)
+    out = retriever.recommend(
+        data["cf_q"], data["cb_q"], k=K, method=method, cf_weight=1.0, cb_weight=0.0
+    )
+    assert set(searched) == {data["cf"].shape[1]}  # the cf index only
+    cf_alone = retriever.recommend(data["cf_q"], None, k=K, method=method)
+    for r, (row, alone) in enumerate(zip(out, cf_alone, strict=True)):
+        assert [x.item for x in row] == [x.item for x in alone]
+        for x in row:
+            assert x.cb_score == pytest.approx(
+                float(data["cb"][x.item] @ data["cb_q"][r]), abs=1e-5
+            )
