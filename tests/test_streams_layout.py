@@ -1,5 +1,5 @@
-"""The import graph inside ``streams/``: no circle, and features that see only the core's
-interface (issue #26).
+"""The import graph inside ``streams/``: no circle, no run-time arrow up its floors
+(:data:`FLOORS`), and features that see only the core's interface (issue #26).
 
 Every ``import`` of a ``streams`` module counts, at module level, inside functions and under
 ``TYPE_CHECKING`` alike: a type-only circle is still a circle a reader has to untangle.
@@ -26,8 +26,9 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the ``streams`` modules it imports (the longest module prefix of each name)."""
+def import_graph(*, runtime_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the ``streams`` modules it imports (the longest module prefix of each name);
+    ``runtime_only`` leaves out the imports under ``if TYPE_CHECKING:``."""
     mods = modules()
 
     def resolve(name: str) -> str | None:
@@ -39,7 +40,18 @@ def import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for module, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        type_only = {
+            id(inner)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If)
+            and isinstance(block.test, ast.Name)
+            and block.test.id == "TYPE_CHECKING"
+            for inner in ast.walk(block)
+        }
+        for node in ast.walk(tree):
+            if runtime_only and id(node) in type_only:
+                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -88,6 +100,40 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+#: The floors of ``streams/``, lowest first: a module imports (at run time) only from its own
+#: floor or below. Type-only imports may point anywhere that makes no circle.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("streams", "streams.errors", "streams.settings", "streams.logs"),
+    ("streams.kafka",),
+    (  # what the core's parts share
+        "streams.worker.core",
+        "streams.worker.topics",
+        "streams.worker.faust_context",
+        "streams.worker.metrics",
+        "streams.worker.live_stats",
+        "streams.worker.sessions",
+        "streams.worker.ratelimit",
+        "streams.worker.local_state",
+    ),
+    ("streams.delivery",),
+    ("streams.worker.app",),
+    ("streams.agents", "streams.web"),  # the features
+    ("streams.worker.compose", "streams.worker.runner", "streams.worker.supervisor"),
+    ("streams.worker", "streams.tools", "streams.cli", "streams.__main__"),
+)
+
+
+def floor_of(module: str) -> int:
+    """The floor of the most specific name in :data:`FLOORS` that is ``module`` or a package
+    above it."""
+    best, level = -1, len(FLOORS) - 1
+    for floor, names in enumerate(FLOORS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > best:
+                best, level = len(name), floor
+    return level
+
+
 def test_no_import_circle_inside_streams() -> None:
     assert cycles(import_graph()) == []
 
@@ -120,3 +166,14 @@ def test_only_the_composition_root_knows_the_features() -> None:
     assert not {m for m in knowing if m.startswith(("streams.worker", "streams.delivery"))} - {
         COMPOSITION_ROOT
     }
+
+
+def test_no_arrow_up_inside_streams() -> None:
+    graph = import_graph(runtime_only=True)
+    up = {
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if floor_of(target) > floor_of(module)
+    }
+    assert not up, sorted(up)
