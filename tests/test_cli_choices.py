@@ -16,8 +16,10 @@ from streams.cli import options
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: (command, option, its choices): every choice option of the CLI but the worker's.
+#: (command, option, its choices): every choice option of the CLI.
 CHOICES = [
+    ("worker", "--encoder", ["auto", "mean", "lstm", "transformer"]),
+    ("worker", "--store", ["rocksdb", "memory"]),
     ("train", "--encoder", ["mean", "lstm", "transformer", "all"]),
     ("train", "--index-type", ["flat", "hnsw", "ivf"]),
     ("train", "--loss", ["warp", "bpr", "logistic", "warp-kos"]),
@@ -55,6 +57,10 @@ def test_the_choices_equal_what_they_mirror() -> None:
     assert get_args(options.LightFMLoss) == get_args(LightFMLoss)
     assert options.IndexType is settings.IndexType
     assert options.FusionMethod is settings.FusionMethod
+    assert options.EncoderChoice is settings.EncoderChoice
+    from streams.worker.runner import TableStore
+
+    assert get_args(options.TableStore) == get_args(TableStore)
     for enum, literal in [
         (options.EncoderNames, options.EncoderName),
         (options.EncodersOrAll, options.EncoderOrAll),
@@ -83,6 +89,7 @@ def test_help_lists_the_choices(command: str) -> None:
         (["train", "--index-type", "annoy", "--events", "x", "--out", "y"], "--index-type"),
         (["evaluate", "--fusion", "sum"], "--fusion"),
         (["demo", "--encoder", "gru"], "--encoder"),
+        (["worker", "--artifacts", str(ROOT), "--store", "redis"], "--store"),
         (["consume", "--topic", "t", "--format", "xml"], "--format"),
     ],
 )

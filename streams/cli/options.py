@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal, get_args
 
 import typer
 
-from streams.settings import FusionMethod, IndexType, Settings, load_settings
+from streams.settings import EncoderChoice, FusionMethod, IndexType, Settings, load_settings
 
 __all__ = [
     "BaselineName",
     "BaselineNames",
     "BootstrapOption",
+    "EncoderChoice",
     "EncoderName",
     "EncoderNames",
     "EncoderOrAll",
@@ -21,6 +22,7 @@ __all__ = [
     "FusionMethods",
     "IndexType",
     "LightFMLoss",
+    "TableStore",
     "repeatable",
     "hidden_alias",
     "settings_for",
@@ -51,9 +53,9 @@ def settings_for(bootstrap_servers: str | None = None, **overrides: object) -> S
 # :func:`repeatable` enum: typer takes Literals for single values only), so typer lists the
 # choices in --help (``<flat|hnsw|ivf>``) and rejects any other value with its usage error
 # (exit 2).
-# ``IndexType`` and ``FusionMethod`` are the settings' own; the others are spelled out here, not
-# imported, so ``--help`` never imports torch or the trainer; tests/test_cli_choices.py checks
-# each equals the declaration it mirrors.
+# ``IndexType``, ``FusionMethod`` and ``EncoderChoice`` are the settings' own; the others are
+# spelled out here, not imported, so ``--help`` never imports torch or the trainer;
+# tests/test_cli_choices.py checks each equals the declaration it mirrors.
 
 #: A session encoder (``encoders.base.EncoderName``).
 EncoderName = Literal["mean", "lstm", "transformer"]
@@ -63,6 +65,8 @@ EncoderOrAll = Literal["mean", "lstm", "transformer", "all"]
 BaselineName = Literal["pop", "itemknn", "sknn", "vsknn", "sr", "vstan"]
 #: A LightFM loss (``training.lightfm_model.LightFMLoss``).
 LightFMLoss = Literal["warp", "bpr", "logistic", "warp-kos"]
+#: Where a worker keeps its tables (``streams.worker.runner.TableStore``).
+TableStore = Literal["rocksdb", "memory"]
 
 
 def repeatable(name: str, choices: Any) -> type[StrEnum]:

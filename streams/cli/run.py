@@ -9,7 +9,9 @@ import typer
 
 from streams.cli.options import (
     BootstrapOption,
+    EncoderChoice,
     EncoderName,
+    TableStore,
     hidden_alias,
     renamed,
     settings_for,
@@ -34,19 +36,19 @@ def register(app: typer.Typer) -> None:
             help="Port of the web server (/health, /ready, /metrics, /status) "
             "(default: $WEB_PORT, else 6066).",
         ),
-        encoder: str | None = typer.Option(
+        encoder: EncoderChoice | None = typer.Option(
             None,
             "--encoder",
-            help="mean, lstm, transformer or auto (default: $ENCODER, else auto: of the "
-            "trained encoders, the one that did best on validation at training time).",
+            help="Session encoder (default: $ENCODER, else auto: of the trained encoders, "
+            "the one that did best on validation at training time).",
         ),
         data_dir: Path | None = typer.Option(
             None, "--data-dir", help="Local table state (default: $DATA_DIR)."
         ),
-        store: str = typer.Option(
+        store: TableStore = typer.Option(
             "rocksdb",
             "--store",
-            help="Table store: rocksdb or memory (memory restores from the changelog at start).",
+            help="Table store (memory restores from the changelog at start).",
         ),
         processes: str | None = typer.Option(
             None,
@@ -73,8 +75,6 @@ def register(app: typer.Typer) -> None:
             overrides["encoder"] = encoder
         if data_dir:
             overrides["data_dir"] = data_dir
-        if store not in ("rocksdb", "memory"):
-            raise typer.BadParameter("--store must be rocksdb or memory")
         # Settings first: an invalid variable fails fast, before the heavy imports.
         settings = settings_for(bootstrap_servers, **overrides)
         if settings.worker_process_count > 1:
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             )
         from streams.worker.runner import run_worker
 
-        run_worker(settings, table_store=store)  # type: ignore[arg-type]
+        run_worker(settings, table_store=store)
 
     @app.command()
     def demo(
