@@ -13,7 +13,7 @@ from pathlib import Path
 from serving.model import ModelBundle
 from streams.agents import catalog, feedback, reload, requests
 from streams.settings import Settings
-from streams.web import api, auth, ops
+from streams.web import api, auth, openapi, ops
 from streams.worker.app import NextTrackWorker
 from streams.worker.core import Feature
 from streams.worker.metrics import WorkerMetrics
@@ -28,6 +28,7 @@ FEATURES: tuple[Feature, ...] = (
     catalog.register,
     requests.register,
     api.register,
+    openapi.register,
 )
 
 
