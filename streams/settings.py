@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port]")
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    #: Seconds a command's Kafka client waits for the bootstrap broker to answer before it
+    #: reports it unreachable (an address that drops packets would otherwise hold it for
+    #: aiokafka's 40 s request timeout). The worker's own clients are Faust's.
+    kafka_connect_timeout: float = Field(10.0, gt=0, le=600)
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None

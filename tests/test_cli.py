@@ -29,11 +29,14 @@ UNREACHABLE = "127.0.0.1:1"
 KAFKA_COMMANDS = {"produce", "consume", "worker", "demo", "bench", "chaos"}
 
 
-def nexttrack(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def nexttrack(
+    *args: str, cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``nexttrack ARGS`` in a fresh interpreter, in ``cwd`` (so no .env of the repository
-    is read) and without Kafka variables from the calling environment."""
+    is read) and without Kafka variables from the calling environment (but ``extra_env``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TOPIC_"))}
     env["PYTHONPATH"] = str(ROOT)
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],
         capture_output=True,
@@ -84,6 +87,56 @@ def test_consume_from_an_unreachable_broker_says_so_in_one_line(
     assert lines[0].startswith(f"error: cannot reach a Kafka broker at {UNREACHABLE} (")
     assert "KAFKA_BOOTSTRAP_SERVERS" in lines[0] and "--bootstrap-server" in lines[0]
     assert proc.stdout == ""
+
+
+def test_an_address_that_never_answers_is_given_up_after_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    """A listener that accepts connections and never answers (as an address that drops
+    packets would hold a client): one line after KAFKA_CONNECT_TIMEOUT, not aiokafka's 40 s."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        proc = nexttrack(
+            "consume",
+            "--topic",
+            "t",
+            "--bootstrap-server",
+            address,
+            "--timeout",
+            "1",
+            cwd=tmp_path,
+            extra_env={"KAFKA_CONNECT_TIMEOUT": "1"},
+        )
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+    assert proc.returncode == EXIT_BROKER_UNREACHABLE, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert f"cannot reach a Kafka broker at {address} (no answer within 1 s" in lines[0]
+    assert accepted  # it did connect: the broker side was silent, not closed
 
 
 def test_produce_and_worker_to_an_unreachable_broker_exit_69(tmp_path: Path) -> None:

@@ -77,21 +77,25 @@ async def start_client(
     client: Client, settings: Settings, bootstrap_servers: str | None = None
 ) -> None:
     """``await client.start()``, or :class:`BrokerUnreachableError` naming the address (and
-    why) when no broker answers there; the client is closed first, so nothing is left to warn
-    about it. Hosts of the address that failed while another answered are logged as
-    warnings."""
+    why) when no broker answers there within ``KAFKA_CONNECT_TIMEOUT`` seconds; the client
+    is closed first, so nothing is left to warn about it. Hosts of the address that failed
+    while another answered are logged as warnings."""
     aiokafka_log = logging.getLogger("aiokafka")
     failures = _BootstrapFailures()
     aiokafka_log.addFilter(failures)
+    timeout = settings.kafka_connect_timeout
     try:
-        await client.start()
-    except KafkaConnectionError as exc:
+        await asyncio.wait_for(client.start(), timeout)
+    except (KafkaConnectionError, TimeoutError) as exc:
         try:
             await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
         except Exception:  # closing what never opened: its error is not the one to report
             log.debug("closing an unstarted %s failed", type(client).__name__, exc_info=True)
         address = bootstrap_servers or settings.kafka_bootstrap_servers
-        raise BrokerUnreachableError(address, failures.reasons()) from exc
+        reason = failures.reasons()
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {timeout:g} s (KAFKA_CONNECT_TIMEOUT)"
+        raise BrokerUnreachableError(address, reason) from exc
     finally:
         aiokafka_log.removeFilter(failures)
     for record in failures.records:
