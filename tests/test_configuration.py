@@ -199,6 +199,7 @@ SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PL
 INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("localhost", {}),
     "KAFKA_SECURITY_PROTOCOL": ("TLS", {}),
+    "KAFKA_CONNECT_TIMEOUT": ("0", {}),
     "KAFKA_SASL_MECHANISM": ("GSSAPI", {}),
     "KAFKA_SASL_USERNAME": (" admin", {}),
     "KAFKA_SASL_PASSWORD": ("", {**SASL, "KAFKA_SASL_USERNAME": "u"}),

@@ -60,14 +60,20 @@ def mark(directory: Path, name: str) -> None:
     (directory / name).write_text(str(os.getpid()))
 
 
-def run_until_terminated(directory: Path, index: int) -> None:
-    """A child that runs until SIGTERM, then exits 0 (as a worker does)."""
+def exit_on_sigterm(directory: Path, index: int) -> None:
+    """Make this child exit 0 on SIGTERM (as a worker does). Called first thing in a child,
+    before it marks itself started: a SIGTERM that came before the handler would kill it
+    instead (the supervisor may stop it as soon as it is seen started)."""
 
     def on_term(signum: int, frame: object) -> None:
         mark(directory, f"term-{index}")
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def run_until_terminated() -> None:
+    """Idle until SIGTERM (:func:`exit_on_sigterm` must have been called)."""
     while True:
         time.sleep(0.05)
 
@@ -78,6 +84,7 @@ def test_a_child_that_exits_is_restarted_with_a_doubling_delay(
     """Slot 0 raises, exits 70, is SIGKILLed, then stays up; slot 1 is never touched."""
 
     def child(index: int, attempt: int) -> int | None:
+        exit_on_sigterm(tmp_path, index)
         mark(tmp_path, f"start-{index}-{attempt}")
         if index == 0 and attempt == 0:
             raise RuntimeError("boom")
@@ -85,7 +92,7 @@ def test_a_child_that_exits_is_restarted_with_a_doubling_delay(
             raise SystemExit(70)
         if index == 0 and attempt == 2:
             os.kill(os.getpid(), signal.SIGKILL)
-        run_until_terminated(tmp_path, index)
+        run_until_terminated()
         return None
 
     fake = FakeTime()
@@ -155,10 +162,11 @@ def test_a_crash_looping_child_stops_everything(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     def child(index: int, attempt: int) -> int | None:
+        exit_on_sigterm(tmp_path, index)
         mark(tmp_path, f"start-{index}-{attempt}")
         if index == 1:
             return 1
-        run_until_terminated(tmp_path, index)
+        run_until_terminated()
         return None
 
     fake = FakeTime()
@@ -182,8 +190,9 @@ def test_sigterm_is_forwarded_and_the_supervisor_exits_0(tmp_path: Path) -> None
     handlers, restored afterwards), real clock."""
 
     def child(index: int, attempt: int) -> None:
+        exit_on_sigterm(tmp_path, index)
         mark(tmp_path, f"start-{index}-{attempt}")
-        run_until_terminated(tmp_path, index)
+        run_until_terminated()
 
     sup = Supervisor(3, child, stop_timeout=DEADLINE)
     before = signal.getsignal(signal.SIGTERM)
