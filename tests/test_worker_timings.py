@@ -43,3 +43,11 @@ def test_nothing_between_two_equal_readings() -> None:
     reading = parse_reading(_page(metrics))
     assert per_batch(reading, reading) == {}
     assert describe({}) == "no batch timings"
+
+
+def test_an_unreadable_page_is_none_not_an_error() -> None:
+    from streams.tools.worker_timings import metrics_page, read_timings
+
+    url = "http://127.0.0.1:1"  # nothing listens on port 1
+    assert metrics_page(url, timeout=5) is None
+    assert read_timings([url], timeout=5) is None

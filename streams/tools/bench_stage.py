@@ -23,7 +23,7 @@ from streams.settings import Settings
 from streams.tools.process_stats import RssSampler, read_memory
 from streams.tools.roundtrip import RoundTrip, roundtrip
 from streams.tools.worker_process import WorkerProcess, wait_ready
-from streams.tools.worker_timings import Reading, describe, per_batch
+from streams.tools.worker_timings import Reading, describe, metrics_page, per_batch
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +233,10 @@ def run_process_stage(
 def published_by(worker: WorkerProcess) -> float | None:
     """Recommendations the worker has published (``nexttrack_recommendations_published_total``
     on its ``/metrics``); ``None`` when the page cannot be read."""
-    import urllib.request
-
     from prometheus_client.parser import text_string_to_metric_families
 
-    try:
-        with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as reply:
-            text = reply.read().decode("utf-8", "replace")
-    except OSError as exc:
-        log.warning("could not read %s/metrics: %s", worker.url, exc)
+    text = metrics_page(worker.url)
+    if text is None:
         return None
     for family in text_string_to_metric_families(text):
         if family.name == "nexttrack_recommendations_published":

@@ -49,15 +49,23 @@ def parse_reading(text: str) -> Reading:
     return reading
 
 
+def metrics_page(url: str, timeout: float = 10.0) -> str | None:
+    """A worker's ``/metrics`` page (``url``: its web root); ``None`` (logged) when it
+    cannot be read."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=timeout) as reply:
+            return str(reply.read().decode("utf-8", "replace"))
+    except OSError as exc:
+        log.warning("could not read %s/metrics: %s", url, exc)
+        return None
+
+
 def read_timings(urls: Sequence[str], timeout: float = 10.0) -> Reading | None:
     """The sum of the workers' readings (``None`` when a page cannot be read)."""
     total: Reading = {}
     for url in urls:
-        try:
-            with urllib.request.urlopen(url + "/metrics", timeout=timeout) as reply:
-                text = reply.read().decode("utf-8", "replace")
-        except OSError as exc:
-            log.warning("could not read %s/metrics: %s", url, exc)
+        text = metrics_page(url, timeout)
+        if text is None:
             return None
         for name, (s, c) in parse_reading(text).items():
             s0, c0 = total.get(name, (0.0, 0.0))
