@@ -6,6 +6,7 @@ message naming the variable (:func:`load_settings`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import replace
@@ -40,6 +41,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 #: Kafka's legal topic names (and what we allow as APP_ID, which prefixes internal topics).
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+#: A host name as resolvers take it (letters, digits, ``-``, ``.``; ``_`` as container names
+#: have it), at most 253 characters.
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 #: Optional variables where an empty value means "not set".
 _OPTIONAL = (
     "kafka_sasl_mechanism",
@@ -119,6 +123,12 @@ class Settings(BaseSettings):
     session_history: int = Field(200, ge=1, le=10_000)
     web_port: int = Field(6066, ge=1, le=65535)
     web_host: str = "0.0.0.0"
+    #: The host other workers of the group reach this one's web server at (Faust's
+    #: ``canonical_url`` is ``http://<this>:<WEB_PORT>``, announced in every rebalance): a
+    #: request for a session another worker owns is forwarded there
+    #: (:mod:`streams.web.routing`). Not set: ``WEB_HOST``, or this machine's host name when
+    #: ``WEB_HOST`` is a wildcard address (``0.0.0.0``, ``::``).
+    web_advertised_host: str | None = None
     data_dir: Path = Path(".nexttrack/worker")
     consumer_session_timeout: float = Field(
         10.0, ge=1, le=600, description="Seconds before a silent worker leaves its group"
@@ -197,6 +207,23 @@ class Settings(BaseSettings):
     def _no_blank(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or value != value.strip()):
             raise ValueError("must not be blank or padded with spaces")
+        return value
+
+    @field_validator("web_advertised_host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        if not _HOST_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a host name or an IP address (no scheme, no port: the "
+                "port is WEB_PORT)"
+            )
         return value
 
     @field_validator("api_key")

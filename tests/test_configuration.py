@@ -219,6 +219,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "SESSION_HISTORY": ("0", {}),
     "WEB_PORT": ("70000", {}),
     "WEB_HOST": ("", {}),
+    "WEB_ADVERTISED_HOST": ("http://node-1:6066", {}),
     "DATA_DIR": ("{file}", {}),
     "CONSUMER_SESSION_TIMEOUT": ("0.5", {}),
     "TORCH_THREADS": ("0", {}),

@@ -14,10 +14,12 @@ track (similar-tracks); ``413`` body larger than ``MAX_EVENT_BYTES`` (a declared
 :mod:`streams.web.auth`, with its own body); ``503`` the worker has
 not finished its first table recovery yet (retry); ``500`` unexpected failure.
 
-A session id is looked up in this worker's ``sessions`` table outside any stream event, where
-the stores search every partition this worker holds (RocksDB falls back to all partition DBs).
-In a multi-worker deployment, a session owned by another worker is not found here and the
-request falls back to its ``track_sequence`` or popularity. Views run on the agents' event loop
+A request naming a session that another worker of the group owns is forwarded to that worker
+and answered there, from the session's state (:mod:`streams.web.routing`; the answer carries
+``X-NextTrack-Answered-By``). Here, a session id is looked up in this worker's ``sessions``
+table outside any stream event, where the stores search every partition this worker holds
+(RocksDB falls back to all partition DBs); a session found nowhere falls back to the request's
+``track_sequence``, then popularity. Views run on the agents' event loop
 (Faust's default ``web_in_thread=False``), so they never see half a catalog update. Auth and
 rate limiting are middleware concerns, not this module's.
 """
@@ -40,6 +42,7 @@ from schemas.requests import (
 )
 from schemas.validation import decode_object
 from serving.requests import RequestHandler
+from streams.web.routing import ANSWERED_BY_HEADER, Forwarded, SessionRouter
 from streams.worker.sessions import read_session
 
 if TYPE_CHECKING:
@@ -55,14 +58,24 @@ _STATUS = {"oversized": 413, "unknown_track": 404}
 
 def register(worker: WorkerCore) -> None:
     """Add ``POST /recommendations`` and ``POST /similar-tracks`` to the worker's web app."""
-    api = WebApi(worker)
+    router = SessionRouter(worker)
+    router.advertise()
+    api = WebApi(worker, router=router)
     app: faust.App = worker.app
 
     class RecommendationsView(View):
         """``POST /recommendations``: next tracks for a session or a track sequence."""
 
         async def post(self, request: Request, **kwargs: Any) -> Response:
-            status, body = await api.recommendations(request)
+            answer = await api.recommendations(request)
+            if isinstance(answer, Forwarded):
+                return self.bytes(
+                    answer.body,
+                    content_type=answer.content_type,
+                    status=answer.status,
+                    headers={ANSWERED_BY_HEADER: answer.owner},
+                )
+            status, body = answer
             return self.json(body, status=status)
 
     class SimilarTracksView(View):
@@ -91,9 +104,17 @@ def error_body(exc: SchemaError) -> tuple[int, dict[str, Any]]:
 class WebApi:
     """The request logic of the views: read, validate, answer (via the handler)."""
 
-    def __init__(self, worker: WorkerCore, handler: RequestHandler | None = None) -> None:
+    def __init__(
+        self,
+        worker: WorkerCore,
+        handler: RequestHandler | None = None,
+        *,
+        router: SessionRouter | None = None,
+    ) -> None:
         self.worker = worker
         self.handler = handler or RequestHandler(worker.engine)
+        #: Forwards a request to the worker owning its session (``None``: answer here).
+        self.router = router
 
     def ready(self) -> bool:
         """Whether Faust finished its first table recovery (and with it the live catalog's
@@ -101,15 +122,21 @@ class WebApi:
         recovery = getattr(self.worker.app.tables, "recovery", None)
         return recovery is None or recovery.completed.is_set()
 
-    async def recommendations(self, request: Request) -> tuple[int, dict[str, Any]]:
-        """Status and body for ``POST /recommendations``."""
+    async def recommendations(self, request: Request) -> tuple[int, dict[str, Any]] | Forwarded:
+        """Status and body for ``POST /recommendations``, or the answer of the worker that
+        owns the request's session."""
         if not self.ready():
             return unavailable()
         try:
-            obj = await self._read_object(request, RECOMMENDATION_REQUEST_SCHEMA)
+            raw = await read_body(request, self.worker.settings.max_event_bytes)
+            obj = self._decode(raw, RECOMMENDATION_REQUEST_SCHEMA)
             req = RecommendationRequest.from_dict(obj)
             self.handler.params_for(req)
             state = None
+            if req.session_id is not None and self.router is not None:
+                forwarded = await self.router.route(request, req.session_id, raw)
+                if forwarded is not None:
+                    return forwarded
             if req.session_id is not None:
                 state = read_session(self.worker.sessions, req.session_id)
             async with self.worker.model_lock:
@@ -141,9 +168,11 @@ class WebApi:
         return 200, answer.to_dict()
 
     async def _read_object(self, request: Request, schema: str) -> dict[str, Any]:
-        limit = self.worker.settings.max_event_bytes
-        raw = await read_body(request, limit)
-        obj = decode_object(raw, max_bytes=limit)
+        raw = await read_body(request, self.worker.settings.max_event_bytes)
+        return self._decode(raw, schema)
+
+    def _decode(self, raw: bytes, schema: str) -> dict[str, Any]:
+        obj = decode_object(raw, max_bytes=self.worker.settings.max_event_bytes)
         obj.setdefault("schema", schema)
         if obj.get("request_id") is None:
             obj["request_id"] = uuid.uuid4().hex

@@ -15,6 +15,8 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+#: Where an HTTP request naming a session was answered (``nexttrack_http_routed_total``).
+ROUTING_OUTCOMES = ("local", "forwarded", "received", "owner_unknown", "owner_unreachable")
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -142,6 +144,26 @@ class WorkerMetrics:
         )
         for answer in ("resent", "recomputed"):
             self.replays.labels(answer)
+        self.http_routed = Counter(
+            "nexttrack_http_routed_total",
+            "HTTP requests naming a session, by where they were answered (streams.web.routing): "
+            "local (this worker holds the session), forwarded (answered by the owner), received "
+            "(forwarded here by another worker), owner_unknown or owner_unreachable (answered "
+            "here without the session's state).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ROUTING_OUTCOMES:
+            self.http_routed.labels(outcome)
+        self.restarts = Counter(
+            "nexttrack_worker_restarts_total",
+            "Restarts of this worker's slot by the supervisor of nexttrack worker --processes "
+            "(streams.worker.supervisor), by why its previous process ended: self_stop (exit "
+            "status 70), error (another exit status), signal (killed) or clean_exit (exit "
+            "status 0 unasked). Carried over from process to process of the slot.",
+            ["worker", "reason"],
+            registry=r,
+        )
         self.http_rejected = Counter(
             "nexttrack_http_rejected_total",
             "HTTP requests refused before reaching a view, by reason.",
