@@ -114,6 +114,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "streams.worker.sessions",
         "streams.worker.ratelimit",
         "streams.worker.local_state",
+        "streams.worker.group",
+        "streams.worker.forks",
     ),
     ("streams.delivery",),
     ("streams.worker.app",),

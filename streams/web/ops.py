@@ -14,7 +14,9 @@
 ``/status`` and ``/status.json``
     A page for people (no external assets; it fetches ``status.json`` every
     :data:`REFRESH_SECONDS` s): throughput, latency percentiles from the worker's rolling
-    window, lag, sessions, model, A/B figures, configuration (secrets masked).
+    window, lag, sessions, model, A/B figures, configuration (secrets masked), and under
+    ``nexttrack worker --processes N`` every worker of the machine (port, pid, state,
+    restarts, last exit: the supervisor's ``workers.json``, :mod:`streams.worker.group`).
 
 Two timers keep the figures fresh: consumer lag per assigned partition (``highwater`` minus
 the committed offset, or the fetch position before the first commit) every
@@ -40,6 +42,7 @@ from streams.delivery.gaps import StallError, StallWatch
 from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 from streams.web.status_page import STATUS_HTML
+from streams.worker.group import read_group
 
 if TYPE_CHECKING:
     from streams.worker.core import WorkerCore
@@ -346,8 +349,16 @@ class Operations:
             "lag": self.lag.as_dict(now),
             "sessions": self.sessions,
             "ab": {"enabled": experiment.enabled, "variants": variants},
+            "group": group_status(self.settings),
             "config": self.settings.redacted(),
         }
+
+
+def group_status(settings: Settings) -> dict[str, Any] | None:
+    """The worker group this worker belongs to as its supervisor last wrote it, with
+    ``this_port`` (this worker's port); ``None`` when it runs alone."""
+    document = read_group(settings.data_dir)
+    return None if document is None else {**document, "this_port": settings.web_port}
 
 
 def _internal(topic: str) -> bool:

@@ -1,6 +1,8 @@
 """The HTML of ``/status``: one self-contained page (inline CSS and plain JavaScript, no
 external assets) that fetches ``status.json`` every ``refresh_seconds`` and fills itself in.
-Values are written with ``textContent`` only, never parsed as HTML."""
+Values are written with ``textContent`` only, never parsed as HTML. Under
+``nexttrack worker --processes N`` a "Workers on this machine" table lists every worker of the
+group (``status.json``'s ``group``), each port linking to that worker's own page."""
 
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ STATUS_HTML = """<!doctype html>
   th { color:var(--dim); font-weight:600; font-size:12px; }
   td.num, th.num { text-align:right; }
   .empty { color:var(--dim); font-style:italic; }
+  tr.self td { color:var(--accent); }
+  a { color:var(--accent); }
   details summary { cursor:pointer; color:var(--accent); margin-top:22px; }
   code { font-size:12px; }
 </style>
@@ -46,6 +50,13 @@ STATUS_HTML = """<!doctype html>
   <span class="pill">encoder <b id="encoder">-</b></span>
   <span class="pill"><span id="n-tracks">-</span> tracks</span>
 </header>
+
+<section id="group" hidden>
+<h2>Workers on this machine (<span id="group-state">-</span>)</h2>
+<table><thead><tr><th>Worker</th><th class="num">Port</th><th class="num">PID</th>
+  <th>State</th><th class="num">Restarts</th><th>By reason</th><th>Last exit</th>
+  <th>Started</th></tr></thead><tbody id="group-rows"></tbody></table>
+</section>
 
 <h2>Throughput (last <span id="rate-window">-</span> s)</h2>
 <div class="grid">
@@ -123,7 +134,36 @@ function fill(id, rows, numeric, emptyText, span) {
   }
   rows.forEach((cells) => body.appendChild(row(cells, numeric)));
 }
+function clock(t) {
+  return (t === null || t === undefined) ? "-" : new Date(t * 1000).toLocaleTimeString();
+}
+function renderGroup(g) {
+  $("group").hidden = !g;
+  if (!g) return;
+  put("group-state", g.state);
+  const body = $("group-rows");
+  body.replaceChildren();
+  g.workers.forEach((w) => {
+    const state = w.state === "restarting" && w.restart_at
+      ? "restarting at " + clock(w.restart_at) : w.state;
+    const reasons = Object.entries(w.restarts_by_reason || {})
+      .filter(([, n]) => n > 0).map(([r, n]) => r + " " + n).join(", ");
+    const tr = row([String(w.index), "", w.pid === null ? "-" : String(w.pid), state,
+                    num(w.restarts), reasons || "-", w.last_exit || "-", clock(w.started_at)],
+                   [false, true, true, false, true, false, false, false]);
+    const port = Number(w.port), link = document.createElement("a");
+    link.textContent = String(port);
+    link.href = location.protocol + "//" + location.hostname + ":" + port + "/status";
+    tr.children[1].appendChild(link);
+    if (port === g.this_port) {
+      tr.className = "self";
+      tr.children[0].textContent += " (this page)";
+    }
+    body.appendChild(tr);
+  });
+}
 function render(s) {
+  renderGroup(s.group);
   refreshMs = 1000 * (s.refresh_seconds || 1.5);
   put("app-id", s.app_id);
   put("model-version", s.model.model_version);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,7 @@ from streams.kafka.clients import cluster_id, end_offsets, ensure_topics
 from streams.settings import Settings
 from streams.worker.app import NextTrackWorker
 from streams.worker.compose import compose_worker
+from streams.worker.group import export_restarts
 from streams.worker.local_state import (
     PartitionStore,
     find_stale,
@@ -87,10 +89,17 @@ def reset_stale_tables(worker: NextTrackWorker) -> int:
 
 
 def run_worker(
-    settings: Settings, *, table_store: TableStore = "rocksdb", model: ModelBundle | None = None
+    settings: Settings,
+    *,
+    table_store: TableStore = "rocksdb",
+    model: ModelBundle | None = None,
+    slot: int | None = None,
+    restarts: Mapping[str, int] | None = None,
 ) -> None:
     """Run a worker until SIGINT/SIGTERM (blocks); ``model``: one loaded already (the
-    supervisor's children, :mod:`streams.worker.supervisor`), else the one settings name."""
+    supervisor's children, :mod:`streams.worker.supervisor`), else the one settings name.
+    A supervisor's child also gets its ``slot`` and the slot's ``restarts`` by reason so far,
+    which it exports (``nexttrack_worker_restarts_total``)."""
     import faust
 
     cluster = asyncio.run(cluster_id(settings))
@@ -111,6 +120,8 @@ def run_worker(
     worker = build_worker(settings, table_store=table_store, data_dir=data_dir, model=model)
     if reason is not None:
         worker.metrics.local_state_resets.labels(reason).inc()
+    if slot is not None:
+        export_restarts(worker.metrics.restarts, slot, restarts or {})
     # Faust ignores source topics that do not exist yet (and never picks them up later), so
     # create every topic the worker reads or writes before it starts.
     asyncio.run(ensure_topics(settings, worker_topics(settings)))

@@ -23,6 +23,13 @@
   and leaves the group), wait for them, exit 0. A second signal, or children still running
   ``stop_timeout`` seconds later, are answered with SIGKILL to the rest (exit status 1).
 - A child whose parent dies gets SIGTERM (Linux ``PR_SET_PDEATHSIG``): no orphaned workers.
+- Every change (a child started, ended, scheduled for a restart; the group stopping or
+  stopped) rewrites ``DATA_DIR/workers.json`` (:mod:`streams.worker.group`): every child's
+  port, pid, state, restarts by reason and last exit, which each child's status page shows.
+  A child exports its slot's restarts as ``nexttrack_worker_restarts_total{worker,reason}``
+  on its own ``/metrics`` (counted by the supervisor, handed to the child at the fork), so
+  one scrape target per child (``WEB_PORT + n``) covers the group; the supervisor serves
+  nothing itself.
 
 One process (``--processes 1``, the default) does not come here: it runs
 :func:`streams.worker.runner.run_worker` in the command's own process, as before.
@@ -30,7 +37,6 @@ One process (``--processes 1``, the default) does not come here: it runs
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -47,14 +53,13 @@ from typing import Any, Protocol
 from streams.delivery.stop import EXIT_BATCH_FAILED
 from streams.errors import ConfigError
 from streams.settings import Settings
+from streams.worker.forks import EXIT_KILLED, run_child, send_signal
+from streams.worker.group import GROUP_FILE, RESTART_REASONS, restart_reason, write_group
 
 log = logging.getLogger(__name__)
 
 #: Exit status of a supervisor that gave up on a crash-looping child.
 EXIT_CRASH_LOOP = EXIT_BATCH_FAILED
-#: Exit status of a stop that had to kill children (second signal or ``stop_timeout``).
-EXIT_KILLED = 1
-_PR_SET_PDEATHSIG = 1
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -98,12 +103,20 @@ class _Slot:
     restart_at: float | None = None
     failures: int = 0
     exits: deque[float] = field(default_factory=deque)
+    #: Restarts by the reason of the exit before them (``streams.worker.group``).
+    reasons: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESTART_REASONS, 0))
+    #: The reason of the last exit, counted when the restart happens.
+    pending: str | None = None
+    last_exit: str | None = None
+    started_wall: float | None = None
 
 
 class Supervisor:
     """Runs ``processes`` forked children of ``child_main`` and keeps them running (see the
     module docstring). ``clock`` and ``sleep`` are injectable so tests need no real waiting;
-    ``describe(index)`` adds where a child serves (port, data directory) to the log lines."""
+    ``describe(index)`` adds where a child serves (port, data directory) to the log lines;
+    ``on_change(supervisor)`` runs after every change of :meth:`status` (in the supervisor,
+    never in a child)."""
 
     def __init__(
         self,
@@ -119,6 +132,8 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         describe: Callable[[int], str] | None = None,
+        on_change: Callable[[Supervisor], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
@@ -132,6 +147,10 @@ class Supervisor:
         self.clock = clock
         self.sleep = sleep
         self.describe = describe or (lambda index: "")
+        self.on_change = on_change
+        self.wall_clock = wall_clock
+        #: ``running``, ``stopping``, ``stopped`` or ``crash_loop`` (see :meth:`status`).
+        self.state = "running"
         self.slots = [_Slot(i) for i in range(processes)]
         #: Every child exit seen, in order (for tests and the final summary).
         self.exits: list[Exit] = []
@@ -155,6 +174,46 @@ class Supervisor:
     def pids(self) -> dict[int, int]:
         """Slot -> pid of the children running now."""
         return {s.index: s.pid for s in self.slots if s.pid is not None}
+
+    def restart_reasons(self, index: int) -> dict[str, int]:
+        """Restarts of slot ``index`` by reason (in a child: as they were at its fork)."""
+        return dict(self.slots[index].reasons)
+
+    def status(self) -> dict[str, Any]:
+        """The group as :mod:`streams.worker.group` writes it (without the supervisor's pid
+        and what the caller adds): its state and, per slot, pid, state, restarts (total and
+        by reason), the last exit and when a pending restart happens (Unix times)."""
+        now, wall = self.clock(), self.wall_clock()
+        workers = []
+        for slot in self.slots:
+            if slot.pid is not None:
+                state = "running"
+            elif slot.restart_at is not None and self.state == "running":
+                state = "restarting"
+            else:
+                state = "stopped"
+            workers.append(
+                {
+                    "index": slot.index,
+                    "pid": slot.pid,
+                    "state": state,
+                    "started_at": slot.started_wall,
+                    "restarts": self.restarts[slot.index],
+                    "restarts_by_reason": dict(slot.reasons),
+                    "last_exit": slot.last_exit,
+                    "restart_at": wall + (slot.restart_at - now)
+                    if state == "restarting" and slot.restart_at is not None
+                    else None,
+                }
+            )
+        return {"state": self.state, "updated_at": wall, "workers": workers}
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(self)
+            except Exception:  # reporting must never stop the supervision
+                log.exception("reporting the worker group's status failed")
 
     def run(self) -> int:
         """Start the children and supervise them until a stop or a crash loop; returns the
@@ -193,12 +252,16 @@ class Supervisor:
                 else:
                     self._schedule_restart(slot, code)
             if looping:
+                self.state = "crash_loop"
                 return EXIT_CRASH_LOOP
             now = self.clock()
             for slot in self.slots:
                 if slot.pid is None and slot.restart_at is not None and now >= slot.restart_at:
                     slot.attempt += 1
                     self.restarts[slot.index] += 1
+                    if slot.pending is not None:
+                        slot.reasons[slot.pending] += 1
+                        slot.pending = None
                     self._start(slot)
             self.sleep(self.poll_interval)
         return 0
@@ -209,11 +272,13 @@ class Supervisor:
         signals_seen = self._signals
         if status == 0:
             log.info("stop requested (SIGTERM, SIGINT)")
+            self.state = "stopping"
+        self._changed()
         live = self.pids()
         if live:
             log.info("stopping %d workers (SIGTERM to %s)", len(live), sorted(live.values()))
         for pid in live.values():
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         deadline = self.clock() + self.stop_timeout
         killed = False
         while any(s.pid is not None for s in self.slots):
@@ -236,10 +301,13 @@ class Supervisor:
                         else f"{self.stop_timeout:.0f} s after SIGTERM",
                     )
                     for pid in rest.values():
-                        _signal(pid, signal.SIGKILL)
+                        send_signal(pid, signal.SIGKILL)
                     killed = True
             if any(s.pid is not None for s in self.slots):
                 self.sleep(self.poll_interval)
+        if self.state == "stopping":
+            self.state = "stopped"
+        self._changed()
         return EXIT_KILLED if killed and status == 0 else status
 
     # -- children --------------------------------------------------------------------------
@@ -251,10 +319,12 @@ class Supervisor:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the supervisor's code
-            os._exit(_child(self.child_main, slot.index, slot.attempt, parent))
+            os._exit(run_child(self.child_main, slot.index, slot.attempt, parent))
         slot.pid = pid
         slot.started_at = self.clock()
+        slot.started_wall = self.wall_clock()
         log.info("worker %d%s started: pid %d", slot.index, self.describe(slot.index), pid)
+        self._changed()
 
     def _reap(self) -> list[tuple[_Slot, int]]:
         """Children that ended since the last call, with their exit codes."""
@@ -285,6 +355,7 @@ class Supervisor:
         delay = min(self.backoff_max, self.backoff_initial * 2**slot.failures)
         slot.failures += 1
         slot.restart_at = now + delay
+        slot.pending = restart_reason(code)
         self._record(slot, code, delay)
         log.warning(
             "worker %d%s (pid %d) ended: %s; restarting in %.1f s (restart %d)",
@@ -299,13 +370,15 @@ class Supervisor:
     def _record(self, slot: _Slot, code: int, delay: float | None) -> None:
         assert slot.pid is not None
         self.exits.append(Exit(slot.index, slot.pid, code, delay))
+        slot.last_exit = self.exits[-1].how
         slot.pid = None
+        self._changed()
 
     def _kill_remaining(self) -> None:
         """Last resort (an exception in the supervisor itself): no child outlives it."""
         for slot in self.slots:
             if slot.pid is not None:
-                _signal(slot.pid, signal.SIGKILL)
+                send_signal(slot.pid, signal.SIGKILL)
                 try:
                     os.waitpid(slot.pid, 0)
                 except ChildProcessError:
@@ -324,54 +397,6 @@ class Supervisor:
             previous[signum] = signal.getsignal(signum)
             signal.signal(signum, on_signal)
         return previous
-
-
-def _child(child_main: ChildMain, index: int, attempt: int, parent: int) -> int:
-    """Run ``child_main`` in a fresh child of ``parent``; its exit status."""
-    code = 1
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_DFL)
-        _die_with_parent(parent)
-        result = child_main(index, attempt)
-        code = 0 if result is None else int(result)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        log.exception("worker %d failed", index)
-    finally:
-        for handler in logging.getLogger().handlers:
-            try:
-                handler.flush()
-            except Exception:
-                pass
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-    return code
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM this process when its parent (pid ``parent``) dies (Linux; elsewhere
-    nothing)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl
-        os._exit(EXIT_KILLED)
-
-
-def _signal(pid: int, signum: signal.Signals) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 # -- the worker group ----------------------------------------------------------------------
@@ -421,10 +446,27 @@ def run_worker_group(settings: Settings, processes: int, *, table_store: str = "
     )
 
     def child_main(index: int, attempt: int) -> None:
-        run_worker(child_settings(settings, index), table_store=table_store, model=model)  # type: ignore[arg-type]
+        run_worker(
+            child_settings(settings, index),
+            table_store=table_store,  # type: ignore[arg-type]
+            model=model,
+            slot=index,
+            restarts=supervisor.restart_reasons(index),  # as they are at this fork
+        )
 
     def describe(index: int) -> str:
         own = child_settings(settings, index)
         return f" (web port {own.web_port}, data {own.data_dir})"
 
-    return Supervisor(processes, child_main, describe=describe).run()
+    status_file = settings.data_dir / GROUP_FILE
+    ports = [child_settings(settings, index).web_port for index in range(processes)]
+
+    def report(group: Supervisor) -> None:
+        document = group.status()
+        for worker in document["workers"]:
+            worker["port"] = ports[worker["index"]]
+        document.update(supervisor_pid=os.getpid(), app_id=settings.app_id)
+        write_group(status_file, document)
+
+    supervisor = Supervisor(processes, child_main, describe=describe, on_change=report)
+    return supervisor.run()
