@@ -54,6 +54,7 @@ _OPTIONAL = (
     "api_key",
     "http_rate_limit_requests",
     "ann_cb_index_type",
+    "topic_min_insync_replicas",
 )
 #: Shortest API_KEY accepted.
 MIN_API_KEY_CHARS = 16
@@ -110,6 +111,16 @@ class Settings(BaseSettings):
     #: rebalance after a crash restores from a nearly current copy (Faust's
     #: ``table_standby_replicas``; 0: none, the changelog is read from the start).
     table_standby_replicas: int = Field(0, ge=0, le=8)
+    #: ``min.insync.replicas`` of every topic the project creates (the same topics as
+    #: ``TOPIC_REPLICATION_FACTOR``): how many replicas must hold a write before a producer
+    #: with ``acks=all`` (the worker's and the CLI's) gets its ack; below that the broker
+    #: refuses writes. Unset (the default): the replication factor minus one, at least 1 and
+    #: at most 2, so 1 for one or two replicas and 2 for three or more. With three replicas
+    #: that is the usual choice: an acked write is on two brokers, so losing any one broker
+    #: loses nothing, and one broker down still leaves two in sync, so writes go on. (2 of 2
+    #: would stop every write while either broker is down; more than 2 of 5 buys little.)
+    #: Must not exceed ``TOPIC_REPLICATION_FACTOR``: every write would be refused.
+    topic_min_insync_replicas: int | None = Field(None, ge=1, le=32)
 
     # Worker
     app_id: str = "nexttrack"
@@ -268,6 +279,19 @@ class Settings(BaseSettings):
             cores = os.cpu_count() or 1
         return max(1, min(cores, MAX_WORKER_PROCESSES))
 
+    @property
+    def min_insync_replicas(self) -> int:
+        """``TOPIC_MIN_INSYNC_REPLICAS``, or its default for ``TOPIC_REPLICATION_FACTOR``."""
+        if self.topic_min_insync_replicas is not None:
+            return self.topic_min_insync_replicas
+        return max(1, min(2, self.topic_replication_factor - 1))
+
+    @property
+    def topic_config(self) -> dict[str, str]:
+        """Topic-level configs of every topic the project creates (``ensure_topics``, the
+        worker's Faust topics and its tables' changelogs)."""
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
+
     @field_validator("ab_variants")
     @classmethod
     def _ab_variants(cls, value: str) -> str:
@@ -300,6 +324,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_MECHANISM, "
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if (
+            self.topic_min_insync_replicas is not None
+            and self.topic_min_insync_replicas > self.topic_replication_factor
+        ):
+            raise ValueError(
+                f"TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} exceeds "
+                f"TOPIC_REPLICATION_FACTOR={self.topic_replication_factor}: every write to "
+                "the project's topics would be refused"
             )
         return self
 

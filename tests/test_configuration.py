@@ -208,6 +208,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "TOPIC_PARTITIONS": ("0", {}),
     "TOPIC_REPLICATION_FACTOR": ("0", {}),
     "TABLE_STANDBY_REPLICAS": ("-1", {}),
+    "TOPIC_MIN_INSYNC_REPLICAS": ("0", {}),
     "APP_ID": ("my app", {}),
     "ARTIFACTS_DIR": ("{file}", {}),
     "ENCODER": ("bert", {}),
@@ -251,6 +252,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
 #: Consistency rules that name the variable they need.
 MISSING: list[tuple[dict[str, str], str]] = [
     ({"ENABLE_AUTH": "true"}, "API_KEY"),
+    ({"TOPIC_MIN_INSYNC_REPLICAS": "2"}, "TOPIC_REPLICATION_FACTOR"),
     ({**SASL, "KAFKA_SASL_PASSWORD": "pw"}, "KAFKA_SASL_USERNAME"),
 ]
 
@@ -461,6 +463,72 @@ def test_replication_settings_reach_faust_and_the_topics_the_project_creates(
     monkeypatch.setattr(clients, "AIOKafkaAdminClient", Admin)
     asyncio.run(clients.ensure_topics(settings, ["plays", "recommendations"]))
     assert created == [("recommendations", 4, 3)]
+
+
+@pytest.mark.parametrize(
+    "replicas, given, expected", [(1, None, 1), (2, None, 1), (3, None, 2), (5, None, 2), (3, 3, 3)]
+)
+def test_min_insync_replicas_default_follows_the_replication_factor(
+    replicas: int, given: int | None, expected: int
+) -> None:
+    """Unset, TOPIC_MIN_INSYNC_REPLICAS is the replication factor minus one, from 1 to 2: one
+    broker down never stops writes, and with 3 replicas an acked write is on two brokers."""
+    settings = load_settings(topic_replication_factor=replicas, topic_min_insync_replicas=given)
+    assert settings.min_insync_replicas == expected
+    assert settings.topic_config == {"min.insync.replicas": str(expected)}
+
+
+def test_min_insync_replicas_reach_every_topic_the_project_creates(
+    small_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """min.insync.replicas goes with every topic ensure_topics creates, every topic the
+    worker's Faust app reads (the full worker: plays, tracks, requests, feedback) and every
+    table's changelog (sessions, catalog)."""
+    import asyncio
+
+    from aiokafka.admin import NewTopic
+
+    from serving.model import load_model
+    from streams.kafka import clients
+    from streams.worker.compose import compose_worker
+    from streams.worker.runner import worker_topics
+
+    monkeypatch.setenv("TOPIC_REPLICATION_FACTOR", "3")
+    settings = load_settings(data_dir=tmp_path, app_id="min-isr-test")
+    want = {"min.insync.replicas": "2"}
+    worker = compose_worker(
+        settings, load_model(small_artifacts, "mean", index_type="flat"), table_store="memory://"
+    )
+    changelogs = {t.name: t.changelog_topic for t in worker.app.tables.values()}
+    assert {"sessions", "catalog"} <= set(changelogs)
+    for name, topic in changelogs.items():
+        assert dict(topic.config or {}) == want, name
+    sources = {name: a.channel for a in worker.app.agents.values() for name in a.channel.topics}
+    assert {settings.topic_plays, settings.topic_tracks, settings.topic_feedback} <= set(sources)
+    for name, topic in sources.items():
+        assert dict(topic.config or {}) == want, name
+
+    created: list[NewTopic] = []
+
+    class Admin:
+        def __init__(self, **_: object) -> None: ...
+
+        async def start(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def list_topics(self) -> list[str]:
+            return []
+
+        async def create_topics(self, topics: list[NewTopic]) -> None:
+            created.extend(topics)
+
+    monkeypatch.setattr(clients, "AIOKafkaAdminClient", Admin)
+    asyncio.run(clients.ensure_topics(settings, worker_topics(settings)))
+    assert {t.name for t in created} == set(worker_topics(settings))
+    assert {settings.topic_plays_dlq, settings.topic_recommendations} <= {t.name for t in created}
+    for topic in created:
+        assert (topic.replication_factor, dict(topic.topic_configs)) == (3, want), topic.name
 
 
 # -- logs -------------------------------------------------------------------------------------

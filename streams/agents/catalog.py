@@ -67,6 +67,7 @@ class CatalogAgent:
             value_type=bytes,
             help="Catalog records applied on top of the trained catalog (changelog-backed).",
             options=dict(ROCKSDB_OPTIONS),
+            extra_topic_configs=settings.topic_config,  # its changelog: min.insync.replicas
         )
         #: The latest applied record of every live-catalog track id (any partition).
         self.records: dict[str, Track] = {}

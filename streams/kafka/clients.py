@@ -110,14 +110,19 @@ async def ensure_topics(
     bootstrap_servers: str | None = None,
 ) -> None:
     """Create topics that do not exist yet (``TOPIC_PARTITIONS`` partitions unless
-    ``partitions``, ``TOPIC_REPLICATION_FACTOR`` replicas)."""
+    ``partitions``, ``TOPIC_REPLICATION_FACTOR`` replicas, ``min.insync.replicas`` from
+    ``TOPIC_MIN_INSYNC_REPLICAS``: :attr:`Settings.topic_config`). Topics that exist keep
+    their own settings."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings, bootstrap_servers))
     await start_client(admin, settings, bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
-                name, partitions or settings.topic_partitions, settings.topic_replication_factor
+                name,
+                partitions or settings.topic_partitions,
+                settings.topic_replication_factor,
+                topic_configs=settings.topic_config,
             )
             for name in dict.fromkeys(names)
             if name not in existing

@@ -156,6 +156,7 @@ class NextTrackWorker:
             value_type=bytes,
             help="Per-session encoder state and history (changelog-backed).",
             options=dict(ROCKSDB_OPTIONS),
+            extra_topic_configs=settings.topic_config,  # its changelog: min.insync.replicas
         )
         assert isinstance(sessions, DurableTable)  # the app's Table class
         self.sessions: DurableTable = sessions

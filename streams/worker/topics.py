@@ -9,9 +9,15 @@ if TYPE_CHECKING:
 
 
 def raw_topic(worker: WorkerCore, name: str) -> Any:
-    """A bytes-in, bytes-out topic of the worker's app (like the play topics)."""
+    """A bytes-in, bytes-out topic of the worker's app (like the play topics), declared (if
+    Faust ever creates it) with the project's topic configs (``min.insync.replicas``)."""
     return worker.app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        config=worker.settings.topic_config,
     )
 
 
