@@ -166,20 +166,100 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def test_every_alert_has_a_runbook_section_in_operations_doc() -> None:
-    anchors = {
+#: How every runbook_url annotation starts: the external label of prometheus.yml.
+RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}"
+
+
+def runbook_base_url() -> str:
+    """The base URL of the runbooks, as deploy/prometheus/prometheus.yml sets it."""
+    return yaml.safe_load(CONFIG.read_text())["global"]["external_labels"]["runbook_base_url"]
+
+
+def operations_anchors() -> set[str]:
+    return {
         github_anchor(line.lstrip("#"))
         for line in OPERATIONS.read_text().splitlines()
         if line.startswith("#")
     }
+
+
+def runbook_problems(url: str, alert: str, base: str) -> list[str]:
+    """What is wrong with a rendered runbook_url of ``alert``: it must be a full https URL
+    under ``base`` naming docs/operations.md of this repository and the alert's section."""
+    parts = urllib.parse.urlsplit(url)
+    base_path = urllib.parse.urlsplit(base).path
+    problems = []
+    if parts.scheme != "https" or not parts.netloc:
+        problems.append(f"{url}: not a full https URL")
+    if not url.startswith(base + "/"):
+        problems.append(f"{url}: not under {base}")
+    elif (ROOT / parts.path.removeprefix(base_path + "/")) != OPERATIONS:
+        problems.append(f"{url}: not docs/operations.md")
+    if parts.fragment != alert.lower() or parts.fragment not in operations_anchors():
+        problems.append(f"{url}: not the section of {alert} in docs/operations.md")
+    return problems
+
+
+def test_runbook_base_url_is_a_full_url() -> None:
+    base = runbook_base_url()
+    parts = urllib.parse.urlsplit(base)
+    assert parts.scheme == "https" and parts.netloc, base
+    assert not (parts.query or parts.fragment or base.endswith("/")), base
+
+
+def test_every_alert_has_a_runbook_url_to_its_section_in_operations_doc() -> None:
+    """runbook_url (not the older `runbook`, a relative path): the base URL of the external
+    label, then docs/operations.md#<alert>, a section that exists."""
+    base = runbook_base_url()
     for rule in alert_rules():
         assert "runbook" not in rule["annotations"], "the annotation is runbook_url"
         runbook = rule["annotations"]["runbook_url"]
-        path, _, anchor = runbook.partition("#")
-        assert (ROOT / path) == OPERATIONS, rule["alert"]
-        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in {path}"
+        assert runbook.startswith(RUNBOOK_BASE + "/"), f"{rule['alert']}: {runbook}"
+        rendered = base + runbook.removeprefix(RUNBOOK_BASE)
+        assert runbook_problems(rendered, rule["alert"], base) == [], rule["alert"]
         assert rule["labels"]["severity"] in {"page", "ticket"}
         assert {"summary", "description"} <= set(rule["annotations"])
+
+
+def test_alert_unit_tests_expect_the_full_runbook_urls() -> None:
+    """The promtool unit tests render the annotations with prometheus.yml's base URL and
+    expect the full URL (test_promtool_alert_unit_tests runs them)."""
+    base = runbook_base_url()
+    tests = yaml.safe_load(UNIT_TESTS.read_text())
+    expected = 0
+    for case in tests["tests"]:
+        assert case.get("external_labels") == {"runbook_base_url": base}, case["name"]
+        for check in case.get("alert_rule_test", []):
+            for alert in check.get("exp_alerts", []):
+                url = alert["exp_annotations"]["runbook_url"]
+                assert runbook_problems(url, check["alertname"], base) == [], case["name"]
+                expected += 1
+    assert expected >= len(alert_rules())
+
+
+def test_runbook_checks_catch_a_relative_or_wrong_link(tmp_path: Path) -> None:
+    base = runbook_base_url()
+    good = f"{base}/docs/operations.md#nexttrackworkerdown"
+    assert runbook_problems(good, "NextTrackWorkerDown", base) == []
+    for wrong in (
+        "docs/operations.md#nexttrackworkerdown",  # what the rules said before
+        "/docs/operations.md#nexttrackworkerdown",  # the template without its external label
+        f"{base}/docs/architecture.md#nexttrackworkerdown",
+        f"{base}/docs/operations.md#nexttrackagentstalled",
+        f"{base.replace('https:', 'http:')}/docs/operations.md#nexttrackworkerdown",
+    ):
+        assert runbook_problems(wrong, "NextTrackWorkerDown", base), wrong
+    # promtool renders the template: without the external label the link is relative, and
+    # the unit tests that expect the full URL fail.
+    tests = yaml.safe_load(UNIT_TESTS.read_text())
+    tests["rule_files"] = [str((UNIT_TESTS.parent / f).resolve()) for f in tests["rule_files"]]
+    for case in tests["tests"]:
+        case.pop("external_labels")
+    copy = tmp_path / "alerts_test.yml"
+    copy.write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", copy)
+    assert result.returncode != 0
+    assert "/docs/operations.md#nexttrackworkerdown" in result.stdout + result.stderr
 
 
 def test_lag_alert_threshold_is_max_lag_healthy() -> None:
