@@ -16,10 +16,10 @@ $(STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (need Python >= 3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[train,test]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-venv: $(STAMP)  ## create .venv and install the package with its train and test extras
+venv: $(STAMP)  ## create .venv and install the package with its test extra (train included)
 
 kafka: $(STAMP)  ## fetch the Kafka broker jars from Maven Central (cached in ~/.cache/nexttrack)
 	$(VENV)/bin/nexttrack broker fetch

@@ -24,17 +24,25 @@ import, and the demo, bench and chaos tools. The rule the tests below check, pre
    run without the extra those commands fail with one line (tests/test_cli_extras.py).
    Whether such a function can run in a worker is checked at run time by
    tests/test_layout.py (a worker process loads no torch, LightFM, scipy, tqdm, matplotlib).
+4. ``pip install '.[test]'`` alone installs everything the suite needs (``make test`` installs
+   just that): the ``test`` extra names the ``train`` extra (``nexttrack-streams[train]``, a
+   self-reference pip resolves to this project), and with the core dependencies it covers
+   every third-party module imported by the project's packages (in functions too) and by
+   ``tests/``, the pytest plugins the pytest options need and the tools the Makefile runs.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
+import re
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -72,25 +80,53 @@ def imported_modules(path: Path) -> Iterator[str]:
             yield node.module.split(".")[0]
 
 
-def third_party_imports() -> dict[str, set[str]]:
-    """Third-party top-level module -> the project files importing it."""
+def third_party_imports(packages: Iterable[str] = OWN) -> dict[str, set[str]]:
+    """Third-party top-level module -> the project files importing it (in ``packages``:
+    folders of the repository, the project's own packages by default)."""
     found: dict[str, set[str]] = {}
-    for package in OWN:
+    ours = {*OWN, *packages, "__future__"}
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             for module in imported_modules(path):
-                if module in sys.stdlib_module_names or module in OWN or module == "__future__":
+                if module in sys.stdlib_module_names or module in ours:
                     continue
                 found.setdefault(module, set()).add(path.relative_to(ROOT).as_posix())
     return found
 
 
-def declared(groups: list[str] | None = None) -> set[str]:
-    """Canonical names of the distributions pyproject declares (``dependencies`` and every
-    extra, or only ``groups`` of them: ``"dependencies"`` or an extra's name)."""
-    project = PYPROJECT["project"]
+#: This project's distribution name: an extra may name another one (``nexttrack-streams[train]``).
+SELF = canonicalize_name(PYPROJECT["project"]["name"])
+
+
+def requirements(group: str, project: dict[str, Any] | None = None) -> list[Requirement]:
+    """The requirements one group installs (``"dependencies"`` or an extra's name), the
+    project's own extras it names expanded (``nexttrack-streams[train]``: the train extra's)."""
+    project = PYPROJECT["project"] if project is None else project
     lists = {"dependencies": project["dependencies"], **project["optional-dependencies"]}
-    chosen = lists if groups is None else {g: lists[g] for g in groups}
-    return {canonicalize_name(Requirement(r).name) for reqs in chosen.values() for r in reqs}
+    found: list[Requirement] = []
+    todo, seen = [group], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for text in lists[name]:
+            requirement = Requirement(text)
+            if canonicalize_name(requirement.name) == SELF:
+                todo.extend(sorted(requirement.extras))
+            else:
+                found.append(requirement)
+    return found
+
+
+def declared(groups: list[str] | None = None, project: dict[str, Any] | None = None) -> set[str]:
+    """Canonical names of the distributions pyproject declares (``dependencies`` and every
+    extra, or only ``groups`` of them: ``"dependencies"`` or an extra's name), the project's
+    own extras named by another expanded."""
+    project = PYPROJECT["project"] if project is None else project
+    if groups is None:
+        groups = ["dependencies", *project["optional-dependencies"]]
+    return {canonicalize_name(r.name) for g in groups for r in requirements(g, project)}
 
 
 @cache
@@ -192,19 +228,25 @@ def test_own_packages_are_scanned() -> None:
     assert "faiss" in found and "typer" in found and "aiohttp" in found
 
 
-def test_every_imported_package_is_declared() -> None:
-    declared_names = declared()
+def undeclared(imports: dict[str, set[str]], declared_names: set[str]) -> list[str]:
+    """What of ``imports`` (module -> files importing it) no distribution of
+    ``declared_names`` provides."""
     problems = []
-    for module, files in sorted(third_party_imports().items()):
+    for module, files in sorted(imports.items()):
         dists = distributions_of(module)
         if not dists:
             problems.append(f"{module} (imported by {sorted(files)[0]}) is not installed")
         elif not dists & declared_names:
             problems.append(
                 f"{module} (distribution {sorted(dists)}, imported by {sorted(files)[0]}) is "
-                "not declared in pyproject.toml"
+                "not declared"
             )
-    assert not problems, "\n".join(problems)
+    return problems
+
+
+def test_every_imported_package_is_declared() -> None:
+    problems = undeclared(third_party_imports(), declared())
+    assert not problems, "not in pyproject.toml:\n" + "\n".join(problems)
 
 
 def test_every_runtime_dependency_is_imported() -> None:
@@ -311,6 +353,84 @@ def test_the_check_sees_an_undeclared_import(tmp_path: Path) -> None:
     module.write_text("def f():\n    from aiohttp import web\n    import os.path\n")
     assert list(imported_modules(module)) == ["aiohttp", "os"]
     assert canonicalize_name("aiohttp") in distributions_of("aiohttp")
+
+
+# -- the test extra installs everything the suite needs --------------------------------------
+
+#: pytest options of pyproject.toml -> the plugin distribution that reads them.
+PYTEST_OPTION_PLUGINS = {"asyncio_mode": "pytest-asyncio", "timeout": "pytest-timeout"}
+
+
+def suite_imports() -> dict[str, set[str]]:
+    """Third-party modules the suite loads: those of the project's packages (the suite runs
+    the trainer and the tools, in-function imports included) and of ``tests/``."""
+    found = third_party_imports()
+    for module, files in third_party_imports(["tests"]).items():
+        found.setdefault(module, set()).update(files)
+    return found
+
+
+def makefile_tools() -> set[str]:
+    """Executables of the virtualenv the Makefile runs (``$(VENV)/bin/NAME``; not the
+    virtualenv's own python)."""
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"\$\(VENV\)/bin/([\w-]+)", text)) - {"python", "python3", "pip"}
+
+
+def test_the_test_extra_names_the_train_extra() -> None:
+    extra = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["test"]]
+    assert any(canonicalize_name(r.name) == SELF and r.extras == {"train"} for r in extra)
+    assert TRAIN_EXTRA <= declared(["test"])
+    assert not TRAIN_EXTRA & declared(["dependencies"])  # still out of `pip install .`
+
+
+def test_the_test_extra_installs_everything_the_suite_imports() -> None:
+    imports = suite_imports()
+    assert {"torch", "jsonschema", "hypothesis", "yaml"} <= set(imports)  # tests/ is scanned
+    problems = undeclared(imports, declared(["dependencies", "test"]))
+    assert not problems, "not installed by `pip install '.[test]'`:\n" + "\n".join(problems)
+
+
+def test_the_test_extra_installs_the_pytest_plugins_and_make_tools() -> None:
+    options = PYPROJECT["tool"]["pytest"]["ini_options"]
+    test_extra = declared(["test"])
+    for option, plugin in PYTEST_OPTION_PLUGINS.items():
+        assert option in options, option
+        assert canonicalize_name(plugin) in test_extra, plugin
+    tools = makefile_tools()
+    assert {"pytest", "ruff", "nexttrack"} <= tools
+    scripts = set(PYPROJECT["project"]["scripts"])
+    for tool in sorted(tools - scripts):
+        assert canonicalize_name(tool) in test_extra, f"the Makefile runs {tool}"
+    # The Makefile installs the test extra, which is all it needs.
+    assert re.search(r"pip install .*-e '\.\[test\]'", (ROOT / "Makefile").read_text())
+
+
+def test_the_suite_check_sees_a_test_extra_without_the_trainer() -> None:
+    """The test extra as it was (no ``nexttrack-streams[train]``): the suite's torch import
+    (tests/test_encoders.py) and the trainer's (training/) are reported."""
+    project = copy.deepcopy(PYPROJECT["project"])
+    project["optional-dependencies"]["test"] = [
+        r for r in project["optional-dependencies"]["test"] if not r.startswith(SELF)
+    ]
+    problems = undeclared(suite_imports(), declared(["dependencies", "test"], project))
+    reported = {line.split(" ")[0] for line in problems}
+    assert {"torch", "lightfm", "scipy"} <= reported, problems
+    assert "tests/test_encoders.py" in suite_imports()["torch"]
+
+
+def test_requirements_expand_the_projects_own_extras() -> None:
+    project = {
+        "name": PYPROJECT["project"]["name"],
+        "dependencies": ["numpy"],
+        "optional-dependencies": {
+            "a": ["scipy", f"{SELF}[b]"],
+            "b": ["torch", f"{SELF}[a]"],  # a circle ends
+        },
+    }
+    assert declared(["a"], project) == {"scipy", "torch"}
+    assert declared(["dependencies"], project) == {"numpy"}
+    assert declared(None, project) == {"numpy", "scipy", "torch"}
 
 
 @pytest.mark.parametrize("marker", ["Apache License", "Version 2.0, January 2004"])
