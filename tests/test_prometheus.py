@@ -453,6 +453,19 @@ def test_prometheus_scrapes_the_worker_and_evaluates_the_rules(
     )
     # The input of NextTrackBrokerUnreachable: the worker's broker probe answers.
     wait_for("nexttrack_broker_up == 1", lambda: prom.query("nexttrack_broker_up == 1"), prom)
+    # The process collector on the page Prometheus scrapes: the worker's memory, CPU, fds.
+    for series, floor in (
+        ("process_resident_memory_bytes", 10 * 1024 * 1024),
+        ("process_cpu_seconds_total", 0),
+        ("process_open_fds", 0),
+    ):
+        wait_for(
+            f"{series} of the worker",
+            lambda series=series, floor=floor: (
+                value_of(prom.query(f'{series}{{job="{JOB}"}}')) > floor
+            ),
+            prom,
+        )
 
     # The repository's rule files load, evaluate without error on real series, and a healthy
     # worker that has answered everything raises no alert (not even pending).
