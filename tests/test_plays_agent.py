@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -239,52 +238,3 @@ async def test_the_next_batch_computes_while_the_previous_one_delivers_in_order(
     ids = [Recommendation.parse(v).event_id for v in answers if v is not None]
     assert ids == [first.event_id, second.event_id]
     assert acked[0] < acked[1]
-
-
-async def test_the_next_batch_is_collected_while_the_engine_runs(
-    worker: NextTrackWorker, small_dataset: Dataset
-) -> None:
-    """While a batch's first half runs (the engine, held here), the events that arrive are
-    taken from the stream as the next batch, which is handed over only once the first half
-    is done (it reads the states the first one wrote)."""
-    entered, release = threading.Event(), threading.Event()
-    run_engine = worker._run_engine
-
-    def held(*args: Any) -> Any:
-        if not entered.is_set():
-            entered.set()
-            release.wait(30)
-        return run_engine(*args)
-
-    worker._run_engine = held  # type: ignore[method-assign]
-    batches: list[list[int]] = []
-    handle = worker.handle_play_batch
-
-    async def recording(events: Any) -> Any:
-        batches.append([e.message.offset for e in events])
-        return await handle(events)
-
-    worker.handle_play_batch = recording  # type: ignore[method-assign]
-    session = small_dataset.events[0].session_id
-    plays = [e for e in small_dataset.events if e.session_id == session][:3]
-    async with worker.app.agents["nexttrack.plays"].test_context() as ctx:
-        await ctx.put(key=plays[0].key, value=plays[0].to_bytes(), wait=False)
-        await wait_until_async(entered.is_set, what="the first batch in the engine")
-        for play in plays[1:]:
-            await ctx.put(key=play.key, value=play.to_bytes(), wait=False)
-        queue = ctx.stream().channel.queue
-        await wait_until_async(queue.empty, what="the next batch taken while the engine runs")
-        assert batches == [[0]], "the next batch was handed over before the first half ended"
-        release.set()
-        publisher = worker.publisher
-        topic = worker.settings.topic_recommendations
-        await wait_until_async(
-            lambda: len(publisher.values(topic)) == 3,  # type: ignore[attr-defined]
-            what="three answers",
-        )
-    assert batches == [[0], [1, 2]]
-    answers = [Recommendation.parse(v) for v in publisher.values(topic) if v is not None]  # type: ignore[attr-defined]
-    assert [a.event_id for a in answers] == [p.event_id for p in plays]
-    stored = worker.sessions[session.encode()]
-    assert stored is not None and SessionState.from_bytes(stored).length == 3
-    assert SessionState.from_bytes(stored).heard == [p.track_id for p in plays]

@@ -10,7 +10,6 @@ be completed stops the process without acking (:mod:`streams.delivery.stop`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -81,18 +80,13 @@ async def run_batches(worker: WorkerCore, stream: Any, handle: BatchHandler, nam
     without delay), and under load batches grow with the backlog, up to ``BATCH_SIZE``
     events or ``BATCH_TIMEOUT_MS`` of collecting, whichever comes first.
 
-    While a batch's first half runs (``handle`` up to its return: for the play agent the
-    engine, in its own thread), the next batch is collected from the stream: the per-event
-    work of Faust's stream runs on the event loop while the engine computes, instead of
-    after it. The next batch is handed over once the first half is done (its table writes
-    are made before the next batch reads the table).
-
     Events are acked by hand, after ``handle`` is done and the tables' changelog records
     are in Kafka (:mod:`streams.delivery.durable_table`): all their outputs are delivered then. A
     handler that returns a :data:`Finish` is *pipelined*: its batch's finish (waiting for the
-    changelog, publishing, waiting for deliveries, acking) starts as soon as its first half
-    is done and runs in the background while the next batch's first half runs. Finishes, and
-    so acks and outputs, stay in batch order (each waits for the one before).
+    changelog, publishing, waiting for deliveries, acking) runs in the background while the
+    next batch is collected and its first half runs (the engine, in a thread). At most one
+    finish is outstanding; finishes, and so acks and outputs, stay in batch order; a batch's
+    table writes are made in its first half, before the next batch reads the table.
 
     A batch that fails ends the worker process at once (:attr:`WorkerCore.on_fatal`,
     exit status :data:`EXIT_BATCH_FAILED`) before anything is acked, so its events are read
@@ -121,37 +115,8 @@ async def _drive(worker: WorkerCore, stream: Any, handle: BatchHandler, name: st
     guard = worker.gap_guard
     batch: list[EventT] = []
     started = 0.0
-    #: The batch whose first half is running (a task); the next batch is collected meanwhile.
-    running: asyncio.Future[Finish | None] | None = None
-    #: The latest batch's finish (its second half), still running.
-    tail: asyncio.Future[None] | None = None
-
-    def first_half_done(events: list[EventT], first: asyncio.Future[Finish | None]) -> None:
-        """Start a batch's finish as soon as its first half is done (also on a quiet stream,
-        where no next event wakes the loop), after the previous batch's finish."""
-        nonlocal tail
-        if first.cancelled():
-            return  # the agent is stopping; the events are read again after the restart
-        exc = first.exception()
-        if exc is not None:
-            worker.on_fatal(name, len(events), exc)
-            return
-        finish = first.result()
-        sent = pending_changelogs(worker.app)  # this batch's table writes, and older ones
-        tail = asyncio.ensure_future(_complete(worker, manual, events, finish, tail, name, sent))
-
-    async def settle() -> None:
-        """Wait for the running first half (and for the finish of a handler that does not
-        pipeline) before the next batch starts: its table writes come before the next
-        batch's reads."""
-        nonlocal running
-        assert running is not None
-        first = running
-        await asyncio.shield(first)
-        running = None  # (still set if cancelled meanwhile: the shutdown waits for it)
-        if first.result() is None and tail is not None:  # not pipelined
-            await asyncio.shield(tail)
-
+    #: The previous batch's finish, still running (pipelined handlers only).
+    tail: asyncio.Task[None] | None = None
     for gate in worker.start_gates:
         await gate.wait()
     try:
@@ -159,12 +124,6 @@ async def _drive(worker: WorkerCore, stream: Any, handle: BatchHandler, name: st
             if not batch:
                 started = time.monotonic()
             batch.append(event)
-            if running is not None:
-                # The previous batch's first half is running (the engine, in its thread):
-                # the next batch is collected meanwhile, while the stream has events queued.
-                if not running.done() and len(batch) < size and not queue.empty():
-                    continue
-                await settle()
             if len(batch) < size and not queue.empty() and time.monotonic() - started < linger:
                 continue
             events, batch = batch, []
@@ -172,15 +131,26 @@ async def _drive(worker: WorkerCore, stream: Any, handle: BatchHandler, name: st
                 await guard.check(events)
             except Exception as exc:  # a gap, or the committed offsets could not be read
                 worker.on_fatal(name, len(events), exc)
-            running = asyncio.ensure_future(handle(events))
-            running.add_done_callback(functools.partial(first_half_done, events))
+            first = asyncio.ensure_future(handle(events))
+            try:
+                finish = await asyncio.shield(first)
+            except asyncio.CancelledError:
+                finish = await _within_grace(worker, name, events, first)
+                rest = _complete(worker, manual, events, finish, tail, name)
+                tail = None
+                await _within_grace(worker, name, events, rest)
+                raise
+            except Exception as exc:
+                worker.on_fatal(name, len(events), exc)
+            sent = pending_changelogs(worker.app)  # this batch's table writes, and older ones
+            tail = asyncio.ensure_future(
+                _complete(worker, manual, events, finish, tail, name, sent)
+            )
+            if finish is None:  # not pipelined: done before the next batch starts
+                await asyncio.shield(tail)
+                tail = None
     finally:
-        # On shutdown (or the stream's end): the batch in progress may finish, up to
-        # SHUTDOWN_GRACE seconds, so its answers go out before it is acked.
-        if running is not None:
-            await _within_grace(worker, name, [], running)
-            await asyncio.sleep(0)  # its done callback starts its finish
-        if tail is not None:
+        if tail is not None:  # the last batch's finish, on shutdown or the stream's end
             await _within_grace(worker, name, [], tail)
 
 
