@@ -1,5 +1,5 @@
-"""Config files and ports for the single-node KRaft broker: ``server.properties``,
-``log4j2.properties``, cluster ids, free/taken port checks, log tails."""
+"""Config files and ports for the KRaft broker (one node or a local cluster):
+``server.properties``, ``log4j2.properties``, cluster ids, free/taken port checks, log tails."""
 
 from __future__ import annotations
 
@@ -59,12 +59,22 @@ def server_properties(
     controller_port: int,
     log_dir: Path,
     extra: Mapping[str, str | int] | None = None,
+    node_id: int = 1,
+    quorum_voters: str | None = None,
 ) -> str:
-    """The ``server.properties`` text of a combined broker+controller single-node KRaft node."""
+    """The ``server.properties`` text of a combined broker+controller KRaft node: a single
+    node (a one-voter dynamic quorum found through ``controller.quorum.bootstrap.servers``),
+    or, with ``quorum_voters`` (``id@host:port,...``), node ``node_id`` of a cluster with that
+    static voter set (:func:`cluster_properties` gives the replicated defaults to add)."""
+    quorum = (
+        ("controller.quorum.voters", quorum_voters)
+        if quorum_voters
+        else ("controller.quorum.bootstrap.servers", f"{host}:{controller_port}")
+    )
     props: dict[str, str | int] = {
         "process.roles": "broker,controller",
-        "node.id": 1,
-        "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
+        "node.id": node_id,
+        quorum[0]: quorum[1],
         "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -84,6 +94,25 @@ def server_properties(
     lines = ["# Written by deploy.kafka.launcher; rewritten on every start."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
+
+
+def cluster_properties(brokers: int) -> dict[str, str | int]:
+    """Broker defaults of a cluster of ``brokers`` nodes: Kafka's internal topics (consumer
+    offsets, transactions, share groups) and auto-created topics with ``min(3, brokers)``
+    replicas, and ``min.insync.replicas`` the replicas minus one, between 1 and 2 (the
+    project's ``TOPIC_MIN_INSYNC_REPLICAS`` default): one broker may die without losing an
+    acked write or stopping writes."""
+    replicas = min(3, brokers)
+    min_isr = max(1, min(2, replicas - 1))
+    return {
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+    }
 
 
 def tail_file(path: Path, lines: int = 40) -> str:

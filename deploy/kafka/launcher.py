@@ -85,6 +85,12 @@ class KafkaBroker:
             ``broker up``); ``False`` stops it at interpreter exit, and on Linux also when
             this process dies.
         extra_properties: more ``server.properties`` entries (override the defaults).
+        node_id: this node's ``node.id`` (1 for a single node).
+        quorum_voters: ``id@host:port,...``, the controller quorum of a cluster
+            (:class:`deploy.kafka.cluster.KafkaCluster`); ``None``: a single node, its own
+            one-voter quorum.
+        cluster_id: the cluster id to format the storage with (every node of a cluster the
+            same); ``None``: a random one.
     """
 
     def __init__(
@@ -102,6 +108,9 @@ class KafkaBroker:
         stop_timeout: float = 30.0,
         detach: bool = False,
         extra_properties: Mapping[str, str | int] | None = None,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
@@ -113,6 +122,9 @@ class KafkaBroker:
         self.stop_timeout = stop_timeout
         self.detach = detach
         self.extra_properties = dict(extra_properties or {})
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        self.cluster_id = cluster_id
         self._want_port = port
         self._want_controller_port = controller_port
         self.port: int | None = port
@@ -120,6 +132,7 @@ class KafkaBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
         self.startup_seconds: float | None = None
+        self._launched_at = time.monotonic()
 
     # -- paths and properties -------------------------------------------------------------
 
@@ -159,10 +172,21 @@ class KafkaBroker:
         broker = cls(
             state.data_dir, version=state.version, host=state.host, stop_timeout=stop_timeout
         )
-        broker.port, broker.controller_port = state.port, state.controller_port
-        broker._proc = _DETACHED.get(state.pid)
-        broker._pid = None if broker._proc is not None else state.pid
+        broker.adopt()
         return broker
+
+    def adopt(self) -> bool:
+        """Take over the broker recorded in this handle's data directory if its process is
+        alive (its pid and ports); return whether one runs."""
+        if self.is_running():
+            return True
+        state = read_state(self.data_dir)
+        if state is None or not is_broker_process(state.pid, state.data_dir):
+            return False
+        self.port, self.controller_port = state.port, state.controller_port
+        self._proc = _DETACHED.get(state.pid)
+        self._pid = None if self._proc is not None else state.pid
+        return True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -184,6 +208,14 @@ class KafkaBroker:
             PortInUseError, JavaNotFoundError, MavenError, BrokerAlreadyRunningError,
             BrokerExitedError, BrokerStartTimeout (all :class:`BrokerError`).
         """
+        self.launch()
+        self.wait_ready()
+        return self.bootstrap_servers
+
+    def launch(self) -> None:
+        """The first half of :meth:`start`: check the ports, fetch the jars if needed, format
+        the storage on first use and start the JVM, without waiting for it to answer (the
+        nodes of a cluster answer only once a majority of them runs)."""
         if self.is_running():
             raise BrokerAlreadyRunningError(f"broker already started at {self.bootstrap_servers}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -202,10 +234,17 @@ class KafkaBroker:
         check_port_free(self.host, self.controller_port, "CONTROLLER")
         java = resolve_java(self.java)
         libs = self.libs_dir or fetch_kafka(self.version)
-        t0 = time.monotonic()
+        self._launched_at = time.monotonic()
         self._write_config()
         self._format_storage(java, libs)
         self._launch(java, libs)
+
+    def wait_ready(self) -> None:
+        """The second half of :meth:`start`: wait until the launched broker answers a metadata
+        request, at most ``start_timeout`` seconds after :meth:`launch` had the jars (storage
+        formatting included); a broker that exits or times out is stopped and the error
+        raised."""
+        t0 = self._launched_at
         try:
             self._wait_ready(t0 + self.start_timeout)
         except BaseException:
@@ -213,13 +252,25 @@ class KafkaBroker:
             raise
         self.startup_seconds = time.monotonic() - t0
         logger.info(
-            "Kafka %s broker up at %s (pid %s) in %.1fs",
+            "Kafka %s broker %s up at %s (pid %s) in %.1fs",
             self.version,
+            self.node_id,
             self.bootstrap_servers,
             self.pid,
             self.startup_seconds,
         )
-        return self.bootstrap_servers
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: no clean shutdown) and wait until it is gone; its
+        data directory and ports stay, so :meth:`start` brings it back as it was."""
+        pid = self.pid
+        if pid is None or not self.is_running():
+            return
+        self._signal(signal.SIGKILL)
+        if not self._wait_exit(10.0):
+            raise BrokerError(f"broker pid {pid} did not die after SIGKILL")
+        logger.info("broker %s (pid %s) killed with SIGKILL", self.node_id, pid)
+        self.stop()  # forgets the process and its state file
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the broker: SIGTERM (a clean shutdown), then SIGKILL after ``timeout``
@@ -270,6 +321,8 @@ class KafkaBroker:
             controller_port=self.controller_port,
             log_dir=self.data_dir / "kafka-logs",
             extra=self.extra_properties,
+            node_id=self.node_id,
+            quorum_voters=self.quorum_voters,
         )
         self.properties_file.write_text(text)
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
@@ -289,11 +342,13 @@ class KafkaBroker:
     def _format_storage(self, java: str, libs: Path) -> None:
         if (self.data_dir / "kafka-logs" / "meta.properties").is_file():
             return
+        # A cluster's static voter set is in server.properties (controller.quorum.voters).
+        quorum = [] if self.quorum_voters else ["--standalone"]
         cmd = self._java_cmd(java, libs, "kafka.tools.StorageTool", FORMAT_JVM_OPTS) + [
             "format",
-            "--standalone",
+            *quorum,
             # ``=`` form: a random id may start with "-", which argparse would take for a flag.
-            f"--cluster-id={new_cluster_id()}",
+            f"--cluster-id={self.cluster_id or new_cluster_id()}",
             "--config",
             str(self.properties_file),
         ]

@@ -2,7 +2,8 @@
 
 A started broker records its pid, ports and paths in ``<data_dir>/broker.json`` so a later
 process (``nexttrack broker status`` / ``down``) can find it after the one that started it
-has exited.
+has exited; a cluster records its layout in ``<data_dir>/cluster.json`` and each node its own
+``broker.json`` in ``<data_dir>/node-<id>/``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,49 @@ def read_state(data_dir: Path | str) -> BrokerState | None:
 def clear_state(data_dir: Path | str) -> None:
     """Remove the state file if present."""
     state_path(data_dir).unlink(missing_ok=True)
+
+
+CLUSTER_STATE_NAME = "cluster.json"
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The layout of a local cluster (:class:`deploy.kafka.cluster.KafkaCluster`), kept in
+    ``<data_dir>/cluster.json`` while it runs and after: node ``i`` (1-based) lives in
+    ``<data_dir>/node-<i>/`` with client port ``ports[i - 1]`` and controller port
+    ``controller_ports[i - 1]``. Which nodes run is in each node's own ``broker.json``."""
+
+    brokers: int
+    host: str
+    ports: list[int]
+    controller_ports: list[int]
+    cluster_id: str
+    data_dir: str
+    version: str
+    started_at: float
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port,host:port,...`` of every node."""
+        return ",".join(f"{self.host}:{port}" for port in self.ports)
+
+
+def write_cluster_state(state: ClusterState) -> Path:
+    """Write ``state`` atomically into its data directory; return the file's path."""
+    path = Path(state.data_dir) / CLUSTER_STATE_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_cluster_state(data_dir: Path | str) -> ClusterState | None:
+    """The recorded cluster layout, or ``None`` when there is none or it cannot be parsed."""
+    try:
+        raw = json.loads((Path(data_dir) / CLUSTER_STATE_NAME).read_text())
+        return ClusterState(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _reap(pid: int) -> bool:

@@ -1,18 +1,27 @@
-"""CLI commands: ``nexttrack broker fetch|up|down|status``, a local single-node KRaft Kafka.
+"""CLI commands: ``nexttrack broker fetch|up|down|status``, a local KRaft Kafka: one node, or a
+cluster of several on this machine (``up --brokers 3``).
 
 The broker started by ``up`` outlives the CLI process; its pid, ports and paths are kept in
-``<data-dir>/broker.json`` so ``status`` and ``down`` can find it later.
+``<data-dir>/broker.json`` (a cluster: its layout in ``<data-dir>/cluster.json``, each node's
+process in ``<data-dir>/node-<id>/broker.json``) so ``status`` and ``down`` can find it later.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deploy.kafka.fetch import DEFAULT_KAFKA_VERSION as DEFAULT_VERSION
 from deploy.kafka.state import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from deploy.kafka import KafkaCluster
+
+log = logging.getLogger(__name__)
 
 _DATA_DIR_HELP = (
     "Broker data directory (config, log, Kafka log dirs and the broker.json state file). "
@@ -22,8 +31,9 @@ _DATA_DIR_HELP = (
 broker_app = typer.Typer(
     name="broker",
     help=(
-        "A local single-node Apache Kafka 4.x broker (KRaft, no ZooKeeper, no Docker) run "
-        "from jars fetched with Maven. Needs Java 17+ and, once, Maven."
+        "A local Apache Kafka 4.x broker (KRaft, no ZooKeeper, no Docker), or a cluster of "
+        "several on this machine (up --brokers 3), run from jars fetched with Maven. Needs "
+        "Java 17+ and, once, Maven."
     ),
     no_args_is_help=True,
 )
@@ -59,20 +69,46 @@ def fetch(
         "Start the broker in the background and wait until it answers a metadata request. "
         "Idempotent: when a broker from this data directory already runs and answers, it says "
         "so and exits 0. The broker outlives this command; stop it with `nexttrack broker "
-        "down`. Fetches the jars first if needed."
+        "down`. Fetches the jars first if needed. With --brokers 3: a three-node KRaft cluster "
+        "(each node broker and controller; ports PORT, PORT+1, PORT+2; Kafka's internal topics "
+        "with 3 replicas and min.insync.replicas 2), which keeps working with one node down; "
+        "`up` again starts the nodes that are not running."
     ),
 )
 def up(
-    port: int = typer.Option(9092, "--port", "-p", help="Client (PLAINTEXT) port on 127.0.0.1."),
+    port: int = typer.Option(
+        9092, "--port", "-p", help="Client (PLAINTEXT) port on 127.0.0.1 (of the first broker)."
+    ),
+    brokers: int = typer.Option(
+        1,
+        "--brokers",
+        min=1,
+        max=9,
+        help="Nodes: 1, a single broker; more, a local cluster in DATA_DIR/node-<id>/.",
+    ),
     data_dir: Path = _data_dir_option(),
     timeout: float = typer.Option(
-        90.0, "--timeout", help="Seconds to wait for the broker to answer before giving up."
+        90.0, "--timeout", help="Seconds to wait for each broker to answer before giving up."
     ),
     version: str = typer.Option(DEFAULT_VERSION, "--version", help="Kafka version to run."),
 ) -> None:
-    """Start the broker in the background and wait until it answers (idempotent)."""
-    from deploy.kafka import BrokerError, KafkaBroker
+    """Start the broker (or cluster) in the background and wait until it answers (idempotent)."""
+    from deploy.kafka import BrokerError, KafkaBroker, read_cluster_state
 
+    layout = read_cluster_state(data_dir)
+    if layout is not None and layout.brokers != brokers:
+        raise BrokerError(
+            f"{data_dir} holds a cluster of {layout.brokers} brokers; use --brokers "
+            f"{layout.brokers} or another --data-dir"
+        )
+    if brokers > 1:
+        if KafkaBroker.attach(data_dir) is not None:
+            raise BrokerError(
+                f"a single broker runs from {data_dir}; stop it first (nexttrack broker down "
+                f"--data-dir {data_dir}) or use another --data-dir"
+            )
+        _cluster_up(data_dir, brokers, port, timeout, version)
+        return
     running = KafkaBroker.attach(data_dir)
     if running is not None:
         if running.ping(timeout=5.0):
@@ -99,6 +135,42 @@ def up(
     )
 
 
+def _cluster_up(data_dir: Path, brokers: int, port: int, timeout: float, version: str) -> None:
+    from deploy.kafka import KafkaCluster
+
+    cluster = KafkaCluster.attach(data_dir)
+    if cluster is not None and len(cluster.running()) == cluster.brokers:
+        note = "" if cluster.node(1).port == port else f" (not on --port {port}; `down` it first)"
+        typer.echo(f"cluster already running at {cluster.bootstrap_servers}{note}")
+        return
+    if cluster is None or not cluster.running():
+        # the first start, or every node stopped: (re)lay out the ports from --port
+        cluster = KafkaCluster(
+            data_dir,
+            brokers=brokers,
+            port=port,
+            version=version,
+            start_timeout=timeout,
+            detach=True,
+        )
+    else:
+        cluster.detach = True
+        for node in cluster.nodes:
+            node.detach, node.start_timeout = True, timeout
+    t0 = time.monotonic()
+    bootstrap = cluster.start()
+    nodes = "\n".join(
+        f"  broker {i}: {node.bootstrap_servers} (pid {node.pid}), log {node.log_file}"
+        for i, node in enumerate(cluster.nodes, 1)
+    )
+    typer.echo(
+        f"Kafka {version} cluster of {brokers} up at {bootstrap} in "
+        f"{time.monotonic() - t0:.1f}s\n{nodes}\n"
+        f"  data dir: {cluster.data_dir}\n"
+        f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}"
+    )
+
+
 @broker_app.command(
     "down",
     help=(
@@ -112,10 +184,15 @@ def down(
         30.0, "--timeout", help="Seconds to wait for a clean shutdown before SIGKILL."
     ),
 ) -> None:
-    """Stop the broker started by `up` from this data directory."""
-    from deploy.kafka import KafkaBroker
+    """Stop the broker (or every node of the cluster) started by `up` from this data
+    directory."""
+    from deploy.kafka import KafkaBroker, KafkaCluster
     from deploy.kafka.state import clear_state
 
+    cluster = KafkaCluster.attach(data_dir)
+    if cluster is not None:
+        _cluster_down(cluster, timeout)
+        return
     running = KafkaBroker.attach(data_dir)
     if running is None:
         clear_state(data_dir)  # a stale state file, if any
@@ -126,20 +203,36 @@ def down(
     typer.echo(f"stopped broker pid {pid} ({bootstrap})")
 
 
+def _cluster_down(cluster: KafkaCluster, timeout: float) -> None:
+    running = cluster.running()
+    if not running:
+        typer.echo(f"no broker running from {cluster.data_dir} (a cluster of {cluster.brokers})")
+        return
+    pids = ", ".join(f"{i}: pid {cluster.node(i).pid}" for i in running)
+    cluster.stop(timeout=timeout)
+    typer.echo(f"stopped {len(running)} of {cluster.brokers} brokers ({pids})")
+
+
 @broker_app.command(
     "status",
     help=(
         "Say whether the broker from this data directory is up and answering. Exit code 0 "
-        "when it answers a metadata request, 1 otherwise."
+        "when it answers a metadata request, 1 otherwise. A cluster: one line per broker, "
+        "exit code 0 only when every broker answers."
     ),
 )
 def status(
     data_dir: Path = _data_dir_option(),
     timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for an answer."),
 ) -> None:
-    """Say whether the broker from this data directory is up and answering."""
-    from deploy.kafka import KafkaBroker, read_state
+    """Say whether the broker (or each node of the cluster) from this data directory is up
+    and answering."""
+    from deploy.kafka import KafkaBroker, KafkaCluster, read_state
 
+    cluster = KafkaCluster.attach(data_dir)
+    if cluster is not None:
+        _cluster_status(cluster, timeout)
+        return
     running = KafkaBroker.attach(data_dir)
     if running is None:
         typer.echo(f"down (no broker running from {data_dir})")
@@ -156,6 +249,32 @@ def status(
         f"up at {running.bootstrap_servers} (pid {running.pid}, Kafka {running.version}"
         f"{uptime}, data dir {running.data_dir})"
     )
+
+
+def _cluster_status(cluster: KafkaCluster, timeout: float) -> None:
+    from deploy.kafka import read_state
+
+    lines, answering = [], 0
+    for i, node in enumerate(cluster.nodes, 1):
+        if not node.is_running():
+            lines.append(f"  broker {i} at {node.bootstrap_servers}: down")
+        elif not node.ping(timeout=timeout):
+            lines.append(
+                f"  broker {i} at {node.bootstrap_servers}: not answering (pid {node.pid}; "
+                f"see {node.log_file})"
+            )
+        else:
+            answering += 1
+            state = read_state(node.data_dir)
+            uptime = f", up {time.time() - state.started_at:.0f}s" if state else ""
+            lines.append(f"  broker {i} at {node.bootstrap_servers}: up (pid {node.pid}{uptime})")
+    word = "up" if answering == cluster.brokers else "degraded" if answering else "down"
+    typer.echo(
+        f"{word}: {answering} of {cluster.brokers} brokers answer (Kafka {cluster.version}, "
+        f"data dir {cluster.data_dir})\n" + "\n".join(lines)
+    )
+    if answering < cluster.brokers:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
