@@ -17,6 +17,7 @@ from aiohttp import web
 
 from schemas.json_schema import schema_for
 from streams.web.api import RECOMMENDATIONS_PATH, SIMILAR_TRACKS_PATH
+from streams.web.routing import ANSWERED_BY_HEADER
 
 if TYPE_CHECKING:
     from streams.worker.core import WorkerCore
@@ -81,6 +82,22 @@ def _post(summary: str, request: str, answer: str, not_found: bool) -> dict[str,
     }
 
 
+def _routed(path: dict[str, Any]) -> dict[str, Any]:
+    """``POST /recommendations``: any worker of the group takes it (streams.web.routing)."""
+    operation = path["post"]
+    operation["description"] = (
+        "Any worker of the group takes the request: one that does not hold the session "
+        "forwards it to the one that does and relays its answer, status included."
+    )
+    operation["responses"]["200"]["headers"] = {
+        ANSWERED_BY_HEADER: {
+            "description": "The URL of the worker that answered, when it is not this one.",
+            "schema": {"type": "string", "format": "uri"},
+        }
+    }
+    return path
+
+
 def _get(summary: str, responses: dict[str, Any], public: bool = False) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     operation["security"] = [{}] if public else [{}, {"bearer": []}]
@@ -112,11 +129,13 @@ def openapi_document() -> dict[str, Any]:
             "(METRICS_PUBLIC and STATUS_PUBLIC open /metrics and the status page).",
         },
         "paths": {
-            RECOMMENDATIONS_PATH: _post(
-                "Next tracks for a session or a track sequence.",
-                "RecommendationRequest",
-                "Recommendation",
-                not_found=False,
+            RECOMMENDATIONS_PATH: _routed(
+                _post(
+                    "Next tracks for a session or a track sequence.",
+                    "RecommendationRequest",
+                    "Recommendation",
+                    not_found=False,
+                )
             ),
             SIMILAR_TRACKS_PATH: _post(
                 "The tracks most similar to one track.",
