@@ -22,13 +22,15 @@ is built from the session's state wherever the request came in.
 - **Degrading.** No owner known (no assignment yet, a rebalance), or the owner not
   answering within :data:`FORWARD_TIMEOUT` seconds: the request is answered here, from
   what this worker has (the session if it holds it, else ``track_sequence`` or
-  popularity), with a warning; ``nexttrack_http_routed_total{outcome}`` counts each case.
+  popularity), with a warning (one a minute per owner);
+  ``nexttrack_http_routed_total{outcome}`` counts each case.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -48,6 +50,8 @@ ROUTED_FROM_HEADER = "X-NextTrack-Routed-From"
 ANSWERED_BY_HEADER = "X-NextTrack-Answered-By"
 #: Seconds the owner has to answer a forwarded request before it is answered here.
 FORWARD_TIMEOUT = 10.0
+#: Seconds between two warnings about the same owner (or about unknown owners).
+WARN_INTERVAL = 60.0
 #: Request headers the owner needs (the API key above all); the rest are hop-by-hop or
 #: describe the connection to this worker.
 FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent")
@@ -91,6 +95,8 @@ class SessionRouter:
         self.timeout = timeout
         self._client: aiohttp.ClientSession | None = None
         self._outcomes = worker.metrics.http_routed
+        #: ``about`` -> (when last warned, warnings skipped since).
+        self._warned: dict[str, tuple[float | None, int]] = {}
 
     def advertise(self) -> None:
         """Announce :attr:`url` to the group (Faust's ``canonical_url``) and close the HTTP
@@ -128,7 +134,8 @@ class SessionRouter:
         owner = self.owner(session_id)
         if owner is None:
             outcomes.labels("owner_unknown").inc()
-            log.warning(
+            self._warn(
+                "partition",
                 "session %s: no worker known to hold sessions partition %d (rebalancing?); "
                 "answering here",
                 session_id,
@@ -142,7 +149,8 @@ class SessionRouter:
             answer = await self.forward(owner, request, body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             outcomes.labels("owner_unreachable").inc()
-            log.warning(
+            self._warn(
+                owner,
                 "session %s: its owner %s did not answer (%s); answering here",
                 session_id,
                 owner,
@@ -164,6 +172,19 @@ class SessionRouter:
         async with client.request(request.method, target, data=body, headers=headers) as reply:
             content = await reply.read()
             return Forwarded(reply.status, content, reply.content_type, owner)
+
+    def _warn(self, about: str, message: str, *args: object) -> None:
+        """A warning, at most one per :data:`WARN_INTERVAL` seconds per ``about`` (an owner's
+        URL): an unreachable owner would otherwise log every request."""
+        now = time.monotonic()
+        last, skipped = self._warned.get(about, (None, 0))
+        if last is not None and now - last < WARN_INTERVAL:
+            self._warned[about] = (last, skipped + 1)
+            return
+        if skipped:
+            message += f" ({skipped} more like it in the last {WARN_INTERVAL:.0f} s)"
+        log.warning(message, *args)
+        self._warned[about] = (now, 0)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._client is None or self._client.closed:
