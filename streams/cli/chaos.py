@@ -30,7 +30,17 @@ def register(app: typer.Typer) -> None:
             help="Stop and restart the broker this many times, between kills (only with the "
             "broker the command starts itself).",
         ),
-        broker_down: float = typer.Option(10.0, help="Seconds the broker stays down."),
+        broker_kills: int = typer.Option(
+            0,
+            min=0,
+            help="Kill one broker (SIGKILL, in turn) this many times while events flow, between "
+            "worker kills, and start it again after --broker-down seconds. Runs a cluster of "
+            "three brokers, every topic with 3 replicas and min.insync.replicas 2 (only with "
+            "the brokers the command starts itself).",
+        ),
+        broker_down: float = typer.Option(
+            10.0, help="Seconds a restarted or killed broker stays down."
+        ),
         tracks: int = typer.Option(5_000, help="Catalog size to generate."),
         seed: int = typer.Option(3, help="Seed of the generated data and hostile records."),
         max_hostile_bytes: int = typer.Option(
@@ -43,15 +53,17 @@ def register(app: typer.Typer) -> None:
         bootstrap_servers: BootstrapOption = None,
         events: int | None = hidden_alias("--events", "--replay"),
     ) -> None:
-        """Replay events while killing workers (and restarting the broker) and mixing in
-        hostile records; check that no event is lost, no session state is wrong, every
-        hostile record is dead-lettered and every duplicate answer equals the first.
+        """Replay events while killing workers (and restarting or killing brokers) and mixing
+        in hostile records; check that no event is lost, no session state is wrong, every
+        hostile record is dead-lettered, every duplicate answer equals the first and the
+        workers keep answering while a broker is down.
 
         Prints the report (lost, wrong session lengths, hostile records dead-lettered,
         unexpected worker exits, events skipped by the consumer and read again, duplicate
         answers and how many differ) and exits 1 when a target is missed. Without
         --bootstrap-servers a local broker is started in WORKDIR.
-        Example, the full run: nexttrack chaos --workers 3 --kills 6 --broker-restarts 1
+        Example, the full run: nexttrack chaos --workers 3 --kills 6 --broker-restarts 1;
+        with a three-broker cluster: nexttrack chaos --workers 3 --kills 6 --broker-kills 2
         """
         import orjson
 
@@ -66,6 +78,7 @@ def register(app: typer.Typer) -> None:
                 kill_every=kill_every,
                 workers=workers,
                 broker_restarts=broker_restarts,
+                broker_kills=broker_kills,
                 broker_down=broker_down,
                 tracks=tracks,
                 seed=seed,

@@ -148,11 +148,13 @@ async def produce_lines(
     """Send each line as it is, keyed by its ``session_id`` when it has one.
 
     ``rate`` limits messages per second. Returns the number of messages sent; every send is
-    acknowledged by the broker before this returns.
+    acknowledged by the broker before this returns. The producer is idempotent: a batch sent
+    again after a broker died before its ack (its partitions' leaders move) is written once.
     """
     producer = AIOKafkaProducer(
         **aiokafka_kwargs(settings, bootstrap_servers),
         acks="all",
+        enable_idempotence=True,
         linger_ms=5,
         max_request_size=16 * 1024 * 1024,
     )

@@ -7,8 +7,11 @@ it kills a worker with SIGKILL every ``kill_every`` seconds and starts a new one
 emptying its local state (``DATA_DIR``) in turn; with several ``workers`` in the group the
 kills go round them, so every kill and restart rebalances the group; with ``broker_restarts``
 it also stops the broker between kills for ``broker_down`` seconds and starts it again on the
-same port and data. When everything is produced it waits until the group has committed the
-input to its end, reads both output topics and checks:
+same port and data; with ``broker_kills`` it runs a three-broker cluster instead (every topic
+with 3 replicas and ``min.insync.replicas`` 2) and, between kills, SIGKILLs one broker (in
+turn) for ``broker_down`` seconds while events flow, then starts it again. When everything is
+produced it waits until the group has committed the input to its end, reads both output
+topics and checks:
 
 - **lost**: valid events without any answer (target 0);
 - **wrong session lengths**: sessions whose last answer's ``session_length`` is not their
@@ -18,7 +21,9 @@ input to its end, reads both output topics and checks:
 - **unexpected exits**: workers that exited without being killed (target 0);
 - **duplicates**: events answered more than once (reported), and answers that differ from
   the event's first answer in any byte (target 0: a replay re-sends the first answer, kept in
-  the session's state).
+  the session's state);
+- **answers while a broker was down**: per broker kill, the answers published during the
+  outage (target: some in every outage) and the longest time without one.
 
 The report is printed and returned; the command exits 1 when a target is missed.
 """
@@ -26,32 +31,37 @@ The report is printed and returned; the command exits 1 when a target is missed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
-import re
 import shutil
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from schemas.dead_letter import DeadLetter
 from schemas.play import PlayEvent
-from schemas.recommendation import Recommendation
 from streams.delivery.stop import EXIT_BATCH_FAILED
 from streams.errors import StreamsError
 from streams.kafka.clients import committed_offsets, end_offsets, ensure_topics, read_until
 from streams.settings import Settings, load_settings
+from streams.tools.chaos_report import (
+    ChaosReport,
+    hostile_records,
+    score,
+    score_outages,
+    skipped_in_logs,
+)
 from streams.tools.worker_process import WorkerProcess, start_worker, wait_ready
 
+__all__ = ["ChaosConfig", "ChaosReport", "hostile_records", "run_chaos", "skipped_in_logs"]
+
 log = logging.getLogger(__name__)
+
+
+#: Brokers of the cluster a run with broker kills starts.
+KILL_BROKERS = 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,11 @@ class ChaosConfig:
     #: Broker restarts (stop, ``broker_down`` seconds, start on the same port and data);
     #: only with the broker the command starts itself.
     broker_restarts: int = 0
+    #: Brokers killed with SIGKILL (one at a time, in turn, between worker kills) while events
+    #: flow, each started again after ``broker_down`` seconds. Runs a cluster of
+    #: :data:`KILL_BROKERS` brokers with every topic at 3 replicas and
+    #: ``min.insync.replicas`` 2; only with the brokers the command starts itself.
+    broker_kills: int = 0
     broker_down: float = 10.0
     tracks: int = 5_000
     seed: int = 3
@@ -76,110 +91,6 @@ class ChaosConfig:
     #: Largest hostile record (bytes); the broker's default limit is about 1 MB.
     max_hostile_bytes: int = 900_000
     deadline: float = 600.0
-
-
-@dataclass
-class ChaosReport:
-    """What came out."""
-
-    events: int = 0
-    hostile: int = 0
-    kills: int = 0
-    restarts_with_empty_state: int = 0
-    workers: int = 1
-    broker_restarts: int = 0
-    lost: int = 0
-    wrong_session_lengths: int = 0
-    hostile_dead_lettered: int = 0
-    unexpected_exits: int = 0
-    #: Workers that stopped themselves (exit 70: a batch that could not be completed, or
-    #: offsets the consumer skipped after a rebalance) and were restarted, as a supervisor
-    #: would; nothing is lost by those.
-    self_stops: int = 0
-    #: Events of offset gaps the consumer left after a rebalance (faust-streaming/faust#596),
-    #: caught by the worker's gap check (``streams.delivery.gaps``), which stopped it so that they
-    #: were read again: skipped at first, none skipped for good (those would be lost).
-    skipped_and_read_again: int = 0
-    duplicate_answers: int = 0
-    differing_duplicates: int = 0
-    seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def check(self) -> None:
-        """Fill :attr:`failures` from the targets."""
-        self.failures = []
-        if self.lost:
-            self.failures.append(f"{self.lost} events lost")
-        if self.wrong_session_lengths:
-            self.failures.append(f"{self.wrong_session_lengths} sessions with a wrong length")
-        if self.hostile_dead_lettered != self.hostile:
-            self.failures.append(
-                f"{self.hostile - self.hostile_dead_lettered} hostile records not dead-lettered"
-            )
-        if self.unexpected_exits:
-            self.failures.append(f"{self.unexpected_exits} workers exited on their own")
-        if self.differing_duplicates:
-            self.failures.append(
-                f"{self.differing_duplicates} duplicate answers differ from the first"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
-
-    def format(self) -> str:
-        rows = [
-            ("valid events", self.events),
-            ("hostile records", self.hostile),
-            ("workers in the group", self.workers),
-            ("kills (-9)", self.kills),
-            ("restarts with emptied state", self.restarts_with_empty_state),
-            ("broker restarts", self.broker_restarts),
-            ("events lost", self.lost),
-            ("sessions with a wrong length", self.wrong_session_lengths),
-            ("hostile records dead-lettered", self.hostile_dead_lettered),
-            ("worker exits not caused by a kill", self.unexpected_exits),
-            ("self-stops (exit 70) restarted", self.self_stops),
-            ("events skipped by the consumer, caught, read again", self.skipped_and_read_again),
-            ("events skipped for good (unanswered)", self.lost),
-            ("duplicate answers", self.duplicate_answers),
-            ("duplicates differing from the first answer", self.differing_duplicates),
-            ("seconds", round(self.seconds, 1)),
-        ]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
-        lines.append("result: " + ("ok" if self.ok else "FAILED: " + "; ".join(self.failures)))
-        return "\n".join(lines)
-
-
-def hostile_records(n: int, max_bytes: int, seed: int) -> list[bytes]:
-    """``n`` records the worker must dead-letter, a few of them near ``max_bytes``."""
-    rng = random.Random(seed)
-    kinds = [
-        lambda i: f"not json {i}".encode(),
-        lambda i: orjson.dumps({"schema": "play/v1", "event_id": f"h{i}", "ts": "noon"}),
-        lambda i: orjson.dumps(
-            {
-                "schema": "play/v1",
-                "event_id": f"h{i}",
-                "user_id": "u",
-                "session_id": f"hostile-{i}",
-                "track_id": "t",
-                "event_type": "rewind",
-                "ts": 1,
-            }
-        ),
-        lambda i: b'{"event_id": "\xff\xfe' + str(i).encode() + b'"}',
-        lambda i: b"[" + str(i).encode() + b"]",
-    ]
-    out = [kinds[i % len(kinds)](i) for i in range(n)]
-    for j in range(min(20, n // 100 + 1)):  # near the broker's limit: cut, hashed, kept
-        size = rng.randint(max_bytes // 2, max_bytes)
-        out[(j * 97) % n] = b'{"junk": "' + b"x" * size + b'"}'
-    return out
 
 
 def run_chaos(config: ChaosConfig) -> ChaosReport:
@@ -207,10 +118,19 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         )
     hostile = hostile_records(config.hostile, config.max_hostile_bytes, config.seed)
     report = ChaosReport(events=len(events), hostile=len(hostile), workers=config.workers)
-    if config.broker_restarts and config.bootstrap_servers:
-        raise StreamsError("broker restarts need the broker chaos starts itself (no --bootstrap)")
+    if (config.broker_restarts or config.broker_kills) and config.bootstrap_servers:
+        raise StreamsError(
+            "broker restarts and kills need the brokers chaos starts itself (no --bootstrap)"
+        )
     if config.bootstrap_servers:
         _shake(config, config.bootstrap_servers, None, artifacts, events, hostile, report)
+    elif config.broker_kills:
+        from deploy.kafka import KafkaCluster
+
+        report.brokers = KILL_BROKERS
+        run_dir = config.workdir / f"cluster-{uuid.uuid4().hex[:8]}"
+        with KafkaCluster(run_dir, brokers=KILL_BROKERS) as cluster:
+            _shake(config, cluster.bootstrap_servers, cluster, artifacts, events, hostile, report)
     else:
         from deploy.kafka import KafkaBroker, free_port
 
@@ -312,12 +232,17 @@ def _shake(
         # a partition left paused by the consumer stops the worker sooner than in production
         "STALL_TIMEOUT": "15",
     }
+    if report.brokers > 1:  # every topic on all three brokers, a write acked by two
+        env["TOPIC_REPLICATION_FACTOR"] = str(report.brokers)
+        env["TOPIC_MIN_INSYNC_REPLICAS"] = "2"
     settings = load_settings(
         kafka_bootstrap_servers=bootstrap,
         topic_plays=env["TOPIC_PLAYS"],
         topic_recommendations=env["TOPIC_RECOMMENDATIONS"],
         topic_plays_dlq=env["TOPIC_PLAYS_DLQ"],
         app_id=env["APP_ID"],
+        topic_replication_factor=int(env.get("TOPIC_REPLICATION_FACTOR", "1")),
+        topic_min_insync_replicas=env.get("TOPIC_MIN_INSYNC_REPLICAS"),
     )
     asyncio.run(
         ensure_topics(
@@ -336,19 +261,24 @@ def _shake(
     for slot in range(config.workers):
         workers.start(slot)
     producer.start()
-    # Broker restarts fall between kills, spread over the run.
-    restarts_after = {
-        round((i + 1) * config.kills / (config.broker_restarts + 1))
-        for i in range(config.broker_restarts)
-    }
-    for n in range(1, config.kills + 1):
+    # Broker restarts and kills fall between worker kills, spread over the run.
+    rounds = max(config.kills, config.broker_restarts + config.broker_kills)
+    restarts_after = _spread(config.broker_restarts, rounds)
+    kills_after = _spread(config.broker_kills, rounds)
+    outages: list[tuple[float, float]] = []
+    for n in range(1, rounds + 1):
         time.sleep(config.kill_every)  # the experiment's pace, not a wait for a condition
         workers.supervise()
-        empty = n % 2 == 0  # every other restart from an empty local store
-        workers.kill((n - 1) % config.workers, empty_state=empty)
-        report.kills += 1
-        report.restarts_with_empty_state += empty
-        log.info("chaos: kill %d/%d", n, config.kills)
+        if n <= config.kills:
+            empty = n % 2 == 0  # every other restart from an empty local store
+            workers.kill((n - 1) % config.workers, empty_state=empty)
+            report.kills += 1
+            report.restarts_with_empty_state += empty
+            log.info("chaos: kill %d/%d", n, config.kills)
+        if n in kills_after and broker is not None:
+            outages.append(_kill_broker(broker, report.broker_kills % report.brokers + 1, config))
+            report.broker_kills += 1
+            workers.supervise()
         if n in restarts_after and broker is not None:
             with producing:
                 log.info("chaos: stopping the broker for %.0fs", config.broker_down)
@@ -370,16 +300,31 @@ def _shake(
         workers.stop_all()
     logs = sorted(config.workdir.glob(f"chaos-{env['APP_ID']}-w*.log"))
     report.skipped_and_read_again = skipped_in_logs(logs)
-    _score(report, events, hostile, recs, dead, config.workdir / "differing-duplicates.jsonl")
+    score(report, events, hostile, recs, dead, config.workdir / "differing-duplicates.jsonl")
+    score_outages(report, recs, outages)
 
 
-#: The worker's one log line per gap it stopped for (``streams.delivery.stop.exit_process``).
-_GAP = re.compile(rb"\[CRITICAL\] agent [^\n]*?\(GapError: [^\n]*? but (\d+) events from offset")
+def _spread(n: int, rounds: int) -> set[int]:
+    """The rounds after which ``n`` broker events happen, spread over ``rounds``."""
+    out: list[int] = []
+    for i in range(n):
+        at = max(1, round((i + 1) * rounds / (n + 1)))
+        out.append(at if not out or at > out[-1] else out[-1] + 1)  # never two in one round
+    return set(out)
 
 
-def skipped_in_logs(paths: Sequence[Path]) -> int:
-    """Events in the offset gaps the workers' gap checks reported (their ``GapError`` lines)."""
-    return sum(int(m.group(1)) for path in paths for m in _GAP.finditer(path.read_bytes()))
+def _kill_broker(cluster: Any, node_id: int, config: ChaosConfig) -> tuple[float, float]:
+    """SIGKILL broker ``node_id`` of ``cluster``, leave it down ``broker_down`` seconds while
+    events flow, start it again; returns the outage (``time.time()`` from the kill until it
+    answers again)."""
+    log.warning("chaos: killing broker %d (SIGKILL) for %.0fs", node_id, config.broker_down)
+    down_at = time.time()
+    cluster.kill(node_id)
+    time.sleep(config.broker_down)  # the outage itself
+    cluster.start_node(node_id)
+    back_at = time.time()
+    log.warning("chaos: broker %d back after %.1fs", node_id, back_at - down_at)
+    return down_at, back_at
 
 
 def _interleave(valid: list[bytes], hostile: list[bytes], seed: int) -> list[bytes]:
@@ -409,49 +354,3 @@ def _committed_to_end(settings: Settings, group: str, topic: str) -> bool:
     ends = asyncio.run(end_offsets(settings, topic))
     done = asyncio.run(committed_offsets(settings, group, topic))
     return all(done.get(p, 0) >= end for p, end in ends.items() if end > 0)
-
-
-def _score(
-    report: ChaosReport,
-    events: list[PlayEvent],
-    hostile: list[bytes],
-    recs: list[Any],
-    dead: list[Any],
-    differing_path: Path | None = None,
-) -> None:
-    """Fill the report's counts; with ``differing_path``, write each duplicate answer that
-    differs from its event's first one there (one JSON line: the event id and both answers)."""
-    answers: dict[str, list[Recommendation]] = defaultdict(list)
-    raw: dict[str, list[bytes]] = defaultdict(list)
-    for record in recs:
-        rec = Recommendation.parse(record.value)
-        if rec.event_id is not None:
-            answers[rec.event_id].append(rec)
-            raw[rec.event_id].append(bytes(record.value))
-    report.lost = sum(1 for e in events if e.event_id not in answers)
-    differing: list[bytes] = []
-    for event_id, (first, *more) in ((k, a) for k, a in raw.items() if len(a) > 1):
-        report.duplicate_answers += len(more)
-        for r in (r for r in more if r != first):
-            report.differing_duplicates += 1
-            line = {"event_id": event_id, "first": orjson.loads(first), "later": orjson.loads(r)}
-            differing.append(orjson.dumps(line))
-    if differing_path is not None and differing:
-        differing_path.write_bytes(b"\n".join(differing) + b"\n")
-        log.warning("chaos: %d differing duplicates written to %s", len(differing), differing_path)
-    expected = Counter(e.session_id for e in events)
-    longest: dict[str, int] = {}
-    for answer_list in answers.values():
-        for rec in answer_list:
-            if rec.session_id is not None:
-                longest[rec.session_id] = max(longest.get(rec.session_id, 0), rec.session_length)
-    report.wrong_session_lengths = sum(
-        1 for session, n in expected.items() if longest.get(session) != n
-    )
-    hashes = Counter(hashlib.sha256(h).hexdigest() for h in hostile)
-    seen: Counter[str] = Counter()
-    for record in dead:
-        letter = DeadLetter.parse(record.value)
-        if letter.payload_sha256 is not None:
-            seen[letter.payload_sha256] += 1
-    report.hostile_dead_lettered = sum(min(n, seen[h]) for h, n in hashes.items())
