@@ -238,3 +238,12 @@ async def test_the_next_batch_computes_while_the_previous_one_delivers_in_order(
     ids = [Recommendation.parse(v).event_id for v in answers if v is not None]
     assert ids == [first.event_id, second.event_id]
     assert acked[0] < acked[1]
+
+
+def test_the_web_server_binds_web_host(small_artifacts: Path, tmp_path: Path) -> None:
+    """``WEB_HOST`` is the interface the web server listens on (Faust's ``web_bind``; its
+    ``web_host`` alone only names the host in Faust's canonical URL)."""
+    settings = load_settings(app_id="unit-test", data_dir=tmp_path, web_host="127.0.0.1")
+    model = load_model(small_artifacts, "mean", index_type="flat")
+    worker = compose_worker(settings, model, table_store="memory://")
+    assert worker.app.conf.web_bind == "127.0.0.1"

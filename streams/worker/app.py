@@ -128,6 +128,7 @@ class NextTrackWorker:
             datadir=str(data_dir or settings.data_dir),
             web_port=settings.web_port,
             web_host=settings.web_host,
+            web_bind=settings.web_host,  # the interface the web server listens on
             web_enabled=True,
             web_tables_enabled=False,  # table pages would expose session histories
             web_stats_enabled=True,  # Faust's own pages: / (sensors), /assignment/
