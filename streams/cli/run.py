@@ -87,7 +87,14 @@ def register(app: typer.Typer) -> None:
 
         run_worker(settings, table_store=store)
 
-    @app.command()
+    demo_help = """Everything end to end: broker, data, training, worker, replay, recommendations.
+
+    Without --bootstrap-servers a local Kafka broker is started in WORKDIR and stopped at
+    the end; with it, that broker is asked first, before any data or training (exit
+    status 69 when none answers).
+    """
+
+    @app.command(help=_unwrap(demo_help))
     def demo(
         workdir: Path = typer.Option(
             Path(".nexttrack/demo"), help="Where data, artifacts and logs go."
@@ -98,11 +105,6 @@ def register(app: typer.Typer) -> None:
         encoder: EncoderName = typer.Option("transformer", help="Session encoder."),
         bootstrap_servers: BootstrapOption = None,
     ) -> None:
-        """Everything end to end: broker, data, training, worker, replay, recommendations.
-
-        Without --bootstrap-servers a local Kafka broker is started in WORKDIR and stopped at
-        the end.
-        """
         from streams.tools.demo import DemoConfig, run_demo
 
         run_demo(
@@ -136,7 +138,8 @@ def register(app: typer.Typer) -> None:
     hybrid weighted-sum fusion. Training takes minutes at that size; the artifacts are
     cached in WORKDIR by (catalog size, users, seed, encoder, epochs) and reused (see
     --retrain, --artifacts). Without --bootstrap-servers a local Kafka broker is started
-    in WORKDIR and stopped at the end.
+    in WORKDIR and stopped at the end; with it, that broker is asked first, before any data
+    or training (exit status 69 when none answers).
     """
 
     @app.command(help=_unwrap(bench_help))

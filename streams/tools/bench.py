@@ -55,7 +55,7 @@ from streams.tools.bench_stage import (
     run_process_stage,
     wait_all_ready,
 )
-from streams.tools.demo import broker_for
+from streams.tools.demo import broker_for, check_broker
 from streams.tools.process_stats import machine_info
 from streams.tools.worker_process import WorkerProcess, start_worker
 from streams.tools.worker_timings import read_timings
@@ -300,7 +300,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Run both stages, write the figures as JSON (``config.json_path``) and return them."""
     started = time.perf_counter()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    config.workdir.mkdir(parents=True, exist_ok=True)
     if any(rate <= 0 for rate in config.rates):
         raise StreamsError("--rate must be positive")
     rate_counts = [rate_event_count(config, rate) for rate in config.rates]
@@ -326,6 +325,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     effective = worker_settings(base_env)  # fails fast on an invalid --worker-env
     if effective["encoder"] != config.encoder:  # ENCODER=... in --worker-env
         config = dataclasses.replace(config, encoder=effective["encoder"])
+    # a given broker is asked now, not after minutes of data generation and training
+    check_broker(config.bootstrap_servers)
+    config.workdir.mkdir(parents=True, exist_ok=True)
 
     users = dataset_users(config)
     if config.events_file is None:

@@ -21,7 +21,7 @@ import orjson
 from schemas.play import PlayEvent
 from schemas.recommendation import Recommendation
 from schemas.track import Track
-from streams.kafka.clients import ensure_topics
+from streams.kafka.clients import cluster_id, ensure_topics
 from streams.settings import Settings, load_settings
 from streams.tools.roundtrip import roundtrip
 from streams.tools.worker_process import start_worker, wait_ready
@@ -42,6 +42,17 @@ class DemoConfig:
     bootstrap_servers: str | None = None
 
 
+def check_broker(bootstrap_servers: str | None) -> str | None:
+    """Ask the given broker, if any, for its cluster id (returned) before anything slow runs:
+    :class:`~streams.errors.BrokerUnreachableError` (one line, exit status 69) when no broker
+    answers there within ``KAFKA_CONNECT_TIMEOUT`` seconds, instead of after minutes of data
+    generation and training. ``None`` without an address: :func:`broker_for` starts one."""
+    if not bootstrap_servers:
+        return None
+    settings = load_settings(kafka_bootstrap_servers=bootstrap_servers)
+    return asyncio.run(cluster_id(settings, bootstrap_servers=bootstrap_servers))
+
+
 @contextlib.contextmanager
 def broker_for(workdir: Path, bootstrap_servers: str | None) -> Iterator[str]:
     """A reachable broker: the given one, or a fresh local one stopped on exit."""
@@ -56,6 +67,7 @@ def broker_for(workdir: Path, bootstrap_servers: str | None) -> Iterator[str]:
 
 def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run the demo; returns the measured figures."""
+    check_broker(config.bootstrap_servers)  # before the imports, the data and the training
     from training.generate import GeneratorConfig, generate, write_dataset
     from training.io import write_events
     from training.pipeline import PipelineConfig, train_artifacts
