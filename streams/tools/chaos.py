@@ -53,6 +53,7 @@ from streams.tools.chaos_report import (
     score_outages,
     skipped_in_logs,
 )
+from streams.tools.demo import check_broker
 from streams.tools.worker_process import WorkerProcess, start_worker, wait_ready
 
 __all__ = ["ChaosConfig", "ChaosReport", "hostile_records", "run_chaos", "skipped_in_logs"]
@@ -100,6 +101,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     from training.pipeline import PipelineConfig, train_artifacts
 
     started = time.monotonic()
+    check_broker(config.bootstrap_servers)  # a given broker that does not answer: exit 69 now
     config.workdir.mkdir(parents=True, exist_ok=True)
     users = max(20, config.events // 120)  # about 14 events a session: a few more than asked
     gen = GeneratorConfig(tracks=config.tracks, users=users, sessions_per_user=10, seed=config.seed)
