@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
         Prints the report (lost, wrong session lengths, hostile records dead-lettered,
         unexpected worker exits, events skipped by the consumer and read again, duplicate
         answers and how many differ) and exits 1 when a target is missed. Without
-        --bootstrap-servers a local broker is started in WORKDIR.
+        --bootstrap-server a local broker is started in WORKDIR; a given one is asked first,
+        before any data generation or training (exit status 69 when none answers).
         Example, the full run: nexttrack chaos --workers 3 --kills 6 --broker-restarts 1;
         with a three-broker cluster: nexttrack chaos --workers 3 --kills 6 --broker-kills 2
         """
