@@ -35,6 +35,44 @@ class BrokerUnreachableError(StreamsError):
         )
 
 
+#: Exit status of a command whose credentials the Kafka broker refused (sysexits' EX_NOPERM).
+EXIT_BROKER_AUTH_FAILED = 77
+
+
+class BrokerCertificateError(BrokerUnreachableError):
+    """The broker's TLS certificate was not trusted (signed by a CA other than
+    ``KAFKA_SSL_CAFILE``'s, or not naming the address): no connection, exit status 69, one
+    line that says to check the CA file."""
+
+    def __init__(self, bootstrap_servers: str, reason: str = "") -> None:
+        self.bootstrap_servers = bootstrap_servers
+        because = f" ({reason})" if reason else ""
+        StreamsError.__init__(
+            self,
+            f"cannot trust the Kafka broker at {bootstrap_servers}: its TLS certificate did not "
+            f"verify{because}; check KAFKA_SSL_CAFILE (the CA certificate that signed the "
+            "broker's, e.g. DATA_DIR/security/ca.pem of `nexttrack broker up --secure`) and "
+            "that the address is one the certificate names",
+        )
+
+
+class BrokerAuthenticationError(StreamsError):
+    """The broker refused the client's SASL credentials (or mechanism). One line, exit status
+    :data:`EXIT_BROKER_AUTH_FAILED`; not a :class:`BrokerUnreachableError`, so nothing waits
+    for it to pass (credentials do not get better with time)."""
+
+    exit_status = EXIT_BROKER_AUTH_FAILED
+
+    def __init__(self, bootstrap_servers: str, reason: str = "") -> None:
+        self.bootstrap_servers = bootstrap_servers
+        because = f" ({reason})" if reason else ""
+        super().__init__(
+            f"the Kafka broker at {bootstrap_servers} refused the credentials{because}: check "
+            "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM (the password "
+            "is not shown)"
+        )
+
+
 #: Top-level modules of the ``train`` extra (``pip install 'nexttrack-streams[train]'``) ->
 #: the distribution that provides each. The worker imports none of them; training, evaluation,
 #: data generation and import, and the demo, bench and chaos tools do.

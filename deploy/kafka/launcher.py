@@ -42,6 +42,7 @@ from deploy.kafka.errors import (
 from deploy.kafka.fetch import DEFAULT_KAFKA_VERSION, fetch_kafka
 from deploy.kafka.java import resolve_java
 from deploy.kafka.probe import port_accepts, probe_broker
+from deploy.kafka.security import BrokerSecurity, load_security
 from deploy.kafka.state import (
     BrokerState,
     clear_state,
@@ -91,6 +92,8 @@ class KafkaBroker:
             one-voter quorum.
         cluster_id: the cluster id to format the storage with (every node of a cluster the
             same); ``None``: a random one.
+        security: SASL over TLS on the client listener (users, certificates:
+            :func:`deploy.kafka.security.ensure_security`); ``None``: PLAINTEXT.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class KafkaBroker:
         node_id: int = 1,
         quorum_voters: str | None = None,
         cluster_id: str | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
@@ -125,6 +129,7 @@ class KafkaBroker:
         self.node_id = node_id
         self.quorum_voters = quorum_voters
         self.cluster_id = cluster_id
+        self.security = security
         self._want_port = port
         self._want_controller_port = controller_port
         self.port: int | None = port
@@ -170,7 +175,11 @@ class KafkaBroker:
         if state is None or not is_broker_process(state.pid, state.data_dir):
             return None
         broker = cls(
-            state.data_dir, version=state.version, host=state.host, stop_timeout=stop_timeout
+            state.data_dir,
+            version=state.version,
+            host=state.host,
+            stop_timeout=stop_timeout,
+            security=load_security(state.data_dir),
         )
         broker.adopt()
         return broker
@@ -198,7 +207,9 @@ class KafkaBroker:
 
     def ping(self, timeout: float = 5.0) -> bool:
         """Whether the broker answers a metadata request within ``timeout`` seconds."""
-        return self.port is not None and probe_broker(self.bootstrap_servers, timeout)
+        return self.port is not None and probe_broker(
+            self.bootstrap_servers, timeout, self._probe_kwargs()
+        )
 
     def start(self) -> str:
         """Fetch jars if needed, format storage on first use, start the JVM and wait until it
@@ -315,16 +326,24 @@ class KafkaBroker:
 
     def _write_config(self) -> None:
         assert self.port is not None and self.controller_port is not None
+        extra = dict(self.extra_properties)
+        if self.security is not None:
+            extra = {
+                **self.security.properties(self.host, self.port, self.controller_port),
+                **extra,
+            }
         text = server_properties(
             host=self.host,
             port=self.port,
             controller_port=self.controller_port,
             log_dir=self.data_dir / "kafka-logs",
-            extra=self.extra_properties,
+            extra=extra,
             node_id=self.node_id,
             quorum_voters=self.quorum_voters,
         )
         self.properties_file.write_text(text)
+        if self.security is not None:  # the inter-broker user's password is in it
+            self.properties_file.chmod(0o600)
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
     def _java_cmd(self, java: str, libs: Path, main: str, opts: Sequence[str]) -> list[str]:
@@ -351,6 +370,7 @@ class KafkaBroker:
             f"--cluster-id={self.cluster_id or new_cluster_id()}",
             "--config",
             str(self.properties_file),
+            *(self.security.format_args() if self.security is not None else []),
         ]
         try:
             proc = subprocess.run(
@@ -420,10 +440,13 @@ class KafkaBroker:
                     f"{self.start_timeout:.0f}s; log {self.log_file} tail:\n{self.log_tail()}"
                 )
             if port_accepts(self.host, self.port) and probe_broker(
-                self.bootstrap_servers, min(5.0, max(left, 0.5))
+                self.bootstrap_servers, min(5.0, max(left, 0.5)), self._probe_kwargs()
             ):
                 return
             time.sleep(0.2)
+
+    def _probe_kwargs(self) -> dict[str, object] | None:
+        return self.security.client_kwargs() if self.security is not None else None
 
     def _signal(self, sig: signal.Signals) -> None:
         try:

@@ -36,7 +36,9 @@ EPILOG = (
     "Exit status: 0 done; 1 an unexpected error (with a traceback); 2 an invalid setting, "
     "option or input, or a command that needs the training extras where only the worker is "
     "installed (one line naming it); 69 no Kafka broker answered at the bootstrap "
-    "address (one line naming it); 70 the worker stopped on a batch it could not complete."
+    "address, or its TLS certificate is not trusted (one line naming it); 70 the worker "
+    "stopped on a batch it could not complete; 77 the broker refused the SASL credentials "
+    "(one line)."
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
@@ -20,6 +20,10 @@ from deploy.kafka.state import DEFAULT_DATA_DIR
 
 if TYPE_CHECKING:
     from deploy.kafka import KafkaCluster
+    from deploy.kafka.security import BrokerSecurity
+
+#: ``--sasl-mechanism`` of ``broker up --secure`` (deploy.kafka.security.MECHANISMS).
+SaslMechanismChoice = Literal["SCRAM-SHA-512", "PLAIN"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,11 @@ def fetch(
         "down`. Fetches the jars first if needed. With --brokers 3: a three-node KRaft cluster "
         "(each node broker and controller; ports PORT, PORT+1, PORT+2; Kafka's internal topics "
         "with 3 replicas and min.insync.replicas 2), which keeps working with one node down; "
-        "`up` again starts the nodes that are not running."
+        "`up` again starts the nodes that are not running. With --secure: clients connect "
+        "with SASL (SCRAM-SHA-512, or PLAIN with --sasl-mechanism) over TLS; a throw-away CA, "
+        "the broker's certificate and a client user with a random password are made on the "
+        "first start in DATA_DIR/security/ (ca.pem, and client.env with the KAFKA_* settings "
+        "of a client, password included, mode 0600); a data directory started secure stays so."
     ),
 )
 def up(
@@ -91,9 +99,18 @@ def up(
         90.0, "--timeout", help="Seconds to wait for each broker to answer before giving up."
     ),
     version: str = typer.Option(DEFAULT_VERSION, "--version", help="Kafka version to run."),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="SASL over TLS for clients (one broker only); see DATA_DIR/security/client.env.",
+    ),
+    sasl_mechanism: SaslMechanismChoice = typer.Option(
+        "SCRAM-SHA-512", "--sasl-mechanism", help="The SASL mechanism of --secure."
+    ),
 ) -> None:
     """Start the broker (or cluster) in the background and wait until it answers (idempotent)."""
     from deploy.kafka import BrokerError, KafkaBroker, read_cluster_state
+    from deploy.kafka.security import ensure_security, load_security
 
     layout = read_cluster_state(data_dir)
     if layout is not None and layout.brokers != brokers:
@@ -101,6 +118,8 @@ def up(
             f"{data_dir} holds a cluster of {layout.brokers} brokers; use --brokers "
             f"{layout.brokers} or another --data-dir"
         )
+    if secure and brokers > 1:
+        raise BrokerError("--secure starts one broker; a secured cluster is not supported yet")
     if brokers > 1:
         if KafkaBroker.attach(data_dir) is not None:
             raise BrokerError(
@@ -117,14 +136,25 @@ def up(
                 f"broker already running at {running.bootstrap_servers} (pid {running.pid}, "
                 f"data dir {running.data_dir}){note}"
             )
+            if running.security is not None:
+                typer.echo(_client_settings(running.security))
             return
         raise BrokerError(
             f"broker pid {running.pid} from {running.data_dir} is running but does not answer "
             f"at {running.bootstrap_servers}; see {running.log_file}, or stop it with "
             f"`nexttrack broker down --data-dir {data_dir}`"
         )
-    broker = KafkaBroker(data_dir, port=port, version=version, start_timeout=timeout, detach=True)
     t0 = time.monotonic()
+    # a data directory first started secure stays secure (its users are in its metadata)
+    security = ensure_security(data_dir, sasl_mechanism) if secure else load_security(data_dir)
+    broker = KafkaBroker(
+        data_dir,
+        port=port,
+        version=version,
+        start_timeout=timeout,
+        detach=True,
+        security=security,
+    )
     bootstrap = broker.start()
     typer.echo(
         f"Kafka {version} broker up at {bootstrap} (pid {broker.pid}) in "
@@ -132,6 +162,22 @@ def up(
         f"  data dir: {broker.data_dir}\n"
         f"  log:      {broker.log_file}\n"
         f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}"
+    )
+    if security is not None:
+        typer.echo(_client_settings(security))
+
+
+def _client_settings(security: BrokerSecurity) -> str:
+    """What a client of a secured broker sets, the password left in the file."""
+    env = security.client_env()
+    shown = "\n".join(
+        f"  export {key}={value}" for key, value in env.items() if key != "KAFKA_SASL_PASSWORD"
+    )
+    return (
+        f"  secured:  SASL_SSL, {security.mechanism}, user {security.username}\n"
+        f"{shown}\n"
+        f"  export KAFKA_SASL_PASSWORD=...  (in {security.env_file}: "
+        f"set -a; . {security.env_file}; set +a)"
     )
 
 
@@ -245,9 +291,10 @@ def status(
         raise typer.Exit(1)
     state = read_state(data_dir)
     uptime = f", up {time.time() - state.started_at:.0f}s" if state else ""
+    secured = f", SASL_SSL {running.security.mechanism}" if running.security else ""
     typer.echo(
         f"up at {running.bootstrap_servers} (pid {running.pid}, Kafka {running.version}"
-        f"{uptime}, data dir {running.data_dir})"
+        f"{uptime}, data dir {running.data_dir}{secured})"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -12,9 +13,22 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 
-from streams.errors import BrokerUnreachableError, StreamsError
+from streams.errors import (
+    BrokerAuthenticationError,
+    BrokerCertificateError,
+    BrokerUnreachableError,
+    StreamsError,
+)
 from streams.kafka.config import aiokafka_kwargs
 from streams.settings import Settings
 
@@ -72,12 +86,40 @@ class _BootstrapFailures(logging.Filter):
         found = [r.getMessage().split('": ', 1)[-1] for r in self.records]
         return "; ".join(dict.fromkeys(found))
 
+    def errors(self) -> list[BaseException]:
+        """The exceptions aiokafka logged (the last argument of each message)."""
+        return [r.args[-1] for r in self.records if r.args and isinstance(r.args, tuple)]
+
+
+#: aiokafka's errors for credentials or a SASL mechanism the broker refused.
+_AUTH_ERRORS = (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+)
+
+
+def bootstrap_failure(address: str, errors: list[BaseException], reason: str) -> StreamsError:
+    """The error for a client that could not bootstrap from ``address``, given the errors of
+    its connection attempts: refused credentials, a certificate not trusted, or (anything
+    else) no broker reachable, for ``reason``."""
+    refused = [e for e in errors if isinstance(e, _AUTH_ERRORS)]
+    if refused:
+        return BrokerAuthenticationError(address, str(refused[0]))
+    untrusted = [e for e in errors if isinstance(e, ssl.SSLCertVerificationError)]
+    if untrusted:
+        return BrokerCertificateError(address, untrusted[0].verify_message or str(untrusted[0]))
+    return BrokerUnreachableError(address, reason)
+
 
 async def start_client(
     client: Client, settings: Settings, bootstrap_servers: str | None = None
 ) -> None:
     """``await client.start()``, or :class:`BrokerUnreachableError` naming the address (and
-    why) when no broker answers there within ``KAFKA_CONNECT_TIMEOUT`` seconds; the client
+    why) when no broker answers there within ``KAFKA_CONNECT_TIMEOUT`` seconds
+    (:class:`BrokerCertificateError` when its TLS certificate is not trusted,
+    :class:`BrokerAuthenticationError` when it refuses the SASL credentials); the client
     is closed first, so nothing is left to warn about it. Hosts of the address that failed
     while another answered are logged as warnings."""
     aiokafka_log = logging.getLogger("aiokafka")
@@ -95,7 +137,7 @@ async def start_client(
         reason = failures.reasons()
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {timeout:g} s (KAFKA_CONNECT_TIMEOUT)"
-        raise BrokerUnreachableError(address, reason) from exc
+        raise bootstrap_failure(address, failures.errors(), reason) from exc
     finally:
         aiokafka_log.removeFilter(failures)
     for record in failures.records:
