@@ -10,6 +10,7 @@ formatter, the password kept out of reprs, and how the client tells the failures
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import stat
 import subprocess
@@ -33,16 +34,12 @@ from streams.errors import (
     BrokerCertificateError,
     BrokerUnreachableError,
 )
-from streams.kafka.clients import bootstrap_failure
+from streams.kafka.clients import bootstrap_failure, cluster_id
+from streams.settings import load_settings
 from streams.tools.worker_process import free_port
 from tests.data_fixtures import Dataset
 from tests.test_cli import nexttrack
 from tests.worker_helpers import StreamEnv
-
-
-def _props(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if not line.startswith("#"))
-
 
 # -- no broker needed ------------------------------------------------------------------------
 
@@ -130,6 +127,8 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         status = nexttrack("broker", "status", "-d", str(data), cwd=data)
         assert status.returncode == 0 and "SASL_SSL SCRAM-SHA-512" in status.stdout, status
         yield f"127.0.0.1:{port}", data
+        down = nexttrack("broker", "down", "-d", str(data), cwd=data)
+        assert down.returncode == 0 and "stopped broker" in down.stdout, down
     finally:
         broker = KafkaBroker.attach(data)
         if broker is not None:
@@ -244,3 +243,31 @@ def test_wrong_credentials_and_an_untrusted_ca_fail_at_once_in_one_line(
         # told at once: not after KAFKA_CONNECT_TIMEOUT (30 s) or a retry loop
         assert elapsed < 25, f"{command} {change}: {elapsed:.1f}s"
         assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.kafka
+def test_a_plain_mechanism_broker_takes_its_user_and_refuses_others(tmp_path: Path) -> None:
+    """``--sasl-mechanism PLAIN``: the users are in the listener's JAAS configuration, not the
+    metadata; the right password is taken and a wrong one refused, over TLS all the same."""
+    try:
+        fetch_kafka()
+    except (JavaNotFoundError, MavenNotFoundError) as exc:
+        pytest.skip(str(exc))
+    security = ensure_security(tmp_path, "PLAIN")
+    env = security.client_env()
+    with KafkaBroker(tmp_path, security=security, start_timeout=120.0) as broker:
+
+        def ask(password: str) -> str:
+            settings = load_settings(
+                kafka_bootstrap_servers=broker.bootstrap_servers,
+                kafka_security_protocol="SASL_SSL",
+                kafka_sasl_mechanism="PLAIN",
+                kafka_sasl_username=env["KAFKA_SASL_USERNAME"],
+                kafka_sasl_password=password,
+                kafka_ssl_cafile=env["KAFKA_SSL_CAFILE"],
+            )
+            return asyncio.run(cluster_id(settings))
+
+        assert ask(env["KAFKA_SASL_PASSWORD"])
+        with pytest.raises(BrokerAuthenticationError, match="refused the credentials"):
+            ask("not-the-password")
