@@ -85,7 +85,11 @@ def fetch(
 )
 def up(
     port: int = typer.Option(
-        9092, "--port", "-p", help="Client (PLAINTEXT) port on 127.0.0.1 (of the first broker)."
+        9092,
+        "--port",
+        "-p",
+        help="Client port on 127.0.0.1 (of the first broker): PLAINTEXT, or SASL_SSL with "
+        "--secure.",
     ),
     brokers: int = typer.Option(
         1,
