@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 
 from schemas.errors import SchemaError
+from schemas.fast_decode import fast_decoder
 from schemas.spec import Spec
 from schemas.validation import (
     DEFAULT_MAX_BYTES,
@@ -117,5 +118,15 @@ class PlayEvent:
 
     @classmethod
     def parse(cls, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> PlayEvent:
-        """Decode and validate one encoded event; raises :class:`SchemaError`."""
+        """Decode and validate one encoded event; raises :class:`SchemaError`. An event in
+        the common shape (no unknown field) takes msgspec's fast path
+        (:mod:`schemas.fast_decode`), anything else the checks of :meth:`from_dict`."""
+        if isinstance(raw, bytes) and len(raw) <= max_bytes:
+            event = _decode_fast(raw)
+            if event is not None:
+                return event
         return cls.from_dict(decode_object(raw, max_bytes=max_bytes))
+
+
+#: :class:`PlayEvent` in its common shape, by msgspec (``None``: not in that shape).
+_decode_fast = fast_decoder(PlayEvent, PLAY_SCHEMA)
