@@ -403,6 +403,11 @@ def test_bench_small_run(kafka_bootstrap: str, tmp_path: Path) -> None:
         assert rate["answered"] == rate["sent"] == 200, stage
         assert all(math.isfinite(rate[k]) for k in ("p50_ms", "p95_ms", "p99_ms"))
     assert results["worker"]["peak_rss_mb"] > results["passthrough"]["peak_rss_mb"]
+    # one plain worker: its PSS too, against the target for one process
+    worker = results["worker"]
+    assert worker["worker_processes"] == 1 and "process_labels" not in worker
+    assert set(worker["pss_at_peak_mb"]) == {"worker"} and worker["pss_peak_mb"] > 0
+    assert worker["pss_target_mb"] == 400.0 and worker["pss_samples"] > 0
     # the Faust passthroughs answered every event and their ratios are in the figures
     assert results["faust_to_passthrough_ratio"] and results["worker_to_faust_ratio"]
     assert results["faust_upstream_to_passthrough_ratio"] and results["fetch_loop_gain"]
@@ -459,13 +464,25 @@ def test_bench_two_worker_processes_share_the_plays(kafka_bootstrap: str, tmp_pa
     results = run_bench(config)
     worker = results["worker"]
     assert worker["answered"] == worker["sent"] == 400
-    assert results["worker_processes"] == 2 and worker["processes"] == 2
+    # one `nexttrack worker --processes 2`: the supervisor and its two children
+    assert results["worker_processes"] == 2 and worker["worker_processes"] == 2
+    assert worker["processes"] == 3
+    assert worker["process_labels"] == ["supervisor", "worker 0", "worker 1"]
     assert all(peak and peak > 0 for peak in worker["peak_rss_mb_per_process"])
     assert worker["peak_rss_mb"] == max(worker["peak_rss_mb_per_process"])
+    # memory: the peak of the sum of the three processes' PSS, sampled from the start
+    assert set(worker["pss_at_peak_mb"]) == {"supervisor", "worker 0", "worker 1"}
+    assert worker["pss_peak_mb"] == pytest.approx(sum(worker["pss_at_peak_mb"].values()), abs=0.2)
+    assert worker["pss_samples"] > 0 and worker["pss_target_mb"] == 550.0
+    assert worker["pss_within_target"] is (worker["pss_peak_mb"] <= 550.0)
+    # the children share the model with the supervisor: less PSS than RSS in all
+    assert worker["pss_peak_mb"] < sum(worker["peak_rss_mb_per_process"])
     # both processes answered part of the events (warm-up and measured: 600 in all; more
     # only if a rebalance made one answer a replay again)
     published = worker["published_per_process"]
-    assert all(n and n > 0 for n in published), published
+    assert len(published) == 2 and all(n and n > 0 for n in published), published
     assert sum(published) >= config.warmup_events + config.events
     assert results["command"].endswith("--no-faust-baseline --workers 2")
-    assert (tmp_path / f"{results['run_id']}-worker-2.log").is_file()
+    assert (tmp_path / f"{results['run_id']}-worker.log").is_file()  # one log: one command
+    assert not (tmp_path / f"{results['run_id']}-worker-2.log").exists()
+    assert "issue #27's target for 2 workers" in format_results(results)

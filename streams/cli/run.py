@@ -132,7 +132,9 @@ def register(app: typer.Typer) -> None:
     from the first send to the last answer. Then one run per --rate at that steady rate.
     Latency is from each event's send to its answer's arrival (p50/p95/p99). Memory is the
     process's peak resident set (VmHWM from /proc/PID/status, read just before it is
-    stopped; VmRSS is sampled too).
+    stopped; VmRSS is sampled too); the worker's also the peak of the sum of its processes'
+    PSS (/proc/PID/smaps_rollup, sampled from its start: with --workers N, one `nexttrack
+    worker --processes N`, the supervisor and its N workers sharing the model).
 
     The defaults are the reference configuration: lstm encoder over 100k tracks, top 10,
     hybrid weighted-sum fusion. Training takes minutes at that size; the artifacts are
@@ -195,8 +197,10 @@ def register(app: typer.Typer) -> None:
             "--workers",
             min=1,
             help="Worker processes in the worker stage, in one consumer group (at most the "
-            "plays topic's partitions, TOPIC_PARTITIONS, default 4); memory is then the "
-            "largest process's peak. The passthrough stages stay one process.",
+            "plays topic's partitions, TOPIC_PARTITIONS, default 4): above 1, one "
+            "`nexttrack worker --processes N` (the model loaded once, shared by the forked "
+            "workers). Memory: the peak of the sum of every process's PSS, against issue "
+            "#27's 400 MB + 150 MB x (N - 1). The passthrough stages stay one process.",
         ),
         workdir: Path = typer.Option(Path(".nexttrack/bench"), help="Data, artifacts and logs."),
         json_out: Path | None = typer.Option(

@@ -12,8 +12,9 @@ The stages run as their own processes on the same broker and see the same events
   uses unless ``FETCH_LOOP=upstream``), so the loop's gain stays visible;
 - **worker**: ``nexttrack worker`` with the trained artifacts (validation, session table,
   encoder step, hybrid retrieval and fusion, publishing), started and waited on until
-  ``/ready``; ``workers`` processes of it in one consumer group (default one), each with its
-  own data directory, memory then being the largest process's peak.
+  ``/ready``; for ``workers`` N > 1, one ``nexttrack worker --processes N`` (a supervisor
+  that loads the model once and forks N workers of one consumer group sharing it,
+  :mod:`streams.tools.bench_workers`), waited on until every child is ready.
 
 For each stage: warm-up events (answered, not measured), then the throughput run (the measured
 events as fast as the producer takes them; events/s is answers per second from the first send
@@ -21,7 +22,10 @@ to the last answer), then one run per ``rates`` entry (events offered at a stead
 figures of interest are the latency percentiles). Latency always runs from an event's send to
 its answer's arrival on the output topic. Each stage's memory is read from
 ``/proc/<pid>/status`` just before it is stopped (``VmHWM``, the peak resident set) and
-``VmRSS`` is sampled while it runs.
+``VmRSS`` is sampled while it runs. The worker stage's memory is also the sum of its
+processes' proportional set sizes (PSS, ``/proc/<pid>/smaps_rollup``: pages shared after the
+supervisor's fork count once), sampled from its start, and its peak against issue #27's
+target of 400 MB + 150 MB x (N - 1).
 
 Training the artifacts is the slow part (minutes for 100k tracks); they are cached under the
 work directory by (catalog size, users, seed, encoder, LightFM epochs).
@@ -48,17 +52,10 @@ from streams.errors import StreamsError
 from streams.kafka.clients import ensure_topics
 from streams.settings import Settings, load_settings
 from streams.tools.bench_report import ratio, write_results
-from streams.tools.bench_stage import (
-    RateRun,
-    Stage,
-    published_by,
-    run_process_stage,
-    wait_all_ready,
-)
+from streams.tools.bench_stage import RateRun, Stage, run_process_stage
+from streams.tools.bench_workers import run_worker_stage
 from streams.tools.demo import broker_for, check_broker
 from streams.tools.process_stats import machine_info
-from streams.tools.worker_process import WorkerProcess, start_worker
-from streams.tools.worker_timings import read_timings
 
 log = logging.getLogger(__name__)
 
@@ -444,31 +441,17 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             config.workers,
             "" if config.workers == 1 else "es",
         )
-        workers = _start_workers(config, artifacts, worker_env, run_id)
-        try:
-            ready_started = time.perf_counter()
-            wait_all_ready(workers, timeout=config.ready_timeout)
-            log.info("worker ready after %.1fs", time.perf_counter() - ready_started)
-            stage = Stage(
-                "worker",
-                settings,
-                t["plays"],
-                t["recs"],
-                progress_interval=config.progress_interval,
-                timings=lambda: read_timings([w.url for w in workers]),
-            )
-            results["worker"], worker_rates = stage.run(
-                [w.process.pid for w in workers],
-                lambda: all(w.alive() for w in workers),
-                warmup,
-                measured,
-                rate_runs,
-            )
-            if len(workers) > 1:  # how the group shared the events (warm-up included)
-                results["worker"]["published_per_process"] = [published_by(w) for w in workers]
-        finally:
-            for worker in workers:
-                worker.stop()
+        results["worker"], worker_rates = run_worker_stage(
+            config.workers,
+            artifacts,
+            worker_env,
+            config.workdir / f"{run_id}-worker.log",
+            Stage("worker", settings, t["plays"], t["recs"], progress_interval=every),
+            config.ready_timeout,
+            warmup,
+            measured,
+            rate_runs,
+        )
 
     results["worker_to_passthrough_ratio"] = ratio(
         results["passthrough"]["events_per_second"], results["worker"]["events_per_second"]
@@ -501,17 +484,3 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     path = write_results(results, config.json_path)
     log.info("figures written to %s", path)
     return results
-
-
-def _start_workers(
-    config: BenchConfig, artifacts: Path, env: Mapping[str, str], run_id: str
-) -> list[WorkerProcess]:
-    """``config.workers`` worker processes in one consumer group, each with its own data
-    directory (RocksDB) and log (``WORKDIR/<run>-worker[-N].log``)."""
-    workers = []
-    for i in range(config.workers):
-        suffix = "" if config.workers == 1 else f"-{i + 1}"
-        own_env = {**env, "DATA_DIR": f"{env['DATA_DIR']}{suffix}"}
-        log_path = config.workdir / f"{run_id}-worker{suffix}.log"
-        workers.append(start_worker(artifacts, env=own_env, log_path=log_path))
-    return workers

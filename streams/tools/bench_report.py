@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,16 @@ def format_results(results: dict[str, Any]) -> str:
     mem = ", ".join(f"{name} {_num(results[name].get('peak_rss_mb'), '.0f')} MB" for name in stages)
     lines.append(f"peak resident memory (VmHWM): {mem}")
     per_process = results.get("worker", {}).get("peak_rss_mb_per_process")
-    if per_process:
+    labels = results.get("worker", {}).get("process_labels")
+    if per_process and labels and len(labels) == len(per_process):
+        peaks = ", ".join(
+            f"{label} {_num(p, '.0f')}" for label, p in zip(labels, per_process, strict=True)
+        )
+        lines.append(f"worker processes: {len(per_process)} (peak RSS MB each: {peaks})")
+    elif per_process:
         peaks = ", ".join(_num(p, ".0f") for p in per_process)
         lines.append(f"worker processes: {len(per_process)} (peak MB each: {peaks})")
+    lines += memory_lines(results.get("worker", {}))
     lines.append(f"worker/passthrough throughput ratio: {results['worker_to_passthrough_ratio']}")
     if "faust" in results:
         lines.append(
@@ -101,6 +109,30 @@ def format_results(results: dict[str, Any]) -> str:
             + f"; catalog {results.get('catalog_size')} tracks"
         )
     return "\n".join(lines)
+
+
+def memory_lines(worker: Mapping[str, Any]) -> list[str]:
+    """The printed lines of the worker stage's PSS figures (none without them)."""
+    peak = worker.get("pss_peak_mb")
+    if peak is None:
+        return []
+    at_peak = worker.get("pss_at_peak_mb") or {}
+    each = ", ".join(f"{label} {mb:.0f}" for label, mb in at_peak.items())
+    processes = worker.get("worker_processes", 1)
+    within = worker.get("pss_within_target")
+    verdict = "meets" if within else "misses"
+    lines = [
+        f"worker memory, sum of PSS at its peak: {peak:.0f} MB ({each}); issue #27's target "
+        f"for {processes} worker{'s' if processes != 1 else ''} (lstm, 100k tracks): "
+        f"<= {worker.get('pss_target_mb'):.0f} MB, {verdict} it"
+    ]
+    maxima = worker.get("pss_max_mb_per_process") or {}
+    if len(maxima) > 1:
+        lines.append(
+            "worker PSS, each process's own peak: "
+            + ", ".join(f"{label} {mb:.0f} MB" for label, mb in maxima.items())
+        )
+    return lines
 
 
 def write_results(results: dict[str, Any], path: Path) -> Path:

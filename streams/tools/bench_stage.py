@@ -2,7 +2,8 @@
 stage's topics, with the resident memory of the stage's processes.
 
 A stage is one or more processes reading ``source`` and answering on ``target`` (one
-passthrough, one Faust passthrough, or ``--workers`` worker processes in one consumer group).
+passthrough, one Faust passthrough, one worker, or the supervisor of ``--workers N`` and its
+children, :mod:`streams.tools.bench_workers`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from streams.errors import StreamsError
 from streams.settings import Settings
 from streams.tools.process_stats import RssSampler, read_memory
 from streams.tools.roundtrip import RoundTrip, roundtrip
-from streams.tools.worker_process import WorkerProcess, wait_ready
 from streams.tools.worker_timings import Reading, describe, metrics_page, per_batch
 
 log = logging.getLogger(__name__)
@@ -56,30 +56,6 @@ def memory_figures(pids: Sequence[int], samplers: Sequence[RssSampler]) -> dict[
         figures["processes"] = len(pids)
         figures["peak_rss_mb_per_process"] = peaks
     return figures
-
-
-def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float) -> None:
-    """Wait until every worker's ``/ready`` answers 200 in one pass: a worker that was ready
-    before the last one joined the group may be rebalancing again, so passes repeat until none
-    had to wait (bounded by ``timeout`` per worker and pass)."""
-    while True:
-        waited = False
-        for worker in workers:
-            if not _ready_now(worker):
-                waited = True
-                wait_ready(worker, timeout=timeout)
-        if not waited:
-            return
-
-
-def _ready_now(worker: WorkerProcess) -> bool:
-    import urllib.error
-    import urllib.request
-
-    with contextlib.suppress(OSError):
-        with urllib.request.urlopen(worker.url + "/ready", timeout=5) as reply:
-            return bool(reply.status == 200)
-    return False
 
 
 class Stage:
@@ -230,12 +206,13 @@ def run_process_stage(
                 process.wait()
 
 
-def published_by(worker: WorkerProcess) -> float | None:
-    """Recommendations the worker has published (``nexttrack_recommendations_published_total``
-    on its ``/metrics``); ``None`` when the page cannot be read."""
+def published_by(url: str) -> float | None:
+    """Recommendations the worker at ``url`` has published
+    (``nexttrack_recommendations_published_total`` on its ``/metrics``); ``None`` when the
+    page cannot be read."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = metrics_page(worker.url)
+    text = metrics_page(url)
     if text is None:
         return None
     for family in text_string_to_metric_families(text):
