@@ -322,7 +322,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     effective = worker_settings(base_env)  # fails fast on an invalid --worker-env
     if effective["encoder"] != config.encoder:  # ENCODER=... in --worker-env
         config = dataclasses.replace(config, encoder=effective["encoder"])
-    # a given broker is asked now, not after minutes of data generation and training
+    # the train extra first (a missing install: one line, exit 2), then a given broker (exit
+    # 69): both now, not after minutes of data generation and training
+    import training.pipeline  # noqa: F401
+
     check_broker(config.bootstrap_servers)
     config.workdir.mkdir(parents=True, exist_ok=True)
 

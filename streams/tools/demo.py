@@ -67,11 +67,14 @@ def broker_for(workdir: Path, bootstrap_servers: str | None) -> Iterator[str]:
 
 def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run the demo; returns the measured figures."""
-    check_broker(config.bootstrap_servers)  # before the imports, the data and the training
+    # the train extra first (a missing install: one line, exit 2), then a given broker (exit
+    # 69), both before the data and the training
     from training.generate import GeneratorConfig, generate, write_dataset
     from training.io import write_events
     from training.pipeline import PipelineConfig, train_artifacts
     from training.split import split_events
+
+    check_broker(config.bootstrap_servers)
 
     work = config.workdir
     work.mkdir(parents=True, exist_ok=True)
