@@ -162,8 +162,8 @@ async def test_start_client_closes_the_client_and_names_the_address(
 ) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    from streams.kafka.clients import start_client
     from streams.kafka.config import aiokafka_kwargs
+    from streams.kafka.connect import start_client
 
     settings = load_settings(kafka_bootstrap_servers=UNREACHABLE)
     consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings))
@@ -197,7 +197,7 @@ async def test_while_unreachable_waits_out_a_broker_outage_and_raises_other_erro
     from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError
 
     from streams.errors import BrokerUnreachableError
-    from streams.kafka.clients import while_unreachable
+    from streams.kafka.connect import while_unreachable
 
     failures = [BrokerUnreachableError("127.0.0.1:1"), KafkaConnectionError("down")]
     calls = 0

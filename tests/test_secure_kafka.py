@@ -34,7 +34,8 @@ from streams.errors import (
     BrokerCertificateError,
     BrokerUnreachableError,
 )
-from streams.kafka.clients import bootstrap_failure, cluster_id
+from streams.kafka.clients import cluster_id
+from streams.kafka.connect import bootstrap_failure
 from streams.settings import load_settings
 from streams.tools.worker_process import free_port
 from tests.data_fixtures import Dataset

@@ -34,8 +34,9 @@ from streams.delivery.durable_table import ChangelogRecord, DurableTable
 from streams.delivery.gaps import GapGuard
 from streams.delivery.publisher import BatchPublisher, Delivery
 from streams.delivery.stop import exit_process
-from streams.kafka.clients import committed_offsets, while_unreachable
+from streams.kafka.clients import committed_offsets
 from streams.kafka.config import faust_broker_credentials, faust_broker_url
+from streams.kafka.connect import while_unreachable
 from streams.settings import Settings, fusion_overridden, retrieval_params
 from streams.worker.faust_context import event_context
 from streams.worker.live_stats import LiveStats
