@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -89,22 +93,18 @@ def test_consume_from_an_unreachable_broker_says_so_in_one_line(
     assert proc.stdout == ""
 
 
-def test_an_address_that_never_answers_is_given_up_after_the_connect_timeout(
-    tmp_path: Path,
-) -> None:
-    """A listener that accepts connections and never answers (as an address that drops
-    packets would hold a client): one line after KAFKA_CONNECT_TIMEOUT, not aiokafka's 40 s."""
-    import socket
-    import threading
-
+@contextmanager
+def silent_listener() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A local address that accepts connections and never answers (as an address that drops
+    packets would hold a client): ``(host:port, the connections accepted so far)``."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
+    listener.settimeout(0.2)
     accepted: list[socket.socket] = []
     stop = threading.Event()
 
     def accept() -> None:
-        listener.settimeout(0.2)
         while not stop.is_set():
             try:
                 accepted.append(listener.accept()[0])
@@ -113,8 +113,22 @@ def test_an_address_that_never_answers_is_given_up_after_the_connect_timeout(
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    address = f"127.0.0.1:{listener.getsockname()[1]}"
     try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}", accepted
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_an_address_that_never_answers_is_given_up_after_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    """A listener that accepts connections and never answers (as an address that drops
+    packets would hold a client): one line after KAFKA_CONNECT_TIMEOUT, not aiokafka's 40 s."""
+    with silent_listener() as (address, accepted):
         proc = nexttrack(
             "consume",
             "--topic",
@@ -126,12 +140,6 @@ def test_an_address_that_never_answers_is_given_up_after_the_connect_timeout(
             cwd=tmp_path,
             extra_env={"KAFKA_CONNECT_TIMEOUT": "1"},
         )
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
     assert proc.returncode == EXIT_BROKER_UNREACHABLE, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr

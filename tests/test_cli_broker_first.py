@@ -10,8 +10,6 @@ KAFKA_CONNECT_TIMEOUT, set to 1 s here). No broker is started.
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from streams.errors import EXIT_BROKER_UNREACHABLE
-from tests.test_cli import UNREACHABLE, bootstrap_options, commands, nexttrack
+from tests.test_cli import UNREACHABLE, bootstrap_options, commands, nexttrack, silent_listener
 
 
 @dataclass(frozen=True)
@@ -37,34 +35,12 @@ def no_broker(request: pytest.FixtureRequest) -> Iterator[Address]:
     if request.param == "refused":
         yield Address(UNREACHABLE, "Connect call failed")
         return
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.2)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
+    with silent_listener() as (address, accepted):
         yield Address(
-            f"127.0.0.1:{listener.getsockname()[1]}",
+            address,
             "no answer within 1 s (KAFKA_CONNECT_TIMEOUT)",
             lambda: len(accepted),
         )
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
 
 
 def args_for(command: str, tmp: Path) -> list[str]:

@@ -5,6 +5,7 @@ mutated and hostile records (a seeded random walk over the ways a producer gets 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -16,16 +17,7 @@ from schemas.fast_decode import fast_decoder
 from schemas.play import PLAY_SCHEMA, PlayEvent
 from schemas.validation import MAX_STRING_CHARS, decode_object
 
-FIELDS = (
-    "event_id",
-    "user_id",
-    "session_id",
-    "track_id",
-    "event_type",
-    "ts",
-    "ms_played",
-    "context",
-)
+FIELDS = tuple(f.name for f in dataclasses.fields(PlayEvent) if f.name != "extra")
 #: Values a producer may put in any field: each one valid for some fields, wrong for others.
 ODD_VALUES: list[Any] = [
     None,
