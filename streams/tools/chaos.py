@@ -237,9 +237,6 @@ def _shake(
     if report.brokers > 1:  # every topic on all three brokers, a write acked by two
         env["TOPIC_REPLICATION_FACTOR"] = str(report.brokers)
         env["TOPIC_MIN_INSYNC_REPLICAS"] = "2"
-        # longer than Kafka takes to fence a dead broker (9 s), so a killed coordinator does
-        # not cost the group its membership (docs/operations.md, "Consumer session")
-        env["CONSUMER_SESSION_TIMEOUT"] = "20"
     settings = load_settings(
         kafka_bootstrap_servers=bootstrap,
         topic_plays=env["TOPIC_PLAYS"],
