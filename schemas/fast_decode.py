@@ -36,10 +36,10 @@ def _field_type(tp: Any) -> Any:
     """The msgspec type of one record field: the Python type with its Spec as msgspec
     constraints (strings' lengths, numbers' bounds); ``None`` for a field the fast path
     does not take (a record with such a field is left to the full parser)."""
-    spec = None
+    spec = Spec("")  # a field without a Spec of its own gets Spec's defaults, as in JSON Schema
     if get_origin(tp) is Annotated:
         tp, *extras = get_args(tp)
-        spec = next((e for e in extras if isinstance(e, Spec)), None)
+        spec = next((e for e in extras if isinstance(e, Spec)), spec)
     optional = False
     if get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -47,16 +47,13 @@ def _field_type(tp: Any) -> Any:
             return None
         tp, optional = args[0], True
     if tp is str:
-        meta = msgspec.Meta(
-            min_length=spec.min_length if spec else 1,
-            max_length=spec.max_length if spec else None,
-        )
+        meta = msgspec.Meta(min_length=spec.min_length, max_length=spec.max_length)
         base: Any = Annotated[str, meta]
     elif tp is int:
         bounds = dict(INT_BOUNDS)
-        if spec is not None and spec.minimum is not None:
+        if spec.minimum is not None:
             bounds["ge"] = max(bounds["ge"], int(spec.minimum))
-        if spec is not None and spec.maximum is not None:
+        if spec.maximum is not None:
             bounds["le"] = min(bounds["le"], int(spec.maximum))
         base = Annotated[int, msgspec.Meta(**bounds)]
     elif get_origin(tp) is Literal and all(isinstance(a, str) for a in get_args(tp)):
